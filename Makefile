@@ -1,0 +1,43 @@
+# cs336_lm — `make demo` runs the whole journey, `make test` runs the tests. Both install what they need.
+PYTHON ?= python3
+# The CPU build of torch is taken where one is installed or offered locally; an already installed torch
+# (CPU or CUDA) is never replaced. Extra pip arguments for the torch install go in TORCH_PIP_ARGS.
+TORCH_VERSION ?= 2.13.0
+TORCH_PIP_ARGS ?=
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
+.PHONY: install test test-fast lint format bench clean
+
+install: .install.stamp
+
+.install.stamp: pyproject.toml
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS)
+	$(PYTHON) -m pip install -q -e ".[dev]"
+	@touch $@
+
+# pytest exits 5 when it collects no test; that is not a failure of the suite.
+test: install
+	$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+
+test-fast: install
+	$(PYTHON) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+lint: install
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+format: install
+	$(PYTHON) -m ruff format .
+	$(PYTHON) -m ruff check --fix .
+
+# CPU benchmarks; each prints ours beside its reference and the ratio. JSON goes to bench-results/.
+bench: install
+	@mkdir -p bench-results
+	@for s in scripts/bench_*.py; do \
+	  case $$s in *bench_kernels.py) continue;; esac; \
+	  echo "== $$s"; $(PYTHON) $$s --json bench-results/$$(basename $$s .py).json $(BENCH_ARGS) || exit 1; \
+	done
+
+clean:
+	rm -rf .install.stamp .pytest_cache .ruff_cache .hypothesis bench-results

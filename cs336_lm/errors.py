@@ -1,0 +1,30 @@
+"""The exceptions that carry a user-facing problem (bad input, bad config, bad files).
+
+Library code raises these with a message that names the problem and the file, key or value involved;
+the command-line entry points (``cs336_lm.cli``) turn them into one line on stderr and exit status 2.
+Anything else that escapes is a bug and keeps its traceback.
+"""
+
+
+class LMError(Exception):
+    """Base class: a problem with what the user gave us, reported as one line."""
+
+
+class ConfigError(LMError):
+    """An unknown key, a wrong type or an invalid value in a config or on the command line."""
+
+
+class TokenizerError(LMError):
+    """Unreadable or malformed tokenizer files, a vocabulary too small, an unknown token id."""
+
+
+class DataError(LMError):
+    """Missing, empty, non-UTF-8 or truncated input text or token files; ids that do not fit."""
+
+
+class CheckpointError(LMError):
+    """A checkpoint that is missing, truncated, not a checkpoint, or of another model shape."""
+
+
+class GenerationError(LMError):
+    """Invalid sampling settings or prompts."""
