@@ -1,0 +1,121 @@
+"""Sampling filters: pure functions from next-token logits to a filtered distribution, and the sampler.
+
+A decode step turns the logits of the last position into one token id per row. The filters are applied in a
+fixed order — temperature, then top-k, then top-p — each returning new logits with removed tokens set to
+``-inf``, so they compose and can be tested one by one against hand-computed distributions. Temperature 0
+means greedy decoding (``argmax``), never a division by zero. Ties are broken toward the lower token id,
+so every filter keeps a well-defined set of distinct tokens. Randomness comes only from explicit
+``torch.Generator`` objects, one per row, so a seeded run is reproducible and a row sampled in a batch
+draws exactly the numbers it would draw alone.
+"""
+
+import math
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float, Int
+
+from cs336_lm.errors import GenerationError
+
+
+def validate_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Raise ``GenerationError`` naming the first invalid setting: temperature ≥ 0, top_k ≥ 1, 0 < top_p ≤ 1."""
+    if not (isinstance(temperature, int | float) and math.isfinite(temperature) and temperature >= 0):
+        raise GenerationError(f"temperature must be a finite number >= 0 (0 means greedy), got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise GenerationError(f"top_k must be an integer >= 1, got {top_k!r}")
+    if top_p is not None and not (isinstance(top_p, int | float) and 0 < top_p <= 1):
+        raise GenerationError(f"top_p must be in (0, 1], got {top_p!r}")
+
+
+def apply_temperature(logits: Float[torch.Tensor, "batch vocab_size"], temperature: float) -> torch.Tensor:
+    """``logits / T``; for ``T == 0`` only the argmax (lowest id among ties) survives, the rest become ``-inf``.
+
+    Example: logits ``[1, 3, 3]`` with T=0 → ``[-inf, 3, -inf]``; with T=2 → ``[0.5, 1.5, 1.5]``.
+    """
+    if temperature == 0:
+        best = logits.argmax(dim=-1, keepdim=True)  # torch.argmax returns the first maximum
+        return torch.full_like(logits, -math.inf).scatter(-1, best, logits.gather(-1, best))
+    return logits / temperature
+
+
+def top_k_filter(logits: Float[torch.Tensor, "batch vocab_size"], k: int) -> torch.Tensor:
+    """Keep exactly the ``k`` largest logits of each row (ties at the k-th value go to the lower ids).
+
+    Example: ``[2, 5, 5, 1]`` with k=2 → ``[-inf, 5, 5, -inf]``; ``[5, 2, 2, 2]`` with k=2 → ``[5, 2, -inf, -inf]``.
+    """
+    if k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (batch, 1): the k-th largest value
+    above = logits > kth
+    tied = logits == kth
+    # Among the tokens tied at the k-th value, keep the first (k - #above) in id order.
+    room = k - above.sum(dim=-1, keepdim=True)
+    keep = above | (tied & (tied.cumsum(dim=-1) <= room))
+    return logits.masked_fill(~keep, -math.inf)
+
+
+def top_p_filter(logits: Float[torch.Tensor, "batch vocab_size"], p: float) -> torch.Tensor:
+    """Nucleus filter: keep the smallest set of most likely tokens whose probability sum reaches ``p``.
+
+    Tokens are ranked by probability (ties by id); a token is kept when the mass of the tokens ranked above it
+    is still below ``p``, so the most likely token is always kept. Example: probabilities ``[0.1, 0.6, 0.3]``
+    with p=0.65 → tokens 1 and 2 stay (0.6 < 0.65, then 0.9 ≥ 0.65); with p=0.5 → token 1 alone.
+    """
+    if p >= 1:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)
+    probs = torch.softmax(sorted_logits.float(), dim=-1)
+    mass_above = probs.cumsum(dim=-1) - probs
+    keep_sorted = mass_above < p
+    keep_sorted[..., 0] = True
+    keep = torch.empty_like(keep_sorted).scatter_(-1, order, keep_sorted)  # back to vocabulary order
+    return logits.masked_fill(~keep, -math.inf)
+
+
+def filter_logits(
+    logits: Float[torch.Tensor, "batch vocab_size"],
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> torch.Tensor:
+    """Apply temperature → top-k → top-p; ``softmax`` of the result is the distribution that is sampled."""
+    out = apply_temperature(logits.float(), temperature)
+    if top_k is not None:
+        out = top_k_filter(out, top_k)
+    if top_p is not None:
+        out = top_p_filter(out, top_p)
+    return out
+
+
+def make_generators(seed: int | None, n: int, device: torch.device | str = "cpu") -> list[torch.Generator] | None:
+    """One generator per row, row ``i`` seeded with ``seed + i``; ``None`` (torch's global RNG) without a seed."""
+    if seed is None:
+        return None
+    gens = []
+    for i in range(n):
+        g = torch.Generator(device=device)
+        g.manual_seed(seed + i)
+        gens.append(g)
+    return gens
+
+
+def sample_next(
+    logits: Float[torch.Tensor, "batch vocab_size"],
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generators: Sequence[torch.Generator] | None = None,
+) -> Int[torch.Tensor, " batch"]:
+    """Draw one token id per row from ``softmax(filter_logits(logits))``; greedy ``argmax`` when temperature is 0.
+
+    With ``generators`` row ``i`` draws from ``generators[i]`` only, so its result does not depend on the
+    other rows of the batch.
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
+    if generators is None:
+        return torch.multinomial(probs, 1).squeeze(-1)
+    rows = [torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)]
+    return torch.cat(rows)
