@@ -1,0 +1,156 @@
+"""Tokenizer files in GPT-2's format: ``vocab.json``, ``merges.txt`` and our ``special_tokens.json``.
+
+GPT-2 stores byte strings as printable text: every byte maps to one Unicode character by GPT-2's
+byte-to-unicode table (printable Latin-1 bytes map to themselves; the other 68 bytes — controls, space,
+``0x7f``–``0xa0``, ``0xad`` — map to ``chr(256 + k)`` in byte order, so space is ``"Ġ"`` and newline is ``"Ċ"``).
+``vocab.json`` maps each token's text to its id; ``merges.txt`` holds one merge per line, ``"Ġ t"``, in rank
+order, optionally after a ``#version`` line; ``special_tokens.json`` is a JSON list of strings. Everything
+is JSON or plain text, so a tokenizer from a stranger is safe to load (no pickle). Readers raise
+``TokenizerError`` naming the file and the line or entry at fault.
+"""
+
+import functools
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from cs336_lm.errors import TokenizerError
+from cs336_lm.fileio import atomic_write
+
+VOCAB_FILE = "vocab.json"
+MERGES_FILE = "merges.txt"
+SPECIAL_TOKENS_FILE = "special_tokens.json"
+MERGES_HEADER = "#version: 0.2"
+
+
+@functools.cache
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> character table: ``{33: "!", …, 32: "Ġ", 10: "Ċ"}``, a bijection on 256 bytes.
+
+    Bytes that print as themselves (``!``…``~``, ``¡``…``¬``, ``®``…``ÿ``) keep their Latin-1 character;
+    the remaining 68 bytes, in increasing order, take ``chr(256)``, ``chr(257)``, … (space = 32 -> ``chr(288)``).
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+@functools.cache
+def unicode_to_bytes() -> dict[str, int]:
+    """The inverse of :func:`bytes_to_unicode`: ``{"Ġ": 32, "!": 33, …}``."""
+    return {c: b for b, c in bytes_to_unicode().items()}
+
+
+def token_to_text(token: bytes) -> str:
+    """A token's bytes in GPT-2's printable form: ``b" the"`` -> ``"Ġthe"``, ``b"\\n"`` -> ``"Ċ"``."""
+    table = bytes_to_unicode()
+    return "".join(table[b] for b in token)
+
+
+def text_to_token(text: str) -> bytes | None:
+    """The inverse of :func:`token_to_text`, or ``None`` when ``text`` has a character outside the table."""
+    table = unicode_to_bytes()
+    try:
+        return bytes(table[c] for c in text)
+    except KeyError:
+        return None
+
+
+def read_vocab(path: str | os.PathLike, special_tokens: Sequence[str] = ()) -> dict[int, bytes]:
+    """Read ``vocab.json`` (``{"Ġthe": 262, …}``) into ``{262: b" the", …}``.
+
+    An entry that is one of ``special_tokens`` written literally (e.g. ``"<|end of text|>"`` with a raw space)
+    is taken as that string's UTF-8 bytes. Ids must be distinct non-negative integers.
+    """
+    data = _read_json(path)
+    if not isinstance(data, dict) or not data:
+        raise TokenizerError(f"{path}: expected a non-empty JSON object mapping token text to id")
+    specials = set(special_tokens)
+    vocab: dict[int, bytes] = {}
+    for text, token_id in data.items():
+        if not isinstance(token_id, int) or isinstance(token_id, bool) or token_id < 0:
+            raise TokenizerError(f"{path}: token {text!r} has id {token_id!r}; ids must be non-negative integers")
+        if token_id in vocab:
+            raise TokenizerError(f"{path}: id {token_id} is used by two tokens")
+        token = text_to_token(text)
+        if token is None:
+            if text not in specials:
+                raise TokenizerError(f"{path}: token {text!r} is not in GPT-2's byte-to-unicode form")
+            token = text.encode("utf-8")
+        vocab[token_id] = token
+    return vocab
+
+
+def read_merges(path: str | os.PathLike) -> list[tuple[bytes, bytes]]:
+    """Read ``merges.txt`` (``"Ġ t"`` per line, rank order) into ``[(b" ", b"t"), …]``.
+
+    A first line starting with ``#version`` is skipped, as are blank lines; any other line must hold
+    exactly two tokens separated by one space.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+    except UnicodeDecodeError as e:
+        raise TokenizerError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    merges = []
+    for lineno, line in enumerate(lines, start=1):
+        line = line.rstrip("\r")
+        if not line or (lineno == 1 and line.startswith("#version")):
+            continue
+        parts = line.split(" ")
+        pair = [text_to_token(p) for p in parts]
+        if len(parts) != 2 or not all(parts) or None in pair:
+            raise TokenizerError(f"{path}:{lineno}: expected two GPT-2 tokens separated by a space, got {line!r}")
+        merges.append((pair[0], pair[1]))
+    return merges
+
+
+def read_special_tokens(path: str | os.PathLike) -> list[str]:
+    """Read ``special_tokens.json``: a JSON list of distinct non-empty strings, ``["<|endoftext|>"]``."""
+    data = _read_json(path)
+    if not isinstance(data, list) or not all(isinstance(t, str) and t for t in data):
+        raise TokenizerError(f"{path}: expected a JSON list of non-empty strings, got {data!r:.80}")
+    if len(set(data)) != len(data):
+        raise TokenizerError(f"{path}: special tokens must be distinct")
+    return data
+
+
+def write_tokenizer_files(
+    directory: str | os.PathLike,
+    vocab: dict[int, bytes],
+    merges: Sequence[tuple[bytes, bytes]],
+    special_tokens: Sequence[str],
+) -> Path:
+    """Write ``vocab.json``, ``merges.txt`` and ``special_tokens.json`` into ``directory`` (created if needed).
+
+    Each file is written atomically; other files in the directory are left alone.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab_json = {token_to_text(vocab[i]): i for i in sorted(vocab)}
+    if len(vocab_json) != len(vocab):
+        raise TokenizerError("cannot save a vocabulary in which two ids have the same bytes")
+    with atomic_write(directory / VOCAB_FILE, "w", encoding="utf-8") as f:
+        json.dump(vocab_json, f, ensure_ascii=False)
+    with atomic_write(directory / MERGES_FILE, "w", encoding="utf-8") as f:
+        f.write(MERGES_HEADER + "\n")
+        f.writelines(f"{token_to_text(a)} {token_to_text(b)}\n" for a, b in merges)
+    with atomic_write(directory / SPECIAL_TOKENS_FILE, "w", encoding="utf-8") as f:
+        json.dump(list(special_tokens), f, ensure_ascii=False)
+    return directory
+
+
+def _read_json(path: str | os.PathLike):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except UnicodeDecodeError as e:
+        raise TokenizerError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise TokenizerError(f"{path}: malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None

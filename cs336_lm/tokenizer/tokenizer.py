@@ -1,0 +1,276 @@
+"""The byte-level BPE ``Tokenizer``: encode text to ids, decode ids to text, stream large inputs, load and save.
+
+Encoding follows GPT-2 (and gives the same ids as tiktoken's GPT-2 encoding): the text is split on the
+special tokens (longest first; each special becomes one id), the rest is cut into pre-tokens by the GPT-2
+regex, and each pre-token's UTF-8 bytes are merged by rank — repeatedly merge every occurrence of the
+lowest-ranked adjacent pair present, until no pair is a merge. A pre-token that is itself a vocabulary
+entry maps straight to that id (tiktoken's rule too). Pre-token -> ids results are cached; on a cache hit
+no per-byte Python work runs: the lookup and the list extension happen inside C (``map`` over a ``dict``
+with ``__missing__``). The cache is bounded (``cache_size`` entries, cleared when full), so memory stays
+flat on a multi-GB stream.
+"""
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain, pairwise
+from pathlib import Path
+
+from cs336_lm.errors import TokenizerError
+from cs336_lm.tokenizer import files
+from cs336_lm.tokenizer.pretokenize import PRETOKEN_RE, special_token_regex
+
+DEFAULT_CACHE_SIZE = 1 << 18  # pre-tokens; about 60 MB when full with English words
+STREAM_BLOCK_CHARS = 1 << 16  # encode_iterable gathers small chunks (e.g. lines) into blocks this large
+
+
+class _PretokenCache(dict):
+    """``cache[pretoken] -> ids``: a dict that computes and stores a missing entry, cleared when it grows full."""
+
+    def __init__(self, compute, max_entries: int):
+        super().__init__()
+        self._compute = compute
+        self._max_entries = max(1, max_entries)
+
+    def __missing__(self, pretoken: str) -> tuple[int, ...]:
+        ids = self._compute(pretoken)
+        if len(self) >= self._max_entries:
+            self.clear()
+        self[pretoken] = ids
+        return ids
+
+
+class Tokenizer:
+    """Byte-level BPE tokenizer over ``vocab`` (id -> bytes) and ``merges`` (pairs of bytes, in rank order).
+
+    Special tokens missing from ``vocab`` are appended with the next free ids, in the order given.
+    ``vocab_size`` is ``max id + 1`` (the number of rows an embedding table needs).
+    """
+
+    def __init__(
+        self,
+        vocab: dict[int, bytes],
+        merges: Sequence[tuple[bytes, bytes]],
+        special_tokens: Sequence[str] | None = None,
+        *,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+    ):
+        self.vocab: dict[int, bytes] = {int(i): bytes(b) for i, b in vocab.items()}
+        self.merges: list[tuple[bytes, bytes]] = [(bytes(a), bytes(b)) for a, b in merges]
+        self.special_tokens: list[str] = list(dict.fromkeys(special_tokens or ()))
+        if any(not isinstance(t, str) or not t for t in self.special_tokens):
+            raise TokenizerError(f"special tokens must be non-empty strings, got {self.special_tokens!r}")
+        next_id = max(self.vocab, default=-1) + 1
+        self._token_ids: dict[bytes, int] = {}
+        for i in sorted(self.vocab, reverse=True):  # the lowest id wins when two ids share bytes
+            self._token_ids[self.vocab[i]] = i
+        for token in self.special_tokens:
+            data = token.encode("utf-8")
+            if data not in self._token_ids:
+                self.vocab[next_id] = data
+                self._token_ids[data] = next_id
+                next_id += 1
+        self.special_token_ids: dict[str, int] = {t: self._token_ids[t.encode("utf-8")] for t in self.special_tokens}
+        self.vocab_size: int = max(self.vocab, default=-1) + 1
+        self._byte_ids, self._merge_ranks = self._build_merge_table()
+        self._special_re = special_token_regex(self.special_tokens)
+        self._max_special_len = max((len(t) for t in self.special_tokens), default=0)
+        self._cache_size = cache_size
+        self._cache = _PretokenCache(self._encode_pretoken, cache_size)
+
+    def _build_merge_table(self) -> tuple[list[int], dict[tuple[int, int], tuple[int, int]]]:
+        """Byte -> id for the 256 bytes, and ``(left id, right id) -> (rank, merged id)`` for every merge."""
+        missing = [b for b in range(256) if bytes([b]) not in self._token_ids]
+        if missing:
+            raise TokenizerError(f"vocabulary lacks {len(missing)} of the 256 single bytes (first: 0x{missing[0]:02x})")
+        byte_ids = [self._token_ids[bytes([b])] for b in range(256)]
+        ranks: dict[tuple[int, int], tuple[int, int]] = {}
+        for rank, (a, b) in enumerate(self.merges):
+            ids = [self._token_ids.get(a), self._token_ids.get(b), self._token_ids.get(a + b)]
+            if None in ids:
+                unknown = next(t for t, i in zip((a, b, a + b), ids, strict=True) if i is None)
+                raise TokenizerError(f"merge {rank} ({a!r}, {b!r}) needs {unknown!r}, which is not in the vocabulary")
+            ranks.setdefault((ids[0], ids[1]), (rank, ids[2]))
+        return byte_ids, ranks
+
+    # ---- files ---------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_files(
+        cls,
+        vocab_path: str | os.PathLike,
+        merges_path: str | os.PathLike,
+        special_tokens: Sequence[str] | None = None,
+        **kwargs,
+    ) -> "Tokenizer":
+        """Load GPT-2-format ``vocab.json`` and ``merges.txt`` (GPT-2's own files load as they are)."""
+        vocab = files.read_vocab(vocab_path, special_tokens or ())
+        merges = files.read_merges(merges_path)
+        return cls(vocab, merges, special_tokens, **kwargs)
+
+    @classmethod
+    def from_directory(cls, directory: str | os.PathLike, **kwargs) -> "Tokenizer":
+        """Load a directory written by :meth:`save`: ``vocab.json``, ``merges.txt``, ``special_tokens.json``.
+
+        ``special_tokens.json`` may be absent (no special tokens); the other two must exist.
+        """
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise TokenizerError(f"tokenizer directory {directory} does not exist")
+        for name in (files.VOCAB_FILE, files.MERGES_FILE):
+            if not (directory / name).is_file():
+                raise TokenizerError(f"tokenizer directory {directory} has no {name}")
+        specials_path = directory / files.SPECIAL_TOKENS_FILE
+        specials = files.read_special_tokens(specials_path) if specials_path.exists() else []
+        return cls.from_files(directory / files.VOCAB_FILE, directory / files.MERGES_FILE, specials, **kwargs)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``vocab.json``, ``merges.txt`` and ``special_tokens.json`` into ``directory`` (each atomically)."""
+        return files.write_tokenizer_files(directory, self.vocab, self.merges, self.special_tokens)
+
+    def __getstate__(self):  # pickled for worker processes: rebuild the tables there rather than ship them
+        return {"vocab": self.vocab, "merges": self.merges, "specials": self.special_tokens, "cache": self._cache_size}
+
+    def __setstate__(self, state):
+        self.__init__(state["vocab"], state["merges"], state["specials"], cache_size=state["cache"])
+
+    # ---- encoding ------------------------------------------------------------------------------------------
+
+    def _encode_pretoken(self, pretoken: str) -> tuple[int, ...]:
+        """BPE of one pre-token: ``"Ġlower"``'s bytes ``l o w e r`` -> merge the lowest-rank pair until none is left.
+
+        Worked example with merges ``[(l,o), (lo,w), (e,r)]``: ``l o w e r`` -> ``lo w e r`` -> ``low e r``
+        -> ``low er``. Every occurrence of the chosen pair is merged, left to right.
+        """
+        data = pretoken.encode("utf-8")
+        whole = self._token_ids.get(data)
+        if whole is not None:
+            return (whole,)
+        ids = [self._byte_ids[b] for b in data]
+        ranks = self._merge_ranks
+        while len(ids) > 1:
+            best = None
+            for pair in pairwise(ids):
+                found = ranks.get(pair)
+                if found is not None and (best is None or found[0] < best[1][0]):
+                    best = (pair, found)
+            if best is None:
+                break
+            (left, right), (_, merged) = best
+            out, i, n = [], 0, len(ids)
+            while i < n:
+                if i + 1 < n and ids[i] == left and ids[i + 1] == right:
+                    out.append(merged)
+                    i += 2
+                else:
+                    out.append(ids[i])
+                    i += 1
+            ids = out
+        return tuple(ids)
+
+    def _encode_ordinary(self, text: str, out: list[int]) -> None:
+        """Append the ids of ``text`` (which holds no special token) to ``out``."""
+        self._encode_pretokens(PRETOKEN_RE.findall(text), out)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``: ``"Hi<|endoftext|>"`` -> ``[17250, 50256]`` with GPT-2's files."""
+        ids: list[int] = []
+        if self._special_re is None:
+            self._encode_ordinary(text, ids)
+            return ids
+        parts = self._special_re.split(text)  # [ordinary, special, ordinary, special, …, ordinary]
+        for k, part in enumerate(parts):
+            if k % 2:
+                ids.append(self.special_token_ids[part])
+            elif part:
+                self._encode_ordinary(part, ids)
+        return ids
+
+    def encode_iterable(self, iterable: Iterable[str]) -> Iterator[int]:
+        """Lazily yield the ids of ``"".join(iterable)``, holding only a bounded tail of text between chunks.
+
+        Small chunks are gathered into blocks of ~``STREAM_BLOCK_CHARS``; each block is encoded up to its last
+        *safe* point — beyond the reach of any special token still incomplete at the block's end, and before
+        the first pre-token whose regex match could change once more text arrives — and the rest is carried
+        into the next block. The ids equal ``encode("".join(iterable))``.
+        """
+        pending: list[str] = []
+        pending_len = 0
+        carry = ""
+        for chunk in iterable:
+            pending.append(chunk)
+            pending_len += len(chunk)
+            if pending_len >= STREAM_BLOCK_CHARS:
+                ids, carry = self._encode_prefix(carry + "".join(pending))
+                pending, pending_len = [], 0
+                yield from ids
+        yield from self.encode(carry + "".join(pending))
+
+    def _encode_prefix(self, buf: str) -> tuple[list[int], str]:
+        """Encode the longest prefix of ``buf`` whose ids cannot change when text is appended; return the rest.
+
+        Special tokens are matched left to right, longest first; a match decision at position ``q`` reads at
+        most ``q + max_special_len - 1``, so decisions before ``limit = len - max_special_len + 1`` are final.
+        """
+        limit = len(buf) - max(self._max_special_len - 1, 0)
+        ids: list[int] = []
+        start = 0
+        if self._special_re is not None:
+            for m in self._special_re.finditer(buf):
+                if m.start() >= limit:
+                    break
+                if m.start() > start:
+                    self._encode_ordinary(buf[start : m.start()], ids)
+                ids.append(self.special_token_ids[m.group()])
+                start = m.end()
+        if start >= limit:
+            return ids, buf[start:]
+        pretokens = PRETOKEN_RE.findall(buf, start, limit)
+        keep = _unstable_suffix(pretokens, limit - start)
+        self._encode_pretokens(pretokens[: len(pretokens) - keep], ids)
+        tail = sum(len(p) for p in pretokens[len(pretokens) - keep :])
+        return ids, buf[limit - tail :]
+
+    def _encode_pretokens(self, pretokens: list[str], out: list[int]) -> None:
+        """Append the cached ids of each pre-token to ``out``; hits never leave C."""
+        out.extend(chain.from_iterable(map(self._cache.__getitem__, pretokens)))
+
+    # ---- decoding ------------------------------------------------------------------------------------------
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of ``ids``: their bytes joined and decoded as UTF-8, invalid sequences becoming U+FFFD."""
+        vocab = self.vocab
+        ids = list(ids)
+        try:
+            data = b"".join(map(vocab.__getitem__, ids))
+        except (KeyError, TypeError):
+            bad = next(i for i in ids if not _is_known(vocab, i))
+            raise TokenizerError(f"cannot decode token id {bad!r}: unknown to this tokenizer") from None
+        return data.decode("utf-8", errors="replace")
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, specials={self.special_tokens})"
+
+
+def _is_known(vocab: dict[int, bytes], token_id) -> bool:
+    try:
+        return token_id in vocab
+    except TypeError:
+        return False
+
+
+def _unstable_suffix(pretokens: list[str], length: int) -> int:
+    """How many trailing pre-tokens of a text of ``length`` characters might change when text is appended.
+
+    A GPT-2 regex match starting at ``s`` and ending at ``e`` reads at most the characters up to index
+    ``max(s + 2, e + 1)`` (contractions look 3 characters ahead; whitespace runs look one past the match).
+    It is final when all of those exist: ``s + 3 <= length`` and ``e + 2 <= length``. One more character of
+    margin is kept on both.
+    """
+    keep, end = 0, length
+    for p in reversed(pretokens):
+        start = end - len(p)
+        if start + 4 <= length and end + 3 <= length:
+            break
+        keep += 1
+        end = start
+    return keep
