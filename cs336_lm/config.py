@@ -1,0 +1,398 @@
+"""The experiment config schema: one dataclass per section, read from YAML with command-line overrides.
+
+``load_config(path, overrides)`` builds ``OmegaConf.structured(Config)``, merges the YAML file over it and then
+the ``key=value`` overrides (the later wins), rejects unknown keys and wrong types with a ``ConfigError`` that
+names the key and suggests a close match, fills unset ``model`` fields from ``model.preset``
+(``cs336_lm.nn.PRESETS``; explicit fields win) and validates the values. The result is a plain ``Config``
+dataclass whose ``model`` section is fully explicit, so ``to_yaml(cfg)`` is the resolved config a run saves.
+Every field is documented where it is declared; docs/configs.md explains them for users.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
+
+from cs336_lm.errors import ConfigError
+
+# The model fields a preset may fill; ``attention`` and ``kernels`` are run-time choices with defaults.
+ARCH_FIELDS = ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff", "rope_theta")
+ATTENTION_CHOICES = ("reference", "sdpa")
+KERNELS_CHOICES = ("auto", "triton", "torch")
+DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+DTYPE_CHOICES = ("auto", "fp32", "bf16")
+COMPILE_CHOICES = ("auto", "true", "false")
+PARALLEL_CHOICES = ("none", "ddp", "fsdp")
+
+
+@dataclass
+class ModelConfig:
+    """The Transformer LM's shape (``TransformerLM`` constructor arguments) and how its ops run."""
+
+    preset: str | None = None
+    """Name in ``cs336_lm.nn.PRESETS`` (``debug``, ``tinystories-17m``, ``owt-small``, …) filling unset fields."""
+    vocab_size: int | None = None
+    """Number of token ids; must equal the tokenizer's vocabulary size."""
+    context_length: int | None = None
+    """Longest sequence the model sees; training windows are exactly this long."""
+    d_model: int | None = None
+    """Width of the residual stream."""
+    num_layers: int | None = None
+    """Number of Transformer blocks."""
+    num_heads: int | None = None
+    """Attention heads per block; must divide ``d_model``."""
+    d_ff: int | None = None
+    """Inner width of the SwiGLU feed-forward layer (about 8/3 · d_model, a multiple of 64)."""
+    rope_theta: float | None = None
+    """RoPE base θ: pair k of a head rotates by pos · θ^(−2k/d_head)."""
+    attention: str = "reference"
+    """``reference`` (our softmax attention, from scratch) or ``sdpa`` (torch's fused kernel, same math)."""
+    kernels: str = "auto"
+    """Softmax/RMSNorm backend: ``auto`` (Triton on CUDA, else torch), ``triton`` or ``torch``."""
+
+
+@dataclass
+class DataConfig:
+    """Where the token files and the tokenizer that made them live."""
+
+    train_path: str = MISSING
+    """Training tokens: a 1-D ``.npy`` file written by ``lm-tokenize`` (read memory-mapped)."""
+    val_path: str = MISSING
+    """Validation tokens, same format; evaluated on a fixed set of windows."""
+    tokenizer_dir: str = MISSING
+    """Tokenizer directory (vocab.json, merges.txt, special_tokens.json); copied into the run directory."""
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with decoupled weight decay and a linear-warmup cosine learning-rate schedule."""
+
+    lr: float = 3e-4
+    """Peak learning rate, reached at the end of warmup."""
+    min_lr: float = 3e-5
+    """Learning rate at the end of the cosine decay and after it."""
+    warmup_iters: int = 100
+    """Optimizer steps of linear warmup from 0 to ``lr``."""
+    cosine_cycle_iters: int | None = None
+    """Absolute step at which the cosine decay reaches ``min_lr``; unset means ``train.max_steps``."""
+    weight_decay: float = 0.1
+    """Decoupled weight decay, applied to matrices only (not to RMSNorm gains)."""
+    beta1: float = 0.9
+    """AdamW first-moment decay."""
+    beta2: float = 0.95
+    """AdamW second-moment decay."""
+    eps: float = 1e-8
+    """AdamW denominator epsilon."""
+    grad_clip: float = 1.0
+    """Clip the global gradient L2 norm to this value; 0 disables clipping."""
+
+
+@dataclass
+class WandbConfig:
+    """Optional Weights & Biases logging (needs ``pip install wandb``); metrics.jsonl is always written."""
+
+    enabled: bool = False
+    """Log metrics to wandb as well; ignored with a warning when wandb is not installed."""
+    project: str = "cs336_lm"
+    """wandb project name."""
+    entity: str | None = None
+    """wandb team or user; unset means your default entity."""
+    name: str | None = None
+    """Run name shown in wandb; unset means the out_dir's name."""
+
+
+@dataclass
+class TrainConfig:
+    """The loop: batch shape, length, cadence of logs/evals/checkpoints, device and resume policy."""
+
+    out_dir: str = MISSING
+    """Run directory: config.yaml, tokenizer/, metrics.jsonl and checkpoints/ are written here."""
+    batch_size: int = 32
+    """Sequences per micro-batch (per process)."""
+    grad_accum_steps: int = 1
+    """Micro-batches whose gradients are summed (averaged) into one optimizer step."""
+    max_steps: int = 1000
+    """Optimizer steps to train for in total (a resumed run continues up to this step)."""
+    eval_every: int = 200
+    """Evaluate the validation loss every this many steps and at the end; 0 evaluates only at the end."""
+    eval_batches: int = 20
+    """Validation batches (of ``batch_size`` windows) per evaluation; the windows are the same every time."""
+    log_every: int = 10
+    """Print and record a metrics line every this many steps."""
+    ckpt_every: int = 500
+    """Save a checkpoint every this many steps and at the end; 0 saves only at the end."""
+    keep_last: int = 3
+    """Checkpoints kept in ``checkpoints/`` (older ones are deleted); at least 1."""
+    seed: int = 0
+    """Seeds the model initialisation and the batch sampler (the sampler also folds in the process rank)."""
+    device: str = "auto"
+    """``auto`` (cuda > mps > cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    dtype: str = "auto"
+    """Compute dtype: ``auto`` (bf16 autocast where the hardware has native bf16, else fp32), ``fp32``, ``bf16``."""
+    compile: str = "auto"
+    """``torch.compile`` the model: ``auto`` (on CUDA only), ``true`` or ``false``; falls back to eager on failure."""
+    resume: str = "auto"
+    """``auto``: continue from out_dir's latest checkpoint if any; ``none``: refuse an existing run; or a path."""
+    parallel: str = "none"
+    """Multi-process strategy under torchrun: ``none``, ``ddp`` or ``fsdp``."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    """Optional Weights & Biases logging."""
+
+
+@dataclass
+class Config:
+    """A whole experiment: what model, on what data, optimised how, trained how."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The model's shape (or a preset) and op backends."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Token files and tokenizer."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer and learning-rate schedule."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Loop, logging, checkpoints, device."""
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Schema ← YAML file ← ``key=value`` overrides (later wins), then presets and validation.
+
+    Example: ``load_config("configs/debug.yaml", ["optim.lr=1e-3", "train.max_steps=20"])``.
+    """
+    merged = OmegaConf.structured(Config)
+    if path is not None:
+        merged = _merge(merged, _read_yaml(Path(path)), f"config file {path}")
+    if overrides:
+        merged = _merge(merged, _parse_overrides(overrides), "command-line overrides")
+    try:
+        cfg = OmegaConf.to_object(merged)
+    except MissingMandatoryValue as e:
+        key = e.full_key
+        raise ConfigError(f"missing required value {key}: set it in the YAML file or as {key}=...") from None
+    apply_preset(cfg.model)
+    validate(cfg)
+    return cfg
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a resolved ``Config`` from a plain dict (e.g. the ``config`` stored in a checkpoint)."""
+    merged = _merge(OmegaConf.structured(Config), data, "stored config")
+    cfg = OmegaConf.to_object(merged)
+    apply_preset(cfg.model)
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as plain nested dicts (JSON/YAML/``torch.save`` friendly)."""
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    """The config as YAML text, sections in schema order."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def summary(cfg: Config) -> str:
+    """A compact one-line-per-section view, e.g. ``model: vocab_size=10000 context_length=256 …``."""
+    lines = []
+    for section, values in to_dict(cfg).items():
+        flat = _flatten(values)
+        lines.append(f"{section}: " + " ".join(f"{k}={v}" for k, v in flat.items()))
+    return "\n".join(lines)
+
+
+def apply_preset(model: ModelConfig) -> None:
+    """Fill the unset architecture fields of ``model`` from ``PRESETS[model.preset]``; explicit fields win."""
+    if model.preset is None:
+        return
+    from cs336_lm.nn import PRESETS
+
+    if model.preset not in PRESETS:
+        raise ConfigError(f"unknown model.preset {model.preset!r}{_did_you_mean(model.preset, PRESETS)}")
+    for key, value in PRESETS[model.preset].items():
+        if key in ARCH_FIELDS and getattr(model, key) is None:
+            setattr(model, key, value)
+
+
+def validate(cfg: Config) -> None:
+    """Check values the types cannot express; raise ``ConfigError`` naming the first bad key."""
+    m, o, t = cfg.model, cfg.optim, cfg.train
+    for key in ARCH_FIELDS:
+        if getattr(m, key) is None:
+            raise ConfigError(f"model.{key} is not set: give it explicitly or choose a model.preset that has it")
+    positive = {
+        **{f"model.{k}": getattr(m, k) for k in ARCH_FIELDS},
+        "train.batch_size": t.batch_size,
+        "train.grad_accum_steps": t.grad_accum_steps,
+        "train.max_steps": t.max_steps,
+        "train.eval_batches": t.eval_batches,
+        "train.log_every": t.log_every,
+        "train.keep_last": t.keep_last,
+    }
+    for key, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"{key} must be positive, got {value}")
+    if m.d_model % m.num_heads:
+        raise ConfigError(f"model.d_model ({m.d_model}) must be divisible by model.num_heads ({m.num_heads})")
+    if (m.d_model // m.num_heads) % 2:
+        raise ConfigError(f"model.d_model / model.num_heads = {m.d_model // m.num_heads} must be even for RoPE")
+    non_negative = {
+        "optim.lr": o.lr,
+        "optim.min_lr": o.min_lr,
+        "optim.warmup_iters": o.warmup_iters,
+        "optim.weight_decay": o.weight_decay,
+        "optim.eps": o.eps,
+        "optim.grad_clip": o.grad_clip,
+        "train.eval_every": t.eval_every,
+        "train.ckpt_every": t.ckpt_every,
+        "train.seed": t.seed,
+    }
+    for key, value in non_negative.items():
+        if not value >= 0:
+            raise ConfigError(f"{key} must be >= 0, got {value}")
+    if o.min_lr > o.lr:
+        raise ConfigError(f"optim.min_lr ({o.min_lr}) must not exceed optim.lr ({o.lr})")
+    for key, value in {"optim.beta1": o.beta1, "optim.beta2": o.beta2}.items():
+        if not 0 <= value < 1:
+            raise ConfigError(f"{key} must be in [0, 1), got {value}")
+    if o.cosine_cycle_iters is not None and o.cosine_cycle_iters <= o.warmup_iters:
+        raise ConfigError(
+            f"optim.cosine_cycle_iters ({o.cosine_cycle_iters}) must exceed optim.warmup_iters ({o.warmup_iters})"
+        )
+    _validate_choices(cfg)
+
+
+def _validate_choices(cfg: Config) -> None:
+    """Normalise (lower-case) and check the string-valued choice fields."""
+    m, t = cfg.model, cfg.train
+    t.compile, t.dtype, t.parallel = t.compile.lower(), t.dtype.lower(), t.parallel.lower()
+    choices = {
+        "model.attention": (m.attention, ATTENTION_CHOICES),
+        "model.kernels": (m.kernels, KERNELS_CHOICES),
+        "train.dtype": (t.dtype, DTYPE_CHOICES),
+        "train.compile": (t.compile, COMPILE_CHOICES),
+        "train.parallel": (t.parallel, PARALLEL_CHOICES),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            hint = _did_you_mean(value, allowed)
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}{hint}")
+    if not DEVICE_RE.match(t.device):
+        raise ConfigError(f"train.device must be auto, cpu, cuda, cuda:N or mps; got {t.device!r}")
+    if not t.resume:
+        raise ConfigError("train.resume must be auto, none or a checkpoint path; got an empty string")
+
+
+def _read_yaml(path: Path) -> Any:
+    """Parse a YAML file; errors name the file and line."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"malformed YAML in {path}{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections (model, data, optim, train)")
+    return data
+
+
+def _parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["optim.lr=1e-3", "train.wandb.enabled=true"]`` -> nested dict; values are parsed as YAML scalars."""
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} must look like section.key=value (e.g. optim.lr=1e-3)")
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
+    except (OmegaConfBaseException, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot parse overrides {' '.join(overrides)}: {str(e).splitlines()[0]}") from None
+
+
+def _merge(base: Any, data: Any, source: str) -> Any:
+    """``OmegaConf.merge`` with schema errors turned into ``ConfigError``s naming the key and a close match."""
+    _check_sections(data, source)
+    try:
+        return OmegaConf.merge(base, data)
+    except ConfigKeyError as e:
+        full_key = e.full_key or str(e.key)
+        parent = full_key.rpartition(".")[0]
+        known = [f"{parent}.{k}" if parent else k for k in _keys_at(parent)]
+        raise ConfigError(f"unknown key {full_key!r} in {source}{_did_you_mean(full_key, known)}") from None
+    except ValidationError as e:
+        if e.full_key:
+            expected = _field_type(e.full_key)
+            hint = f", expected {expected}" if expected else ""
+            raise ConfigError(f"wrong type for {e.full_key} in {source}: got {e.value!r}{hint}") from None
+        raise ConfigError(f"invalid structure in {source}: {str(e).splitlines()[0]}") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"invalid {source}: {str(e).splitlines()[0]}") from None
+
+
+def _check_sections(data: Any, source: str, prefix: str = "") -> None:
+    """Reject a scalar where the schema has a section (``model: 3``), naming the section."""
+    if not isinstance(data, dict):
+        return
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if _keys_at(dotted) and value is not None:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{dotted} in {source} must be a section of key: value pairs, got {value!r}")
+            _check_sections(value, source, f"{dotted}.")
+
+
+def _section_class(dotted: str) -> type | None:
+    """The schema dataclass of the section at ``dotted`` ("" is ``Config``), or None if it is not a section."""
+    cls: Any = Config
+    for part in filter(None, dotted.split(".")):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        factory = fields[part].default_factory if part in fields else dataclasses.MISSING
+        if factory is dataclasses.MISSING or not dataclasses.is_dataclass(factory):
+            return None
+        cls = factory
+    return cls
+
+
+def _keys_at(dotted: str) -> list[str]:
+    """Field names of the schema section at ``dotted`` ("" is the top level, "train.wandb" a nested one)."""
+    cls = _section_class(dotted)
+    return [f.name for f in dataclasses.fields(cls)] if cls else []
+
+
+def _field_type(dotted: str) -> str | None:
+    """The declared type of a schema field as text, e.g. ``int | None`` for ``model.d_model``."""
+    section, _, leaf = dotted.rpartition(".")
+    cls = _section_class(section)
+    fields = {f.name: f for f in dataclasses.fields(cls)} if cls else {}
+    return str(fields[leaf].type) if leaf in fields else None
+
+
+def _did_you_mean(word: str, options: Any) -> str:
+    """``"; did you mean 'lr'?"`` for the closest option by difflib ratio, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"wandb": {"enabled": False}}`` -> ``{"wandb.enabled": False}``."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

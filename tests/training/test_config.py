@@ -1,0 +1,192 @@
+"""The config schema: precedence (schema < YAML < overrides), presets, errors naming keys, every shipped YAML."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cs336_lm.config import Config, from_dict, load_config, summary, to_dict, to_yaml
+from cs336_lm.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+REQUIRED = ["data.train_path=tr.npy", "data.val_path=va.npy", "data.tokenizer_dir=tok", "train.out_dir=run"]
+SHAPE = {
+    "vocab_size": 300,
+    "context_length": 16,
+    "d_model": 32,
+    "num_layers": 2,
+    "num_heads": 4,
+    "d_ff": 64,
+    "rope_theta": 10000.0,
+}
+
+
+def write_yaml(tmp_path, data, name="cfg.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def full(tmp_path, **sections):
+    data = {
+        "model": dict(SHAPE),
+        "data": {"train_path": "tr.npy", "val_path": "va.npy", "tokenizer_dir": "tok"},
+        "train": {"out_dir": "run"},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return write_yaml(tmp_path, data)
+
+
+def test_schema_defaults_then_yaml_then_overrides(tmp_path):
+    path = full(tmp_path, optim={"lr": 1e-3, "min_lr": 1e-4}, train={"max_steps": 50})
+    cfg = load_config(path)
+    assert cfg.optim.lr == 1e-3 and cfg.train.max_steps == 50
+    assert cfg.optim.beta2 == 0.95  # schema default, untouched by the file
+    cfg = load_config(path, ["optim.lr=2e-3", "train.max_steps=7", "optim.lr=5e-4"])
+    assert cfg.optim.lr == 5e-4  # the later override wins
+    assert cfg.train.max_steps == 7
+    assert cfg.optim.min_lr == 1e-4
+
+
+def test_overrides_parse_types_and_nested_sections(tmp_path):
+    cfg = load_config(full(tmp_path), ["train.wandb.enabled=true", "train.compile=False", "optim.grad_clip=0"])
+    assert cfg.train.wandb.enabled is True
+    assert cfg.train.compile == "false"  # YAML booleans are accepted and normalised
+    assert cfg.optim.grad_clip == 0.0 and isinstance(cfg.optim.grad_clip, float)
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        (["optim.lrr=1"], "'optim.lrr'.*did you mean 'optim.lr'"),
+        (["trian.max_steps=1"], "'trian'.*did you mean 'train'"),
+        (["train.wandb.enabeld=true"], "train.wandb.enabeld.*did you mean 'train.wandb.enabled'"),
+        (["train.max_steps=abc"], "wrong type for train.max_steps.*'abc'.*int"),
+        (["train.batch_size=2.5"], "wrong type for train.batch_size"),
+        (["model.d_model=30"], "divisible by model.num_heads"),
+        (["model.d_model=24", "model.num_heads=8"], "must be even"),
+        (["train.batch_size=0"], "train.batch_size must be positive"),
+        (["optim.lr=-1"], "optim.lr must be >= 0"),
+        (["optim.beta2=1.0"], "optim.beta2"),
+        (["optim.min_lr=1.0"], "optim.min_lr"),
+        (["model.attention=sdp"], "model.attention.*did you mean 'sdpa'"),
+        (["model.kernels=cuda"], "model.kernels"),
+        (["train.device=gpu"], "train.device"),
+        (["train.dtype=fp16"], "train.dtype"),
+        (["train.compile=maybe"], "train.compile"),
+        (["train.parallel=ddpp"], "train.parallel.*did you mean 'ddp'"),
+        (["train.resume="], "train.resume"),
+        (["optim.warmup_iters=10", "optim.cosine_cycle_iters=5"], "cosine_cycle_iters"),
+        (["train.max_steps"], "must look like section.key=value"),
+        (["model=3"], "model"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, override, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load_config(full(tmp_path), override)
+
+
+def test_unknown_key_in_yaml_names_file_and_key(tmp_path):
+    path = full(tmp_path, optim={"weight_decai": 0.1})
+    with pytest.raises(ConfigError, match=r"'optim.weight_decai' in config file .*cfg.yaml.*'optim.weight_decay'"):
+        load_config(path)
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  d_model: 32\n   num_heads: [4\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml, line 3"):
+        load_config(path)
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path)
+
+
+def test_missing_file_and_missing_required_value(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=r"missing required value data\.train_path"):
+        load_config(None, [f"model.{k}={v}" for k, v in SHAPE.items()])
+
+
+def test_unset_model_field_without_preset(tmp_path):
+    with pytest.raises(ConfigError, match=r"model\.d_ff is not set"):
+        load_config(full(tmp_path), ["model.d_ff=null"])
+
+
+def test_preset_fills_unset_fields_and_explicit_fields_win(tmp_path):
+    from cs336_lm.nn import PRESETS
+
+    name = "tinystories-17m"
+    data = {"train_path": "a", "val_path": "b", "tokenizer_dir": "c"}
+    path = write_yaml(tmp_path, {"model": {"preset": name, "num_layers": 2}, "data": data})
+    cfg = load_config(path, ["train.out_dir=run", "model.vocab_size=123"])
+    preset = PRESETS[name]
+    assert cfg.model.num_layers == 2  # explicit in the YAML
+    assert cfg.model.vocab_size == 123  # explicit on the command line
+    for key in ("d_model", "num_heads", "d_ff", "context_length"):
+        if key in preset:
+            assert getattr(cfg.model, key) == preset[key]
+    assert all(getattr(cfg.model, k) is not None for k in SHAPE)
+
+
+def test_unknown_preset_suggests_a_name(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown model\.preset 'tinystories-17'.*did you mean 'tinystories-17m'"):
+        load_config(full(tmp_path), ["model.preset=tinystories-17"])
+
+
+def test_resolved_config_round_trips_through_yaml_and_dict(tmp_path):
+    cfg = load_config(full(tmp_path), ["optim.lr=1e-3"])
+    saved = tmp_path / "config.yaml"
+    saved.write_text(to_yaml(cfg))
+    assert load_config(saved) == cfg
+    assert from_dict(to_dict(cfg)) == cfg
+    assert set(yaml.safe_load(saved.read_text())["model"]) >= set(SHAPE)
+    text = summary(cfg)
+    assert "optim: lr=0.001" in text and len(text.splitlines()) == 4
+
+
+def test_every_field_is_documented():
+    """Each schema field has a docstring right below it (the convention the schema file follows)."""
+    import ast
+    import inspect
+
+    import cs336_lm.config as config_module
+
+    tree = ast.parse(inspect.getsource(config_module))
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    schema = [Config, *(type(getattr(Config(), f.name)) for f in dataclasses.fields(Config))]
+    schema.append(type(Config().train.wandb))
+    for cls in schema:
+        body = classes[cls.__name__].body
+        for i, node in enumerate(body):
+            if isinstance(node, ast.AnnAssign):
+                following = body[i + 1] if i + 1 < len(body) else None
+                assert isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant), (
+                    f"{cls.__name__}.{node.target.id} has no docstring"
+                )
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert cfg.model.vocab_size > 0 and cfg.train.max_steps > 0
+    assert cfg.model.d_model % cfg.model.num_heads == 0
+
+
+def test_shipped_configs_exist():
+    names = {p.name for p in (REPO / "configs").glob("*.yaml")}
+    assert {"debug.yaml", "tinystories.yaml", "owt.yaml"} <= names
+
+
+def test_tinystories_config_trains_on_the_reference_token_budget():
+    cfg = load_config(REPO / "configs" / "tinystories.yaml")
+    tokens = cfg.train.batch_size * cfg.train.grad_accum_steps * cfg.model.context_length * cfg.train.max_steps
+    assert tokens == 327_680_000
+    assert cfg.model.vocab_size == 10_000
