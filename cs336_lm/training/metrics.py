@@ -1,0 +1,135 @@
+"""What a run reports: ``metrics.jsonl`` records, the readable stdout line, memory, MFU and optional wandb.
+
+``MetricsLog`` owns ``metrics.jsonl`` (one JSON object per log or eval step, appended and flushed as it goes;
+a resumed run first drops records past the step it resumes from, so the file reads as one uninterrupted run).
+``format_line`` renders a record for people. ``WandbLogger`` mirrors records to Weights & Biases when that
+package is installed and enabled. Field names are listed in docs/training.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cs336_lm.fileio import atomic_write
+
+
+class MetricsLog:
+    """Append-only ``metrics.jsonl``; ``resume_step=None`` starts it afresh, else keeps records up to that step."""
+
+    def __init__(self, path: str | Path, resume_step: int | None = None):
+        self.path = Path(path)
+        kept = _records_up_to(self.path, resume_step) if resume_step is not None else []
+        with atomic_write(self.path, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record as a JSON line and flush it, so a crash loses nothing already logged."""
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All records of a ``metrics.jsonl`` file, in order; a torn last line (from a hard kill) is skipped."""
+    records = []
+    path = Path(path)
+    if not path.is_file():
+        return records
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _records_up_to(path: Path, step: int) -> list[dict[str, Any]]:
+    """Records with ``record["step"] <= step``: what an uninterrupted run would have logged so far."""
+    return [r for r in read_metrics(path) if r.get("step", 0) <= step]
+
+
+def format_line(record: dict[str, Any], max_steps: int) -> str:
+    """One readable line, e.g. ``step   100/1000 | loss 4.1234 | lr 3.00e-04 | grad 0.98 | 51.2k tok/s | …``."""
+    width = len(str(max_steps))
+    parts = [f"step {record['step']:>{width}}/{max_steps}"]
+    if "loss" in record:
+        parts.append(f"loss {record['loss']:.4f}")
+    if "val_loss" in record:
+        parts.append(f"val_loss {record['val_loss']:.4f} | val_ppl {record['val_ppl']:.2f}")
+    if "lr" in record:
+        parts.append(f"lr {record['lr']:.2e}")
+    if "grad_norm" in record:
+        parts.append(f"grad {record['grad_norm']:.3f}")
+    if "tokens_per_s" in record:
+        parts.append(f"{_si(record['tokens_per_s'])} tok/s")
+    if record.get("mfu") is not None:
+        parts.append(f"mfu {100 * record['mfu']:.1f}%")
+    if "memory_gb" in record:
+        parts.append(f"mem {record['memory_gb']:.2f} GB")
+    if "wall_time_s" in record:
+        parts.append(f"{record['wall_time_s']:.1f}s")
+    return " | ".join(parts)
+
+
+def _si(x: float) -> str:
+    """``51234.0`` -> ``51.2k``; ``1.5e6`` -> ``1.50M``."""
+    if x >= 1e6:
+        return f"{x / 1e6:.2f}M"
+    if x >= 1e3:
+        return f"{x / 1e3:.1f}k"
+    return f"{x:.0f}"
+
+
+def perplexity(loss: float) -> float:
+    """exp(mean cross-entropy in nats); ``inf`` past float range instead of an OverflowError."""
+    return math.exp(loss) if loss < 700 else math.inf
+
+
+def memory_gb(device: torch.device) -> float:
+    """Peak memory in GB: allocated CUDA memory on a GPU, the process's peak resident set elsewhere."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9
+
+
+class WandbLogger:
+    """Mirror metric records to wandb when ``enabled`` and installed; otherwise do nothing.
+
+    ``run_id`` is kept in checkpoints so a resumed run continues the same wandb run.
+    """
+
+    def __init__(self, enabled: bool, *, project: str, entity: str | None, name: str, config: dict, run_id=None):
+        self.run = None
+        self.run_id = run_id
+        if not enabled:
+            return
+        try:
+            import wandb
+        except ImportError:
+            message = "train.wandb.enabled=true but wandb is not installed; logging to metrics.jsonl only"
+            warnings.warn(message, stacklevel=2)
+            return
+        self.run = wandb.init(
+            project=project, entity=entity, name=name, config=config, id=run_id, resume="allow" if run_id else None
+        )
+        self.run_id = self.run.id
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.run is not None:
+            self.run.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
