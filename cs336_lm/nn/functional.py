@@ -1,0 +1,233 @@
+"""Stateless math of the Transformer LM, written from scratch on PyTorch tensors.
+
+Softmax, log-softmax, SiLU, RMSNorm, rotary position embedding, scaled dot-product attention and cross
+entropy. None of them calls ``torch.nn.functional``. The ops whose autograd graph would otherwise keep
+several full-size temporaries (softmax, causal softmax, log-softmax, SiLU, cross entropy) are
+``torch.autograd.Function`` s with a hand-written backward: the forward works in place on one fresh
+buffer and saves only what the backward formula needs. This file is also the CPU performance path: the
+kernel dispatch (``cs336_lm.kernels``) falls back to it whenever Triton is not used. Half-precision
+inputs are computed in float32 inside and returned in their own dtype.
+"""
+
+import math
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _float32(x: Tensor) -> Tensor:
+    """A float32 view of ``x`` that may be written in place: a new tensor unless x is already fp32."""
+    return x.float() if x.dtype in _LOW_PRECISION else x
+
+
+def _shifted(x: Tensor, dim: int) -> Tensor:
+    """A new float32 (or float64) tensor ``x − max(x)`` along ``dim``, free to be overwritten."""
+    if x.dtype in _LOW_PRECISION:
+        z = x.float()
+        return z.sub_(z.amax(dim, keepdim=True))
+    return x - x.amax(dim, keepdim=True)
+
+
+def _softmax_inplace(z: Tensor, dim: int) -> Tensor:
+    """Overwrite ``z`` with ``exp(z − max z) / Σ exp(z − max z)`` along ``dim``; returns ``z``."""
+    z.sub_(z.amax(dim, keepdim=True))
+    z.exp_()
+    return z.div_(z.sum(dim, keepdim=True))
+
+
+def _softmax_backward(grad: Tensor, y: Tensor, dim: int) -> Tensor:
+    """dL/dx = y ⊙ (g − Σ_j g_j y_j), computed as (g ⊙ y) − y · Σ(g ⊙ y) with one in-place update."""
+    gy = _float32(grad) * y.float()
+    return gy.addcmul_(y, gy.sum(dim, keepdim=True), value=-1)
+
+
+class _Softmax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, dim: int) -> Tensor:
+        z = _shifted(x, dim).exp_()
+        y = z.div_(z.sum(dim, keepdim=True)).to(x.dtype)
+        ctx.save_for_backward(y)
+        ctx.dim = dim
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (y,) = ctx.saved_tensors
+        return _softmax_backward(grad, y, ctx.dim).to(y.dtype), None
+
+
+def softmax(x: Float[Tensor, "..."], dim: int = -1) -> Float[Tensor, "..."]:
+    """softmax(x)_i = exp(x_i − m) / Σ_j exp(x_j − m) with m = max_j x_j along ``dim``.
+
+    Subtracting the maximum keeps it exact for logits of any size: ``softmax([1e4, 1e4 - 1])`` is
+    ``[0.7311, 0.2689]``. A slice whose entries are all −inf gives NaN.
+    """
+    return _Softmax.apply(x, dim)
+
+
+class _CausalSoftmax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, scores: Tensor, scale: float, q_offset: int) -> Tensor:
+        # z: a fresh (..., q, k) buffer, from here on written in place
+        z = scores.float().mul_(scale) if scores.dtype in _LOW_PRECISION else scores * scale
+        future = torch.ones(z.shape[-2:], dtype=torch.bool, device=z.device).triu_(q_offset + 1)  # (q, k)
+        z.masked_fill_(future, -math.inf)
+        y = _softmax_inplace(z, -1).to(scores.dtype)
+        ctx.save_for_backward(y)
+        ctx.scale = scale
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (y,) = ctx.saved_tensors
+        # Masked entries have y = 0, so their gradient is 0 without a mask.
+        return _softmax_backward(grad, y, -1).mul_(ctx.scale).to(y.dtype), None, None
+
+
+def causal_mask(num_queries: int, num_keys: int, q_offset: int = 0, device=None) -> Bool[Tensor, "q k"]:
+    """``mask[i, j] = j ≤ i + q_offset`` (True = may attend): query i sits at key position ``q_offset + i``.
+
+    ``causal_mask(2, 3, 1)`` is ``[[T, T, F], [T, T, T]]``.
+    """
+    ones = torch.ones(num_queries, num_keys, dtype=torch.bool, device=device)
+    return ones.tril_(q_offset)
+
+
+def causal_softmax(scores: Float[Tensor, "... q k"], scale: float, q_offset: int = 0) -> Float[Tensor, "... q k"]:
+    """``softmax(scale · scores)`` over keys with key j hidden from query i when ``j > i + q_offset``.
+
+    One fresh buffer, written in place (scale, mask fill, softmax); the backward needs only the output.
+    ``q_offset`` is the number of keys before query 0 (the KV-cache length when decoding).
+    """
+    return _CausalSoftmax.apply(scores, scale, q_offset)
+
+
+class _LogSoftmax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, dim: int) -> Tensor:
+        z = _shifted(x, dim)
+        z.sub_(z.exp().sum(dim, keepdim=True).log_())
+        y = z.to(x.dtype)
+        ctx.save_for_backward(y)
+        ctx.dim = dim
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (y,) = ctx.saved_tensors
+        g = _float32(grad)
+        # d/dx log_softmax: g − softmax(x) · Σ g
+        return torch.addcmul(g, y.float().exp(), g.sum(ctx.dim, keepdim=True), value=-1).to(y.dtype), None
+
+
+def log_softmax(x: Float[Tensor, "..."], dim: int = -1) -> Float[Tensor, "..."]:
+    """log softmax(x)_i = (x_i − m) − log Σ_j exp(x_j − m), m = max_j x_j, stable for any logit size."""
+    return _LogSoftmax.apply(x, dim)
+
+
+class _SiLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return x * torch.sigmoid(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        # d/dx x·σ(x) = σ(x) · (1 + x · (1 − σ(x)))
+        return grad * s * (1 + x * (1 - s))
+
+
+def silu(x: Float[Tensor, "..."]) -> Float[Tensor, "..."]:
+    """SiLU (swish): ``x · σ(x)`` with σ the logistic sigmoid; ``silu(0) = 0``, ``silu(x) → x`` for large x."""
+    return _SiLU.apply(x)
+
+
+def rms_norm(
+    x: Float[Tensor, "... d_model"], weight: Float[Tensor, " d_model"], eps: float = 1e-5
+) -> Float[Tensor, "... d_model"]:
+    """RMSNorm (Zhang & Sennrich 2019): ``x / sqrt(mean(x²) + eps) · weight`` over the last dim.
+
+    Computed in float32 (float64 stays float64) and returned in the input dtype.
+    """
+    x32 = _float32(x)
+    normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return (normed * _float32(weight)).to(x.dtype)
+
+
+def rope(
+    x: Float[Tensor, "... seq d_head"],
+    token_positions: Int[Tensor, "... seq"],
+    cos: Float[Tensor, "max_seq_len half_d_head"],
+    sin: Float[Tensor, "max_seq_len half_d_head"],
+) -> Float[Tensor, "... seq d_head"]:
+    """Rotary position embedding (Su et al. 2021) on adjacent pairs.
+
+    Pair k of a vector at position p, ``(x[2k], x[2k+1])``, is rotated by the angle ``p · θ^(−2k/d)``:
+    ``(a, b) → (a cos − b sin, a sin + b cos)``. ``cos``/``sin`` are tables indexed by position
+    (``cos[p, k] = cos(p · θ^(−2k/d))``); ``token_positions`` must broadcast against ``x.shape[:-1]``.
+    Written as ``x · cos' + swap(x) · sin'`` where ``swap`` exchanges each pair, ``cos'`` repeats every
+    cosine twice and ``sin'`` interleaves ``(−sin, +sin)``: three passes over ``x``.
+    """
+    c = cos[token_positions].to(x.dtype)  # (..., seq, d_head/2)
+    s = sin[token_positions].to(x.dtype)
+    cos2 = torch.stack((c, c), dim=-1).flatten(-2)  # (..., seq, d_head): c0 c0 c1 c1 ...
+    sin2 = torch.stack((-s, s), dim=-1).flatten(-2)  # (..., seq, d_head): -s0 s0 -s1 s1 ...
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (..., seq, d_head): x1 x0 x3 x2 ...
+    return torch.addcmul(x * cos2, swapped, sin2)
+
+
+def scaled_dot_product_attention(
+    q: Float[Tensor, "... q_len d_head"],
+    k: Float[Tensor, "... k_len d_head"],
+    v: Float[Tensor, "... k_len d_v"],
+    mask: Bool[Tensor, "... q_len k_len"] | None = None,
+) -> Float[Tensor, "... q_len d_v"]:
+    """Attention(Q, K, V) = softmax(Q Kᵀ / sqrt(d_head)) V (Vaswani et al. 2017) for any leading dims.
+
+    ``mask`` broadcasts to ``(..., q_len, k_len)``; True means the query may attend to that key. A query
+    with no allowed key gets NaN.
+    """
+    scores = q @ k.transpose(-2, -1)  # (..., q_len, k_len)
+    scores = scores * (1.0 / math.sqrt(q.shape[-1]))
+    if mask is not None:
+        scores = scores.masked_fill(mask.logical_not(), -math.inf)
+    return softmax(scores, dim=-1) @ v
+
+
+class _CrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: Tensor, targets: Tensor) -> Tensor:
+        x = logits.reshape(-1, logits.shape[-1])  # (N, vocab_size)
+        t = targets.reshape(-1, 1)  # (N, 1)
+        x32 = _float32(x)
+        m = x32.amax(-1, keepdim=True)  # (N, 1)
+        lse = (x32 - m).exp_().sum(-1, keepdim=True).log_()  # (N, 1): log Σ exp(x − m)
+        # Both terms are shifted by m, so logits of 1e4 lose no digits to the shift.
+        loss = (lse - (x32.gather(-1, t) - m)).mean()
+        ctx.save_for_backward(x, t, m, lse)
+        ctx.shape = logits.shape
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, t, m, lse = ctx.saved_tensors
+        # dL/dx = (softmax(x) − onehot(t)) / N
+        p = (_float32(x) - m).sub_(lse).exp_()  # (N, vocab_size)
+        p.scatter_add_(-1, t, torch.full_like(t, -1, dtype=p.dtype))
+        p.mul_(grad.float() / x.shape[0])
+        return p.to(x.dtype).view(ctx.shape), None
+
+
+def cross_entropy(logits: Float[Tensor, "... vocab_size"], targets: Int[Tensor, "..."]) -> Float[Tensor, ""]:
+    """Mean over all positions of ``−log softmax(logits)[target] = logsumexp(logits) − logits[target]``.
+
+    The logsumexp subtracts the row maximum first, so logits of 1e4 are exact; no softmax is kept for
+    the backward pass, which recomputes it from the saved logsumexp: ``(softmax − onehot) / N``. The
+    loss is float32 whatever the logits' dtype.
+    """
+    return _CrossEntropy.apply(logits, targets)

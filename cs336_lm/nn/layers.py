@@ -1,0 +1,134 @@
+"""Leaf modules of the Transformer LM: ``Linear``, ``Embedding``, ``RMSNorm``, ``SwiGLU`` and the rotary
+position embedding. Each owns its parameters (or, for RoPE, a cos/sin cache) under the names fixed in
+DESIGN.md, initialises them as DESIGN.md says, and calls ``nn.functional`` (RMSNorm through the kernel
+dispatch, so the Triton kernel runs on CUDA).
+"""
+
+import math
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from cs336_lm import kernels
+from cs336_lm.nn import functional as F
+
+
+def _check_kernels(backend: str) -> str:
+    if backend not in kernels.BACKENDS:
+        raise ValueError(f"kernels must be one of {kernels.BACKENDS}, got {backend!r}")
+    return backend
+
+
+class Linear(nn.Module):
+    """``y = x Wᵀ`` without bias; ``weight`` is (out_features, in_features).
+
+    Init: N(0, σ²) with σ² = 2 / (in_features + out_features), truncated at ±3σ.
+    """
+
+    def __init__(self, in_features: int, out_features: int, device=None, dtype=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        std = math.sqrt(2.0 / (self.in_features + self.out_features))
+        nn.init.trunc_normal_(self.weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
+
+    def forward(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_out"]:
+        return x @ self.weight.T
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class Embedding(nn.Module):
+    """Row lookup ``weight[token_ids]``; ``weight`` is (num_embeddings, embedding_dim), init N(0, 1) cut at ±3."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, device=None, dtype=None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.trunc_normal_(self.weight, mean=0.0, std=1.0, a=-3.0, b=3.0)
+
+    def forward(self, token_ids: Int[Tensor, "..."]) -> Float[Tensor, "... d_model"]:
+        return self.weight[token_ids]
+
+    def extra_repr(self) -> str:
+        return f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}"
+
+
+class RMSNorm(nn.Module):
+    """``x / sqrt(mean(x²) + eps) · weight`` over the last dim, fp32 inside; ``weight`` (gain) starts at 1."""
+
+    def __init__(self, d_model: int, eps: float = 1e-5, device=None, dtype=None, *, kernels: str = "auto"):
+        super().__init__()
+        self.d_model, self.eps = d_model, eps
+        self.kernels = _check_kernels(kernels)
+        self.weight = nn.Parameter(torch.ones(d_model, device=device, dtype=dtype))
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+    def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        return kernels.rms_norm(x, self.weight, self.eps, backend=self.kernels)
+
+    def extra_repr(self) -> str:
+        return f"{self.d_model}, eps={self.eps}"
+
+
+class SwiGLU(nn.Module):
+    """Position-wise feed-forward ``FFN(x) = W2(SiLU(W1 x) ⊙ W3 x)`` (Shazeer 2020).
+
+    ``w1``, ``w3``: d_model → d_ff; ``w2``: d_ff → d_model.
+    """
+
+    def __init__(self, d_model: int, d_ff: int, device=None, dtype=None):
+        super().__init__()
+        self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
+        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)
+        self.w3 = Linear(d_model, d_ff, device=device, dtype=dtype)
+
+    def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class RotaryPositionalEmbedding(nn.Module):
+    """Rotary position embedding on adjacent pairs: pair k at position p turns by ``p · θ^(−2k/d_k)``.
+
+    Holds ``cos`` and ``sin`` tables of shape (max_seq_len, d_k/2) as non-persistent float32 buffers
+    (not in the state_dict; rebuilt from θ). ``forward(x, token_positions)`` takes ``x`` of shape
+    (..., seq, d_k) — e.g. (batch, num_heads, seq, d_head) — and positions that broadcast against
+    ``x.shape[:-1]``: (seq,) or, with a head dim in x, (batch, 1, seq).
+    """
+
+    def __init__(self, theta: float, d_k: int, max_seq_len: int, device=None, dtype=None):
+        super().__init__()
+        if d_k % 2:
+            raise ValueError(f"RoPE needs an even d_k, got {d_k}")
+        self.theta, self.d_k, self.max_seq_len = theta, d_k, max_seq_len
+        cos, sin = self._tables(device)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def _tables(self, device=None) -> tuple[Tensor, Tensor]:
+        inv_freq = self.theta ** (-torch.arange(0, self.d_k, 2, device=device, dtype=torch.float64) / self.d_k)
+        angles = torch.outer(torch.arange(self.max_seq_len, device=device, dtype=torch.float64), inv_freq)
+        return angles.cos().float(), angles.sin().float()  # (max_seq_len, d_k/2) each
+
+    def reset_parameters(self) -> None:
+        cos, sin = self._tables(self.cos.device)
+        self.cos.copy_(cos)
+        self.sin.copy_(sin)
+
+    def forward(
+        self, x: Float[Tensor, "... seq d_k"], token_positions: Int[Tensor, "... seq"]
+    ) -> Float[Tensor, "... seq d_k"]:
+        return F.rope(x, token_positions, self.cos, self.sin)
+
+    def extra_repr(self) -> str:
+        return f"theta={self.theta}, d_k={self.d_k}, max_seq_len={self.max_seq_len}"

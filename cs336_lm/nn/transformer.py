@@ -1,0 +1,118 @@
+"""The pre-norm Transformer block and the decoder-only language model built from it.
+
+``TransformerLM``: token embeddings → ``num_layers`` × ``TransformerBlock`` → ``ln_final`` → ``lm_head``,
+with RoPE in every attention layer and no biases (a Llama-style architecture; see DESIGN.md for the exact
+state_dict names). The ``attention`` and ``kernels`` settings are passed down to every submodule.
+"""
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from cs336_lm import kernels
+from cs336_lm.nn.attention import MultiHeadSelfAttention
+from cs336_lm.nn.layers import Embedding, Linear, RMSNorm, SwiGLU
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: ``h = x + MHA(RMSNorm₁(x))``, then ``y = h + FFN(RMSNorm₂(h))``.
+
+    The second residual add and RMSNorm₂ run as one fused ``add_rms_norm`` (a Triton kernel on CUDA).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        max_seq_len: int,
+        theta: float | None,
+        device=None,
+        dtype=None,
+        *,
+        attention: str = "reference",
+        kernels: str = "auto",
+    ):
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.ln1 = RMSNorm(d_model, **factory, kernels=kernels)
+        self.attn = MultiHeadSelfAttention(
+            d_model, num_heads, max_seq_len, theta, **factory, attention=attention, kernels=kernels
+        )
+        self.ln2 = RMSNorm(d_model, **factory, kernels=kernels)
+        self.ffn = SwiGLU(d_model, d_ff, **factory)
+
+    def forward(
+        self, x: Float[Tensor, "batch seq d_model"], token_positions: Int[Tensor, "... seq"] | None = None
+    ) -> Float[Tensor, "batch seq d_model"]:
+        attn_out = self.attn(self.ln1(x), token_positions)
+        normed, h = kernels.add_rms_norm(attn_out, x, self.ln2.weight, self.ln2.eps, backend=self.ln2.kernels)
+        return h + self.ffn(normed)
+
+
+class TransformerLM(nn.Module):
+    """Decoder-only LM: ``logits = lm_head(RMSNorm(blocks(embed(tokens))))`` of shape (batch, seq, vocab_size).
+
+    Inputs may be any length up to ``context_length`` (also the RoPE cache size); ``token_positions``
+    defaults to 0…seq−1 and may be given as (seq,) or (batch, seq) for offset decoding. Logits come
+    back unnormalised, in the activations' dtype.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        context_length: int,
+        d_model: int,
+        num_layers: int,
+        num_heads: int,
+        d_ff: int,
+        rope_theta: float = 10000.0,
+        *,
+        attention: str = "reference",
+        kernels: str = "auto",
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        self.vocab_size, self.context_length = vocab_size, context_length
+        self.d_model, self.num_layers, self.num_heads, self.d_ff = d_model, num_layers, num_heads, d_ff
+        self.rope_theta, self.attention, self.kernels = rope_theta, attention, kernels
+        factory = {"device": device, "dtype": dtype}
+        self.token_embeddings = Embedding(vocab_size, d_model, **factory)
+        self.layers = nn.ModuleList(
+            TransformerBlock(
+                d_model, num_heads, d_ff, context_length, rope_theta, **factory, attention=attention, kernels=kernels
+            )
+            for _ in range(num_layers)
+        )
+        self.ln_final = RMSNorm(d_model, **factory, kernels=kernels)
+        self.lm_head = Linear(d_model, vocab_size, **factory)
+
+    def forward(
+        self, token_ids: Int[Tensor, "batch seq"], token_positions: Int[Tensor, "... seq"] | None = None
+    ) -> Float[Tensor, "batch seq vocab_size"]:
+        seq_len = token_ids.shape[-1]
+        if seq_len > self.context_length:
+            raise ValueError(
+                f"input of {seq_len} tokens is longer than the model's context_length {self.context_length}"
+            )
+        if token_positions is None:
+            token_positions = torch.arange(seq_len, device=token_ids.device)
+        x = self.token_embeddings(token_ids)  # (batch, seq, d_model)
+        for layer in self.layers:
+            x = layer(x, token_positions)
+        return self.lm_head(self.ln_final(x))
+
+    def config(self) -> dict:
+        """The constructor keywords that rebuild this model (without device/dtype)."""
+        return {
+            "vocab_size": self.vocab_size,
+            "context_length": self.context_length,
+            "d_model": self.d_model,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "d_ff": self.d_ff,
+            "rope_theta": self.rope_theta,
+            "attention": self.attention,
+            "kernels": self.kernels,
+        }
