@@ -1,0 +1,16 @@
+"""A small random-weight TransformerLM (the ``debug`` preset, fp32) shared by the generation tests."""
+
+import pytest
+import torch
+
+from cs336_lm.nn import PRESETS, TransformerLM
+
+
+def make_model(seed: int = 0, **overrides) -> TransformerLM:
+    torch.manual_seed(seed)
+    return TransformerLM(**{**PRESETS["debug"], **overrides}).eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> TransformerLM:
+    return make_model()
