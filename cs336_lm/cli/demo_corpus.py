@@ -1,0 +1,95 @@
+"""``lm-demo-corpus``: write the tinytales story corpus (``train.txt`` and ``valid.txt``) into a directory.
+
+The training split is drawn from ``--seed``, the validation split from a seed derived from it
+(``"valid-<seed>"``), so the two never share a story. A ``corpus.json`` beside them records the parameters and
+sizes; running again with the same parameters finds it and leaves the files alone (``--force`` rewrites them).
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from cs336_lm.cli import run_main
+from cs336_lm.data.tinytales import GENERATOR_VERSION, write_corpus
+from cs336_lm.errors import DataError
+from cs336_lm.fileio import atomic_write
+
+MB = 1_000_000
+MANIFEST = "corpus.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lm-demo-corpus",
+        description="Write a deterministic corpus of short children's stories (train.txt, valid.txt).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--size-mb", type=float, required=True, help="size of train.txt in megabytes (10^6 bytes)")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training split")
+    p.add_argument("--valid-mb", type=float, default=None, help="size of valid.txt (default: 5%% of --size-mb)")
+    p.add_argument("--force", action="store_true", help="rewrite even when the directory is up to date")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def corpus_parameters(size_mb: float, seed: int, valid_mb: float | None) -> dict:
+    """What determines the corpus bytes: ``{"generator_version", "seed", "train_bytes", "valid_bytes"}``."""
+    if not size_mb > 0:
+        raise DataError(f"--size-mb must be positive, got {size_mb}")
+    valid_mb = size_mb / 20 if valid_mb is None else valid_mb
+    if not valid_mb > 0:
+        raise DataError(f"--valid-mb must be positive, got {valid_mb}")
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "seed": seed,
+        "train_bytes": int(size_mb * MB),
+        "valid_bytes": int(valid_mb * MB),
+    }
+
+
+def is_up_to_date(out: Path, params: dict) -> bool:
+    """True when ``out`` already holds a corpus written with exactly ``params`` (files present, sizes as recorded)."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    if manifest.get("parameters") != params:
+        return False
+    files = manifest.get("files", {})
+    return all((out / name).is_file() and (out / name).stat().st_size == size for name, size in files.items())
+
+
+def write_demo_corpus(out: Path, params: dict, progress: bool = True) -> dict:
+    """Write ``train.txt``, ``valid.txt`` and ``corpus.json`` into ``out``; return the manifest."""
+    out.mkdir(parents=True, exist_ok=True)
+    train = write_corpus(out / "train.txt", params["train_bytes"], params["seed"], progress)
+    valid = write_corpus(out / "valid.txt", params["valid_bytes"], f"valid-{params['seed']}", progress)
+    manifest = {
+        "parameters": params,
+        "files": {"train.txt": train["bytes"], "valid.txt": valid["bytes"]},
+        "stories": {"train.txt": train["stories"], "valid.txt": valid["stories"]},
+    }
+    with atomic_write(out / MANIFEST, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
+    return manifest
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    params = corpus_parameters(args.size_mb, args.seed, args.valid_mb)
+    if not args.force and is_up_to_date(args.out, params):
+        print(f"{args.out} is up to date (same seed and sizes); use --force to rewrite it")
+        return 0
+    manifest = write_demo_corpus(args.out, params, progress=not args.quiet)
+    for name, size in manifest["files"].items():
+        print(f"wrote {args.out / name}: {size / MB:.2f} MB, {manifest['stories'][name]} stories")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(lambda: _main(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
