@@ -121,6 +121,29 @@ def read_special_tokens(path: str | os.PathLike) -> list[str]:
     return data
 
 
+def check_merges_cover_vocab(
+    vocab: dict[int, bytes],
+    merges: Sequence[tuple[bytes, bytes]],
+    special_tokens: Sequence[str],
+    vocab_path: str | os.PathLike,
+    merges_path: str | os.PathLike,
+) -> None:
+    """Every multi-byte token that is not special must come from a merge; otherwise a file is truncated or mixed.
+
+    Byte-level BPE builds its vocabulary as the 256 bytes + one token per merge (+ the special tokens), so a
+    token no merge produces means ``merges.txt`` lost lines or belongs to another vocabulary.
+    """
+    produced = {a + b for a, b in merges}
+    specials = {t.encode("utf-8") for t in special_tokens}
+    orphans = [t for t in vocab.values() if len(t) > 1 and t not in produced and t not in specials]
+    if orphans:
+        raise TokenizerError(
+            f"{vocab_path} has {len(orphans)} tokens that no merge in {merges_path} produces "
+            f"(first: {token_to_text(orphans[0])!r}): merges.txt is truncated or from another tokenizer, "
+            f"or the token is special and missing from {SPECIAL_TOKENS_FILE}"
+        )
+
+
 def write_tokenizer_files(
     directory: str | os.PathLike,
     vocab: dict[int, bytes],

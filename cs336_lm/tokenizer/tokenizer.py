@@ -12,7 +12,7 @@ flat on a multi-GB stream.
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import chain, pairwise
+from itertools import chain, pairwise, repeat
 from pathlib import Path
 
 from cs336_lm.errors import TokenizerError
@@ -21,6 +21,9 @@ from cs336_lm.tokenizer.pretokenize import PRETOKEN_RE, special_token_regex
 
 DEFAULT_CACHE_SIZE = 1 << 18  # pre-tokens; about 60 MB when full with English words
 STREAM_BLOCK_CHARS = 1 << 16  # encode_iterable gathers small chunks (e.g. lines) into blocks this large
+
+
+_NO_MERGE = 1 << 62  # the rank of a pair that is not a merge
 
 
 class _PretokenCache(dict):
@@ -71,26 +74,31 @@ class Tokenizer:
                 next_id += 1
         self.special_token_ids: dict[str, int] = {t: self._token_ids[t.encode("utf-8")] for t in self.special_tokens}
         self.vocab_size: int = max(self.vocab, default=-1) + 1
-        self._byte_ids, self._merge_ranks = self._build_merge_table()
+        self._byte_ids, self._pair_ranks, self._merged_ids = self._build_merge_table()
         self._special_re = special_token_regex(self.special_tokens)
         self._max_special_len = max((len(t) for t in self.special_tokens), default=0)
         self._cache_size = cache_size
         self._cache = _PretokenCache(self._encode_pretoken, cache_size)
 
-    def _build_merge_table(self) -> tuple[list[int], dict[tuple[int, int], tuple[int, int]]]:
-        """Byte -> id for the 256 bytes, and ``(left id, right id) -> (rank, merged id)`` for every merge."""
+    def _build_merge_table(self) -> tuple[list[int], dict[tuple[int, int], int], list[int]]:
+        """Byte -> id for the 256 bytes, ``(left id, right id) -> rank`` and ``rank -> merged id`` for the merges.
+
+        When a pair appears twice in ``merges`` its first (lowest) rank counts.
+        """
         missing = [b for b in range(256) if bytes([b]) not in self._token_ids]
         if missing:
             raise TokenizerError(f"vocabulary lacks {len(missing)} of the 256 single bytes (first: 0x{missing[0]:02x})")
         byte_ids = [self._token_ids[bytes([b])] for b in range(256)]
-        ranks: dict[tuple[int, int], tuple[int, int]] = {}
+        ranks: dict[tuple[int, int], int] = {}
+        merged_ids: list[int] = []
         for rank, (a, b) in enumerate(self.merges):
             ids = [self._token_ids.get(a), self._token_ids.get(b), self._token_ids.get(a + b)]
             if None in ids:
                 unknown = next(t for t, i in zip((a, b, a + b), ids, strict=True) if i is None)
                 raise TokenizerError(f"merge {rank} ({a!r}, {b!r}) needs {unknown!r}, which is not in the vocabulary")
-            ranks.setdefault((ids[0], ids[1]), (rank, ids[2]))
-        return byte_ids, ranks
+            ranks.setdefault((ids[0], ids[1]), rank)
+            merged_ids.append(ids[2])
+        return byte_ids, ranks, merged_ids
 
     # ---- files ---------------------------------------------------------------------------------------------
 
@@ -111,7 +119,9 @@ class Tokenizer:
     def from_directory(cls, directory: str | os.PathLike, **kwargs) -> "Tokenizer":
         """Load a directory written by :meth:`save`: ``vocab.json``, ``merges.txt``, ``special_tokens.json``.
 
-        ``special_tokens.json`` may be absent (no special tokens); the other two must exist.
+        ``special_tokens.json`` may be absent (no special tokens); the other two must exist. Unlike
+        :meth:`from_files` (which accepts GPT-2-style extra tokens), every multi-byte token that is not special
+        must come from a merge, which catches a truncated ``merges.txt``.
         """
         directory = Path(directory)
         if not directory.is_dir():
@@ -121,7 +131,11 @@ class Tokenizer:
                 raise TokenizerError(f"tokenizer directory {directory} has no {name}")
         specials_path = directory / files.SPECIAL_TOKENS_FILE
         specials = files.read_special_tokens(specials_path) if specials_path.exists() else []
-        return cls.from_files(directory / files.VOCAB_FILE, directory / files.MERGES_FILE, specials, **kwargs)
+        vocab_path, merges_path = directory / files.VOCAB_FILE, directory / files.MERGES_FILE
+        vocab = files.read_vocab(vocab_path, specials)
+        merges = files.read_merges(merges_path)
+        files.check_merges_cover_vocab(vocab, merges, specials, vocab_path, merges_path)
+        return cls(vocab, merges, specials, **kwargs)
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``vocab.json``, ``merges.txt`` and ``special_tokens.json`` into ``directory`` (each atomically)."""
@@ -146,25 +160,25 @@ class Tokenizer:
         if whole is not None:
             return (whole,)
         ids = [self._byte_ids[b] for b in data]
-        ranks = self._merge_ranks
-        while len(ids) > 1:
-            best = None
-            for pair in pairwise(ids):
-                found = ranks.get(pair)
-                if found is not None and (best is None or found[0] < best[1][0]):
-                    best = (pair, found)
-            if best is None:
+        rank_of = self._pair_ranks.get
+        ranks = list(map(rank_of, pairwise(ids), repeat(_NO_MERGE)))  # ranks[i]: rank of (ids[i], ids[i+1])
+        while ranks:
+            best = min(ranks)
+            if best == _NO_MERGE:
                 break
-            (left, right), (_, merged) = best
-            out, i, n = [], 0, len(ids)
-            while i < n:
-                if i + 1 < n and ids[i] == left and ids[i + 1] == right:
-                    out.append(merged)
-                    i += 2
-                else:
-                    out.append(ids[i])
-                    i += 1
-            ids = out
+            merged = self._merged_ids[best]
+            i = ranks.index(best)
+            more = ranks.count(best) > 1
+            while True:  # merge every occurrence, left to right; only the neighbouring ranks change
+                ids[i : i + 2] = [merged]
+                del ranks[i]
+                if i > 0:
+                    ranks[i - 1] = rank_of((ids[i - 1], merged), _NO_MERGE)
+                if i < len(ranks):
+                    ranks[i] = rank_of((merged, ids[i + 1]), _NO_MERGE)
+                if not more or best not in ranks:
+                    break
+                i = ranks.index(best, i + 1)
         return tuple(ids)
 
     def _encode_ordinary(self, text: str, out: list[int]) -> None:
@@ -172,7 +186,29 @@ class Tokenizer:
         self._encode_pretokens(PRETOKEN_RE.findall(text), out)
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of ``text``: ``"Hi<|endoftext|>"`` -> ``[17250, 50256]`` with GPT-2's files."""
+        """Token ids of ``text``: ``"Hi<|endoftext|>"`` -> ``[17250, 50256]`` with GPT-2's files.
+
+        Long texts go through the streaming path in blocks, so the pre-token lists stay small.
+        """
+        if len(text) <= 4 * STREAM_BLOCK_CHARS:
+            return self._encode_whole(text)
+        ids: list[int] = []
+        for block_ids in self._encode_blocks([text]):
+            ids.extend(block_ids)
+        return ids
+
+    def encode_iterable(self, iterable: Iterable[str], *, block_chars: int = STREAM_BLOCK_CHARS) -> Iterator[int]:
+        """Lazily yield the ids of ``"".join(iterable)``, holding only a bounded tail of text between chunks.
+
+        Chunks are gathered (or cut) into blocks of ~``block_chars``; each block is encoded up to its
+        last *safe* point — beyond the reach of any special token still incomplete at the block's end, and
+        before the first pre-token whose regex match could change once more text arrives — and the rest is
+        carried into the next block. The ids equal ``encode("".join(iterable))``.
+        """
+        return chain.from_iterable(self._encode_blocks(iterable, block_chars))
+
+    def _encode_whole(self, text: str) -> list[int]:
+        """Ids of a complete text: split on special tokens, then BPE on the ordinary parts."""
         ids: list[int] = []
         if self._special_re is None:
             self._encode_ordinary(text, ids)
@@ -185,25 +221,22 @@ class Tokenizer:
                 self._encode_ordinary(part, ids)
         return ids
 
-    def encode_iterable(self, iterable: Iterable[str]) -> Iterator[int]:
-        """Lazily yield the ids of ``"".join(iterable)``, holding only a bounded tail of text between chunks.
-
-        Small chunks are gathered into blocks of ~``STREAM_BLOCK_CHARS``; each block is encoded up to its last
-        *safe* point — beyond the reach of any special token still incomplete at the block's end, and before
-        the first pre-token whose regex match could change once more text arrives — and the rest is carried
-        into the next block. The ids equal ``encode("".join(iterable))``.
-        """
+    def _encode_blocks(self, chunks: Iterable[str], block_chars: int = STREAM_BLOCK_CHARS) -> Iterator[list[int]]:
+        """The ids of ``"".join(chunks)`` as a sequence of lists, one per block of ~``block_chars`` characters."""
+        block_chars = max(1, block_chars)
         pending: list[str] = []
         pending_len = 0
         carry = ""
-        for chunk in iterable:
-            pending.append(chunk)
-            pending_len += len(chunk)
-            if pending_len >= STREAM_BLOCK_CHARS:
-                ids, carry = self._encode_prefix(carry + "".join(pending))
-                pending, pending_len = [], 0
-                yield from ids
-        yield from self.encode(carry + "".join(pending))
+        for chunk in chunks:
+            for start in range(0, len(chunk), block_chars):
+                piece = chunk if len(chunk) <= block_chars else chunk[start : start + block_chars]
+                pending.append(piece)
+                pending_len += len(piece)
+                if pending_len >= block_chars:
+                    ids, carry = self._encode_prefix(carry + "".join(pending))
+                    pending, pending_len = [], 0
+                    yield ids
+        yield self._encode_whole(carry + "".join(pending))
 
     def _encode_prefix(self, buf: str) -> tuple[list[int], str]:
         """Encode the longest prefix of ``buf`` whose ids cannot change when text is appended; return the rest.
