@@ -18,7 +18,7 @@ from jaxtyping import Float
 
 MAX_BLOCK = 16384  # widest row kept in registers in one piece; wider rows loop over blocks
 TILE_ELEMENTS = 4096  # rows per program are chosen so that rows × BLOCK is about this
-MIN_FLOAT32 = -3.4028234663852886e38  # finite floor for running maxima: padded rows stay NaN-free
+MIN_FLOAT32 = tl.constexpr(-3.4028234663852886e38)  # floor for running maxima: padded rows stay NaN-free
 
 
 @dataclass(frozen=True)
