@@ -1,0 +1,341 @@
+"""Checkpoints: everything needed to resume a run exactly, written atomically and read without unpickling code.
+
+A checkpoint is a dict of tensors and plain data (so ``torch.load(weights_only=True)`` reads it)::
+
+    {"format_version": 1, "model": state_dict, "optimizer": state_dict, "iteration": int,
+     "config": plain dict, "rng": {"python", "numpy", "torch", ["cuda"], ["data"]}, ...extra}
+
+``save_checkpoint`` / ``load_checkpoint`` handle one file (a path, written to a temporary sibling and renamed, or
+an open file object); ``CheckpointManager`` keeps a run directory's ``checkpoints/step_XXXXXXXX.pt`` files,
+the last K of them, and the ``checkpoints/latest`` pointer. RNG states are converted to tensors, lists and ints
+by ``capture_rng_state`` and put back by ``restore_rng_state``. Anything wrong with a file the user gives us —
+missing, truncated, not a checkpoint, another model's — is a ``CheckpointError`` with one clear message.
+"""
+
+import dataclasses
+import os
+import pickle
+import random
+import re
+import warnings
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cs336_lm.errors import CheckpointError
+from cs336_lm.fileio import atomic_write
+
+FORMAT_VERSION = 1
+CHECKPOINT_DIR = "checkpoints"
+LATEST_POINTER = "latest"
+_STEP_FILE = re.compile(r"step_(\d{8,})\.pt")
+_ZIP_MAGIC = b"PK\x03\x04"
+_RESERVED = {"format_version", "model", "optimizer", "iteration", "config", "rng"}
+_WRAPPERS = {"DataParallel", "DistributedDataParallel", "FullyShardedDataParallel"}
+_PLAIN = (torch.Tensor, str, int, float, bool, type(None), torch.dtype, torch.device)
+
+Source = str | os.PathLike | IO[bytes]
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module whose parameters are the model's: strips ``torch.compile`` (``_orig_mod``) and DDP/FSDP/
+    DataParallel (``.module``) wrappers, in any nesting, so state-dict keys carry no wrapper prefix."""
+    while True:
+        if isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        elif type(model).__name__ in _WRAPPERS and isinstance(getattr(model, "module", None), nn.Module):
+            model = model.module
+        else:
+            return model
+
+
+# ---------------------------------------------------------------------------------------------- RNG states
+
+
+def capture_rng_state(data_generator: np.random.Generator | None = None) -> dict:
+    """Every RNG a training step draws from, as tensors/lists/ints/strings (``weights_only``-loadable).
+
+    Keys: ``python`` (``random``), ``numpy`` (the legacy global RNG), ``torch`` (CPU), ``cuda`` (one state per
+    device, when CUDA is available) and ``data`` (``data_generator.bit_generator.state``, when given).
+    """
+    version, internal, gauss_next = random.getstate()
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = {
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+        "numpy": {
+            "bit_generator": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if data_generator is not None:
+        state["data"] = data_generator.bit_generator.state
+    return state
+
+
+def restore_rng_state(state: dict, data_generator: np.random.Generator | None = None) -> None:
+    """Put back what ``capture_rng_state`` saved; the ``data`` state goes into ``data_generator`` when given.
+
+    A CUDA state saved on a different number of devices (or absent/unavailable) is skipped with a warning.
+    """
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
+    npy = state["numpy"]
+    keys = npy["keys"].numpy().astype(np.uint32)
+    np.random.set_state((npy["bit_generator"], keys, npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
+    torch.set_rng_state(state["torch"].cpu())
+    if torch.cuda.is_available():
+        cuda = state.get("cuda")
+        if cuda is not None and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+        else:
+            warnings.warn("checkpoint has no CUDA RNG state for this many devices; CUDA RNG not restored", stacklevel=2)
+    if data_generator is not None:
+        if "data" not in state:
+            raise CheckpointError("checkpoint has no data-sampler RNG state to restore")
+        data_generator.bit_generator.state = state["data"]
+
+
+# ---------------------------------------------------------------------------------------------- one file
+
+
+def _plain_config(config: Any) -> dict | None:
+    """A resolved OmegaConf config, a dataclass or a dict → a plain dict (``None`` stays ``None``)."""
+    if config is None or isinstance(config, dict):
+        return config
+    if dataclasses.is_dataclass(config):
+        return dataclasses.asdict(config)
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(config, resolve=True)
+
+
+def _check_plain(obj: Any, where: str) -> None:
+    """Raise ``TypeError`` naming the first value ``torch.load(weights_only=True)`` would refuse to read back."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, str | int):
+                raise TypeError(f"checkpoint key {where}[{k!r}] is a {type(k).__name__}; use str or int keys")
+            _check_plain(v, f"{where}[{k!r}]")
+    elif isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            _check_plain(v, f"{where}[{i}]")
+    elif not isinstance(obj, _PLAIN):
+        raise TypeError(f"checkpoint value {where} is a {type(obj).__name__}; store tensors or plain Python data")
+
+
+def save_checkpoint(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    iteration: int,
+    out: Source,
+    *,
+    config: Any = None,
+    rng: dict | None = None,
+    **extra: Any,
+) -> None:
+    """Write a checkpoint of ``model`` (unwrapped), ``optimizer``, ``iteration``, ``config`` and ``rng`` to ``out``.
+
+    ``rng`` defaults to ``capture_rng_state()`` (pass ``capture_rng_state(data_generator)`` to include the data
+    sampler). ``extra`` keys (e.g. ``wandb_run_id="abc"``) are stored beside the standard ones and must be
+    tensors or plain Python data. A path is written atomically (temporary file, fsync, ``os.replace``), creating
+    its parent directory; a file object is written in place.
+    """
+    clash = _RESERVED & extra.keys()
+    if clash:
+        raise ValueError(f"extra checkpoint keys {sorted(clash)} clash with the standard ones")
+    ckpt = {
+        "format_version": FORMAT_VERSION,
+        "model": unwrap_model(model).state_dict(),
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "iteration": int(iteration),
+        "config": _plain_config(config),
+        "rng": capture_rng_state() if rng is None else rng,
+        **extra,
+    }
+    _check_plain(ckpt, "checkpoint")
+    if isinstance(out, str | os.PathLike):
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(out, "wb") as f:
+            torch.save(ckpt, f)
+    else:
+        torch.save(ckpt, out)
+
+
+def _describe(src: Source) -> str:
+    return str(src) if isinstance(src, str | os.PathLike) else getattr(src, "name", "checkpoint file object")
+
+
+def _starts_like_zip(src: Source) -> bool:
+    """Whether the file begins with a zip header, as every ``torch.save`` file since PyTorch 1.6 does."""
+    if isinstance(src, str | os.PathLike):
+        with open(src, "rb") as f:
+            return f.read(4) == _ZIP_MAGIC
+    if not src.seekable():
+        return True  # cannot peek; let torch.load decide
+    where = src.tell()
+    head = src.read(4)
+    src.seek(where)
+    return head == _ZIP_MAGIC
+
+
+def read_checkpoint(src: Source, map_location: str | torch.device = "cpu") -> dict:
+    """Load and validate a checkpoint dict with ``torch.load(weights_only=True)`` (tensors mapped to CPU)."""
+    name = _describe(src)
+    if isinstance(src, str | os.PathLike) and not Path(src).is_file():
+        raise CheckpointError(f"checkpoint {name} does not exist")
+    if not _starts_like_zip(src):
+        raise CheckpointError(f"{name} is not a readable checkpoint (truncated or another format?): no zip header")
+    try:
+        ckpt = torch.load(src, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e):
+            raise CheckpointError(
+                f"{name} holds Python objects other than tensors and plain data; refusing to unpickle it"
+            ) from None
+        raise CheckpointError(f"{name} is not a PyTorch checkpoint ({e})") from None
+    except Exception as e:  # torch.load reports torn or foreign files with many exception types
+        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise CheckpointError(f"{name} is not a readable checkpoint (truncated or another format?): {reason}") from None
+    if not isinstance(ckpt, dict) or not {"format_version", "model", "iteration"} <= ckpt.keys():
+        raise CheckpointError(f"{name} is a PyTorch file but not a cs336_lm checkpoint")
+    if ckpt["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{name} has checkpoint format version {ckpt['format_version']}; this version reads {FORMAT_VERSION}"
+        )
+    return ckpt
+
+
+def _strip_wrapper_prefixes(state: dict) -> dict:
+    """Drop ``_orig_mod.`` / ``module.`` prefixes that a checkpoint of a wrapped model saved elsewhere may carry."""
+    for prefix in ("_orig_mod.", "module."):
+        while state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def _architecture_mismatch(expected: dict, found: dict) -> str | None:
+    """The first difference between the model's state dict and the checkpoint's (keys, then shapes), or None."""
+    for key, tensor in expected.items():
+        if key not in found:
+            return f"parameter {key!r} {tuple(tensor.shape)} is missing from the checkpoint"
+        if tuple(found[key].shape) != tuple(tensor.shape):
+            return (
+                f"{key!r} has shape {tuple(found[key].shape)} in the checkpoint but {tuple(tensor.shape)} in the model"
+            )
+    extra = [k for k in found if k not in expected]
+    if extra:
+        return f"the checkpoint has {len(extra)} parameter(s) the model lacks, first {extra[0]!r}"
+    return None
+
+
+def apply_checkpoint(
+    ckpt: dict, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, name: str = "checkpoint"
+) -> int:
+    """Load ``ckpt``'s weights into ``model`` (and its state into ``optimizer``); return its iteration.
+
+    The architecture is checked first, so a checkpoint of another shape fails with the first differing parameter
+    named and leaves ``model`` untouched.
+    """
+    target = unwrap_model(model)
+    state = _strip_wrapper_prefixes(ckpt["model"])
+    mismatch = _architecture_mismatch(target.state_dict(), state)
+    if mismatch:
+        saved = (ckpt.get("config") or {}).get("model")
+        hint = f" (it was saved with model config {saved})" if saved else ""
+        raise CheckpointError(f"{name} is from a different model architecture: {mismatch}{hint}")
+    target.load_state_dict(state)
+    if optimizer is not None:
+        if ckpt.get("optimizer") is None:
+            raise CheckpointError(f"{name} has no optimizer state to resume from")
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"{name}: optimizer state does not match this optimizer: {e}") from None
+    return int(ckpt["iteration"])
+
+
+def load_checkpoint(
+    src: Source, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, map_location="cpu"
+) -> int:
+    """``apply_checkpoint(read_checkpoint(src), model, optimizer)``: restore weights (and optimizer); return the
+    iteration. RNG states are not touched — call ``restore_rng_state(read_checkpoint(src)["rng"])`` to resume."""
+    return apply_checkpoint(read_checkpoint(src, map_location), model, optimizer, name=_describe(src))
+
+
+# ---------------------------------------------------------------------------------------------- run directory
+
+
+def _step_of(path: Path) -> int | None:
+    match = _STEP_FILE.fullmatch(path.name)
+    return int(match.group(1)) if match else None
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """``run_dir/checkpoints/step_XXXXXXXX.pt`` files, oldest step first (temporary files are ignored)."""
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if _step_of(p) is not None and p.is_file()]
+    return sorted(found, key=_step_of)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint named by ``run_dir/checkpoints/latest``; if that pointer is missing or stale, the
+    highest-step checkpoint file; ``None`` when the run has none."""
+    pointer = Path(run_dir) / CHECKPOINT_DIR / LATEST_POINTER
+    if pointer.is_file():
+        target = pointer.parent / pointer.read_text(encoding="utf-8").strip()
+        if _step_of(target) is not None and target.parent == pointer.parent and target.is_file():
+            return target
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+class CheckpointManager:
+    """A run directory's checkpoints: ``save`` writes ``step_XXXXXXXX.pt``, then points ``latest`` at it, then
+    deletes all but the newest ``keep_last`` (``None`` keeps every one). A crash at any moment leaves ``latest``
+    naming a complete checkpoint."""
+
+    def __init__(self, run_dir: str | os.PathLike, keep_last: int | None = 3):
+        if keep_last is not None and keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1 or None, got {keep_last}")
+        self.run_dir = Path(run_dir)
+        self.directory = self.run_dir / CHECKPOINT_DIR
+        self.keep_last = keep_last
+
+    def path_for(self, iteration: int) -> Path:
+        return self.directory / f"step_{iteration:08d}.pt"
+
+    def save(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, iteration: int, **kwargs) -> Path:
+        """``save_checkpoint(model, optimizer, iteration, path_for(iteration), **kwargs)`` + pointer + pruning."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for stale in self.directory.glob(".step_*.tmp"):  # left by a process killed mid-write
+            stale.unlink(missing_ok=True)
+        path = self.path_for(iteration)
+        save_checkpoint(model, optimizer, iteration, path, **kwargs)
+        with atomic_write(self.directory / LATEST_POINTER, "w", encoding="utf-8") as f:
+            f.write(path.name + "\n")
+        self.prune()
+        return path
+
+    def latest(self) -> Path | None:
+        return latest_checkpoint(self.run_dir)
+
+    def prune(self) -> None:
+        """Delete all but the newest ``keep_last`` checkpoints, never the one ``latest`` points at."""
+        if self.keep_last is None:
+            return
+        keep = self.latest()
+        for path in list_checkpoints(self.run_dir)[: -self.keep_last]:
+            if path != keep:
+                path.unlink(missing_ok=True)
