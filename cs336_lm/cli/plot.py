@@ -1,0 +1,34 @@
+"""``lm-plot RUN_DIR… --out FILE.png``: training/validation loss and learning rate of one or several runs."""
+
+import argparse
+from pathlib import Path
+
+from cs336_lm.cli import run_main
+from cs336_lm.training.plot import plot_runs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lm-plot",
+        description="Plot loss against steps and tokens, and the learning rate, from runs' metrics.jsonl files.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories (each with metrics.jsonl)")
+    p.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    p.add_argument("--title", default=None, help="figure title")
+    return p
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    out = plot_runs(args.runs, args.out, title=args.title)
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(lambda: _main(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
