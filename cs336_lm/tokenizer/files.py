@@ -93,11 +93,7 @@ def read_merges(path: str | os.PathLike) -> list[tuple[bytes, bytes]]:
     A first line starting with ``#version`` is skipped, as are blank lines; any other line must hold
     exactly two tokens separated by one space.
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().split("\n")
-    except UnicodeDecodeError as e:
-        raise TokenizerError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    lines = _read_text(path).split("\n")
     merges = []
     for lineno, line in enumerate(lines, start=1):
         line = line.rstrip("\r")
@@ -169,11 +165,20 @@ def write_tokenizer_files(
     return directory
 
 
-def _read_json(path: str | os.PathLike):
+def _read_text(path: str | os.PathLike) -> str:
+    with open(path, "rb") as f:
+        data = f.read()
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
+        if e.end == len(data) and e.reason == "unexpected end of data":
+            raise TokenizerError(f"{path}: truncated (the file ends inside a UTF-8 character)") from None
         raise TokenizerError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def _read_json(path: str | os.PathLike):
+    text = _read_text(path)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise TokenizerError(f"{path}: malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
