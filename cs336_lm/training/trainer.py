@@ -1,0 +1,377 @@
+"""The training loop: config → model, optimizer and data → steps, evaluation, logging, checkpoints, resume.
+
+``train(cfg)`` builds a ``Trainer`` and runs it. One optimizer step is ``grad_accum_steps`` micro-batches
+(forward under bf16 autocast where chosen, loss, backward), then clipping, the cosine learning rate and an
+AdamW update. Every ``log_every`` steps a metrics record goes to stdout and ``metrics.jsonl``; every
+``eval_every`` steps the validation loss is measured on fixed windows; every ``ckpt_every`` steps (and at the
+end, or on SIGINT/SIGTERM) a checkpoint is written. A checkpoint carries the model, optimizer, step, config,
+the Python/NumPy/torch RNG states and the batch sampler's state, so a resumed run continues bitwise as if it had
+never stopped (on CPU). The seams for multi-process training are ``runtime.process_info`` (who is the main
+process), ``Trainer._wrap_model`` (the one place the model is wrapped) and ``batch_generator`` (per-rank
+sampling).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cs336_lm.config import Config, summary, to_dict
+from cs336_lm.data import get_batch, iter_eval_batches
+from cs336_lm.errors import ConfigError, LMError
+from cs336_lm.nn import TransformerLM
+from cs336_lm.nn.functional import cross_entropy
+from cs336_lm.optim import AdamW, clip_grad_norm_, cosine_lr, param_groups_for_weight_decay
+from cs336_lm.training import checkpoint as ckpt
+from cs336_lm.training.inputs import check_inputs
+from cs336_lm.training.metrics import MetricsLog, StepWindow, WandbLogger, format_line, memory_gb, mfu, perplexity
+from cs336_lm.training.rundir import RunDir
+from cs336_lm.training.runtime import (
+    GracefulStop,
+    autocast,
+    process_info,
+    select_device,
+    select_dtype,
+    should_compile,
+)
+
+
+class NonFiniteLossError(LMError):
+    """The training loss became NaN or infinite; the run stops without saving that state."""
+
+
+@dataclass
+class TrainResult:
+    """How a run ended: the last completed step, why it stopped and the last losses measured."""
+
+    out_dir: Path
+    step: int
+    stopped_by: str | None  # the signal name when SIGINT/SIGTERM ended the run early, else None
+    train_loss: float | None
+    val_loss: float | None
+
+
+def train(cfg: Config) -> TrainResult:
+    """Train (or resume) the run described by ``cfg``; see the module docstring."""
+    return Trainer(cfg).run()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global RNGs (model initialisation draws from torch's)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def batch_generator(seed: int, rank: int) -> np.random.Generator:
+    """Process ``rank``'s batch sampler: ``SeedSequence((seed, rank))`` gives every rank an independent stream."""
+    return np.random.default_rng([seed, rank])
+
+
+def build_model(cfg: Config, device: torch.device) -> TransformerLM:
+    """The ``TransformerLM`` of ``cfg.model`` (fp32 master weights) on ``device``."""
+    kwargs = {k: v for k, v in to_dict(cfg)["model"].items() if k != "preset"}
+    return TransformerLM(**kwargs, device=device)
+
+
+def build_optimizer(model: torch.nn.Module, cfg: Config) -> AdamW:
+    """AdamW over ``model`` with weight decay on matrices only (``param_groups_for_weight_decay``)."""
+    o = cfg.optim
+    groups = param_groups_for_weight_decay(model, o.weight_decay)
+    return AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
+
+
+def lr_at(step: int, cfg: Config) -> float:
+    """The cosine schedule of ``cfg.optim`` at 0-based ``step``; the decay ends at ``train.max_steps`` unless set."""
+    o = cfg.optim
+    cycle = o.cosine_cycle_iters if o.cosine_cycle_iters is not None else max(cfg.train.max_steps, o.warmup_iters)
+    return cosine_lr(step, o.lr, o.min_lr, o.warmup_iters, cycle)
+
+
+class Trainer:
+    """Holds one run's state (model, optimizer, sampler, step, logs) and advances it step by step."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.proc = process_info(cfg.train.parallel)
+        self.device = select_device(cfg.train.device)
+        self.dtype = select_dtype(cfg.train.dtype, self.device)
+        self.inputs = check_inputs(cfg)  # every input is checked before anything is written
+        self.run_dir = RunDir(Path(cfg.train.out_dir))
+        resume_from = self.run_dir.resume_source(cfg.train.resume)
+        seed_everything(cfg.train.seed)
+        self.raw_model = build_model(cfg, self.device)
+        self.optimizer = build_optimizer(self.raw_model, cfg)
+        self.sampler = batch_generator(cfg.train.seed, self.proc.rank)
+        self.step, self.prior_time, self.wandb_id = 0, 0.0, None
+        self.resumed_from = resume_from
+        if resume_from is not None:
+            self._restore(resume_from)
+        if self.proc.is_main:
+            self.run_dir.write_run_files(cfg, self.inputs.tokenizer)
+        self.model = self._wrap_model(self.raw_model)
+        self.tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * cfg.model.context_length
+        self.tokens_per_step *= self.proc.world_size
+        self.last_saved_step = self.step if resume_from is not None else -1
+        self.last_val_loss: float | None = None
+
+    # ---- setup -------------------------------------------------------------------------------------------
+
+    def _wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module the loop calls: ``torch.compile``d when chosen (DDP/FSDP wrapping would go here too).
+
+        ``self.raw_model`` stays the plain module: checkpoints save its state dict.
+        """
+        self.compiled = should_compile(self.cfg.train.compile, self.device)
+        return torch.compile(model) if self.compiled else model
+
+    def _restore(self, path: Path) -> None:
+        """Load model, optimizer, step, RNG and sampler states from the checkpoint at ``path``."""
+        state = ckpt.read_checkpoint(path)
+        self.run_dir.check_compatible(self.cfg, state.get("config"), path)
+        self.step = ckpt.apply_checkpoint(state, self.raw_model, self.optimizer, name=str(path))
+        if self.step > self.cfg.train.max_steps:
+            raise ConfigError(
+                f"{path} is at step {self.step}, past train.max_steps={self.cfg.train.max_steps}; raise max_steps"
+            )
+        ckpt.restore_rng_state(state["rng"], self.sampler)
+        self.prior_time = float(state.get("wall_time_s", 0.0))
+        self.wandb_id = state.get("wandb_run_id")
+
+    def _save(self) -> Path | None:
+        """Checkpoint the current step into ``checkpoints/`` (main process only), keeping the last K."""
+        self.last_saved_step = self.step
+        if not self.proc.is_main:
+            return None
+        return self.run_dir.save(
+            self.raw_model,
+            self.optimizer,
+            self.step,
+            self.cfg.train.keep_last,
+            config=to_dict(self.cfg),
+            rng=ckpt.capture_rng_state(self.sampler),
+            wall_time_s=self.wall_time(),
+            wandb_run_id=self.wandb.run_id,
+        )
+
+    def wall_time(self) -> float:
+        """Seconds of training so far, summed over every resumed segment of the run."""
+        return self.prior_time + (time.perf_counter() - self.start_time)
+
+    # ---- one step ----------------------------------------------------------------------------------------
+
+    def train_step(self) -> tuple[float, torch.Tensor]:
+        """One optimizer step over ``grad_accum_steps`` micro-batches; returns (mean loss, pre-clip grad norm)."""
+        t = self.cfg.train
+        lr = lr_at(self.step, self.cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=self.device)
+        for _ in range(t.grad_accum_steps):
+            x, y = get_batch(
+                self.inputs.train_tokens,
+                t.batch_size,
+                self.cfg.model.context_length,
+                self.device,
+                generator=self.sampler,
+            )  # (batch, seq) each
+            with autocast(self.device, self.dtype):
+                loss = cross_entropy(self.model(x), y)
+            (loss / t.grad_accum_steps).backward()
+            loss_sum += loss.detach()
+        loss_value = loss_sum.item() / t.grad_accum_steps
+        if not math.isfinite(loss_value):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(
+                f"the training loss became {loss_value} at step {self.step + 1}; stopped without saving that state "
+                f"(last good checkpoint: {self.run_dir.latest() or 'none'}). Lower optim.lr or raise "
+                "optim.warmup_iters, then resume with train.resume=auto"
+            )
+        grad_norm = clip_grad_norm_(
+            self.raw_model.parameters(), t_clip if (t_clip := self.cfg.optim.grad_clip) else math.inf
+        )
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return loss_value, grad_norm
+
+    def first_step(self) -> tuple[float, torch.Tensor]:
+        """The first step, timed apart (it includes ``torch.compile``); a failing compile falls back to eager."""
+        if not self.compiled:
+            return self.train_step()
+        sampler_state = self.sampler.bit_generator.state
+        started = time.perf_counter()
+        try:
+            result = self.train_step()
+        except (LMError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # any compiler failure: fall back to the eager module
+            warnings.warn(f"torch.compile failed ({type(e).__name__}: {e}); training the eager model", stacklevel=2)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.sampler.bit_generator.state = sampler_state
+            self.model, self.compiled = self.raw_model, False
+            return self.train_step()
+        self.say(f"compiled the model and ran the first step in {time.perf_counter() - started:.1f}s")
+        return result
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean cross-entropy over ``eval_batches`` fixed validation batches (the same windows every time)."""
+        t, total, count = self.cfg.train, 0.0, 0
+        self.model.eval()
+        batches = iter_eval_batches(
+            self.inputs.val_tokens, t.batch_size, self.cfg.model.context_length, t.eval_batches, self.device
+        )
+        for x, y in batches:  # (batch, seq) each
+            with autocast(self.device, self.dtype):
+                total += cross_entropy(self.model(x), y).item() * len(x)
+            count += len(x)
+        self.model.train()
+        return total / count
+
+    # ---- the loop ----------------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        """Train from ``self.step`` to ``train.max_steps`` (or until SIGINT/SIGTERM), then save and report."""
+        t = self.cfg.train
+        self._open_logs()
+        loss, stopped_by = None, None
+        bar = tqdm(
+            total=t.max_steps,
+            initial=self.step,
+            unit="step",
+            dynamic_ncols=True,
+            disable=None if self.proc.is_main else True,
+        )
+        try:
+            with GracefulStop() as stop, bar:
+                first = True
+                while self.step < t.max_steps:
+                    started = time.perf_counter()
+                    loss, grad_norm = self.first_step() if first else self.train_step()
+                    self._window.add(loss, time.perf_counter() - started, timed=not (first and self.compiled))
+                    first = False
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+                    self._after_step(grad_norm)
+                    if stop.requested:
+                        stopped_by = stop.requested
+                        break
+                if self.step != self.last_saved_step:
+                    path = self._save()
+                    self.say(f"saved checkpoint {path}" if path else "")
+        finally:
+            self._close_logs()
+        self._farewell(stopped_by)
+        return TrainResult(self.run_dir.root, self.step, stopped_by, loss, self.last_val_loss)
+
+    def _after_step(self, grad_norm: torch.Tensor) -> None:
+        """Log, evaluate and checkpoint when their cadence (or the last step) says so."""
+        t = self.cfg.train
+        done = self.step == t.max_steps
+        if self.step % t.log_every == 0 or done:
+            self._log_train(grad_norm)
+        if (t.eval_every and self.step % t.eval_every == 0) or done:
+            self._log_eval()
+        if t.ckpt_every and self.step % t.ckpt_every == 0 and not done:
+            self._save()
+
+    def _log_train(self, grad_norm: torch.Tensor) -> None:
+        """Emit a training record over the steps since the last one: mean loss, throughput, memory."""
+        steps, loss_sum, timed_steps, seconds = self._window.take()
+        tokens_per_s = timed_steps * self.tokens_per_step / seconds if seconds > 0 else None
+        record = {
+            "step": self.step,
+            "tokens": self.step * self.tokens_per_step,
+            "lr": lr_at(self.step - 1, self.cfg),
+            "loss": loss_sum / max(steps, 1),
+            "grad_norm": float(grad_norm),
+            "tokens_per_s": tokens_per_s,
+            "mfu": mfu(self.raw_model, tokens_per_s, self.device, self.dtype),
+            "memory_gb": memory_gb(self.device),
+            "wall_time_s": self.wall_time(),
+        }
+        self._emit({k: v for k, v in record.items() if v is not None})
+
+    def _log_eval(self) -> None:
+        """Emit an evaluation record: validation loss and perplexity on the fixed windows."""
+        if not self.proc.is_main:
+            return
+        self.last_val_loss = self.evaluate()
+        record = {"step": self.step, "tokens": self.step * self.tokens_per_step, "val_loss": self.last_val_loss}
+        self._emit({**record, "val_ppl": perplexity(self.last_val_loss), "wall_time_s": self.wall_time()})
+
+    def _emit(self, record: dict) -> None:
+        """Send a record to metrics.jsonl, wandb and stdout (main process only)."""
+        if not self.proc.is_main:
+            return
+        self.metrics.write(record)
+        self.wandb.log(record)
+        self.say(format_line(record, self.cfg.train.max_steps))
+
+    def say(self, message: str) -> None:
+        """Print a line for people from the main process, without breaking the progress bar."""
+        if self.proc.is_main and message:
+            tqdm.write(message, file=sys.stdout)
+            sys.stdout.flush()
+
+    # ---- start and end -----------------------------------------------------------------------------------
+
+    def _open_logs(self) -> None:
+        """Start the clock, open metrics.jsonl (and wandb) and print what is about to happen."""
+        self.start_time = time.perf_counter()
+        self._window = StepWindow()
+        if not self.proc.is_main:
+            return
+        resume_step = self.step if self.resumed_from is not None else None
+        self.metrics = MetricsLog(self.run_dir.metrics, resume_step=resume_step)
+        w = self.cfg.train.wandb
+        name = w.name or self.run_dir.root.name
+        self.wandb = WandbLogger(
+            w.enabled, project=w.project, entity=w.entity, name=name, config=to_dict(self.cfg), run_id=self.wandb_id
+        )
+        self.say(self._describe())
+
+    def _describe(self) -> str:
+        """The opening message: config, run directory, model size, device and token budget."""
+        t, m = self.cfg.train, self.cfg.model
+        params = sum(p.numel() for p in self.raw_model.parameters())
+        start = f"resuming from {self.resumed_from} at step {self.step}" if self.resumed_from else "starting fresh"
+        precision = "bf16 autocast" if self.dtype == torch.bfloat16 else "fp32"
+        return "\n".join(
+            [
+                summary(self.cfg),
+                f"run directory {self.run_dir.root} ({start})",
+                f"model {params / 1e6:.2f}M parameters on {self.device}, {precision}, "
+                f"compile {'on' if self.compiled else 'off'}",
+                f"{self.tokens_per_step:,} tokens per step = {t.batch_size} sequences x {t.grad_accum_steps} "
+                f"accumulation x {m.context_length} tokens x {self.proc.world_size} process(es); "
+                f"{t.max_steps} steps = {t.max_steps * self.tokens_per_step:,} tokens",
+            ]
+        )
+
+    def _close_logs(self) -> None:
+        if self.proc.is_main and hasattr(self, "metrics"):
+            self.metrics.close()
+            self.wandb.finish()
+
+    def _farewell(self, stopped_by: str | None) -> None:
+        """The closing message: where things are and how to go on."""
+        where = f"{self.run_dir.root}"
+        if stopped_by:
+            self.say(
+                f"received {stopped_by}: stopped after step {self.step} and saved a checkpoint; "
+                f"resume with the same command (train.resume=auto) to continue in {where}"
+            )
+        else:
+            val = f", validation loss {self.last_val_loss:.4f}" if self.last_val_loss is not None else ""
+            self.say(f"finished {self.step} steps in {self.wall_time():.1f}s{val}; run directory {where}")

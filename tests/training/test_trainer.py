@@ -1,0 +1,196 @@
+"""The training loop on CPU: outputs, exact resume, signals, non-finite loss, compile fallback, resume policy."""
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from cs336_lm.config import load_config
+from cs336_lm.errors import CheckpointError, ConfigError
+from cs336_lm.nn import TransformerLM
+from cs336_lm.tokenizer import Tokenizer
+from cs336_lm.training import NonFiniteLossError, Trainer, train, trainer
+from cs336_lm.training.checkpoint import latest_checkpoint, list_checkpoints, read_checkpoint
+from cs336_lm.training.metrics import read_metrics
+
+
+def final_state(out_dir):
+    return read_checkpoint(latest_checkpoint(out_dir))
+
+
+def assert_bitwise_equal(a, b, where="state"):
+    """Nested dicts/lists of tensors and numbers are identical, bit for bit."""
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_bitwise_equal(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_bitwise_equal(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def interrupt_at(monkeypatch, step: int) -> None:
+    """Make the loop receive SIGTERM right after optimizer step ``step`` (as a user's kill would arrive)."""
+    original = Trainer._after_step
+
+    def after_step(self, grad_norm):
+        original(self, grad_norm)
+        if self.step == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(Trainer, "_after_step", after_step)
+
+
+def test_run_directory_outputs(tmp_path, tiny_config):
+    cfg = tiny_config(tmp_path / "run", {"train.keep_last": 1})
+    result = train(cfg)
+    out = tmp_path / "run"
+    assert result.step == 6 and result.stopped_by is None and result.val_loss is not None
+    saved = load_config(out / "config.yaml")
+    assert saved == cfg
+    model_section = {k: v for k, v in vars(saved.model).items() if k != "preset"}
+    model = TransformerLM(**model_section)  # every architecture field is explicit
+    assert Tokenizer.from_directory(out / "tokenizer").vocab_size == 257
+    assert [p.name for p in list_checkpoints(out)] == ["step_00000006.pt"]  # keep_last=1
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step_00000006.pt"
+    state = torch.load(latest_checkpoint(out), weights_only=True)
+    model.load_state_dict(state["model"])
+    assert state["iteration"] == 6 and state["config"]["train"]["max_steps"] == 6
+    records = read_metrics(out / "metrics.jsonl")
+    train_records = [r for r in records if "loss" in r]
+    eval_records = [r for r in records if "val_loss" in r]
+    assert [r["step"] for r in train_records] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in eval_records] == [3, 6]
+    expected = {"step", "tokens", "lr", "loss", "grad_norm", "tokens_per_s", "memory_gb", "wall_time_s"}
+    assert expected <= train_records[0].keys()
+    assert train_records[-1]["tokens"] == 6 * 4 * 16
+    assert eval_records[-1]["val_ppl"] == pytest.approx(np.exp(eval_records[-1]["val_loss"]))
+    assert [r["lr"] for r in train_records[:3]] == [0.0, cfg.optim.lr / 2, cfg.optim.lr]  # 2 warmup steps
+
+
+def test_loss_goes_down(tmp_path, tiny_config):
+    cfg = tiny_config(tmp_path / "run", {"train.max_steps": 20, "train.eval_every": 20, "optim.lr": 1e-2})
+    train(cfg)
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5
+    assert losses[0] == pytest.approx(np.log(257), abs=0.5)  # starts near uniform over the vocabulary
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"train.dtype": "fp32"}, {"train.dtype": "bf16", "train.grad_accum_steps": 2}],
+    ids=["fp32", "bf16-accum2"],
+)
+def test_interrupted_and_resumed_run_is_bitwise_identical(tmp_path, tiny_config, monkeypatch, extra):
+    """N steps straight == N/2 steps, SIGTERM, resume, N/2 more: same parameters, optimizer state and logs."""
+    train(tiny_config(tmp_path / "straight", extra))
+    interrupt_at(monkeypatch, 2)  # not a checkpoint step: the signal handler saves one itself
+    first = train(tiny_config(tmp_path / "resumed", extra))
+    assert first.stopped_by == "SIGTERM" and first.step == 2
+    monkeypatch.undo()
+    second = train(tiny_config(tmp_path / "resumed", extra))
+    assert second.step == 6 and second.stopped_by is None
+    straight, resumed = final_state(tmp_path / "straight"), final_state(tmp_path / "resumed")
+    assert_bitwise_equal(straight["model"], resumed["model"], "model")
+    assert_bitwise_equal(straight["optimizer"], resumed["optimizer"], "optimizer")
+    assert_bitwise_equal(straight["rng"], resumed["rng"], "rng")
+    logs = [read_metrics(tmp_path / name / "metrics.jsonl") for name in ("straight", "resumed")]
+    keys = ("step", "tokens", "lr", "loss", "grad_norm", "val_loss")
+    assert [{k: r.get(k) for k in keys} for r in logs[0]] == [{k: r.get(k) for k in keys} for r in logs[1]]
+
+
+def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, tiny_config):
+    train(tiny_config(tmp_path / "run", {"train.max_steps": 3}))
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    with metrics.open("a") as f:  # as if the process died after logging step 4 but before saving it
+        f.write('{"step": 4, "loss": 123.0}\n')
+    train(tiny_config(tmp_path / "run", {"train.max_steps": 5}))
+    steps = [r["step"] for r in read_metrics(metrics) if "loss" in r]
+    assert steps == [1, 2, 3, 4, 5]
+    assert all(r.get("loss") != 123.0 for r in read_metrics(metrics))
+
+
+def test_resume_none_refuses_an_existing_run(tmp_path, tiny_config):
+    train(tiny_config(tmp_path / "run", {"train.max_steps": 3}))
+    before = (tmp_path / "run" / "metrics.jsonl").read_bytes()
+    with pytest.raises(ConfigError, match=r"already holds a run.*train\.resume=auto"):
+        Trainer(tiny_config(tmp_path / "run", {"train.resume": "none"}))
+    assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
+
+
+def test_resume_from_an_explicit_checkpoint_path(tmp_path, tiny_config):
+    train(tiny_config(tmp_path / "a", {"train.max_steps": 6}))
+    source = tmp_path / "a" / "checkpoints" / "step_00000003.pt"
+    assert source.is_file()
+    result = train(tiny_config(tmp_path / "b", {"train.max_steps": 6, "train.resume": str(source)}))
+    assert result.step == 6
+    assert_bitwise_equal(final_state(tmp_path / "a")["model"], final_state(tmp_path / "b")["model"])
+    with pytest.raises(ConfigError, match="no such checkpoint"):
+        Trainer(tiny_config(tmp_path / "c", {"train.resume": str(tmp_path / "missing.pt")}))
+
+
+def test_resume_with_another_architecture_is_refused(tmp_path, tiny_config):
+    train(tiny_config(tmp_path / "run", {"train.max_steps": 3}))
+    with pytest.raises(ConfigError, match=r"model\.d_model=32 \(config: 64\)"):
+        Trainer(tiny_config(tmp_path / "run", {"model.d_model": 64}))
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path, tiny_config):
+    train(tiny_config(tmp_path / "run", {"train.max_steps": 3}))
+    path = latest_checkpoint(tmp_path / "run")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        Trainer(tiny_config(tmp_path / "run"))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_config, monkeypatch):
+    calls = {"n": 0}
+    real_cross_entropy = trainer.cross_entropy
+
+    def poisoned(logits, targets):  # finite for 4 steps, then NaN
+        calls["n"] += 1
+        loss = real_cross_entropy(logits, targets)
+        return loss * float("nan") if calls["n"] == 5 else loss
+
+    monkeypatch.setattr(trainer, "cross_entropy", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"became nan at step 5.*step_00000003\.pt"):
+        train(tiny_config(tmp_path / "run", {"train.eval_every": 0}))
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step_00000003.pt"]
+    assert final_state(tmp_path / "run")["iteration"] == 3
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning(tmp_path, tiny_config, monkeypatch):
+    class Broken(torch.nn.Module):
+        def forward(self, *args):
+            raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", lambda model: Broken())
+    with pytest.warns(UserWarning, match="torch.compile failed") as caught:
+        train(tiny_config(tmp_path / "compiled", {"train.compile": "true"}))
+    assert len([w for w in caught if "torch.compile" in str(w.message)]) == 1
+    monkeypatch.undo()
+    train(tiny_config(tmp_path / "eager", {"train.compile": "false"}))
+    assert_bitwise_equal(final_state(tmp_path / "compiled")["model"], final_state(tmp_path / "eager")["model"])
+
+
+def test_batch_generators_differ_per_rank_and_repeat_per_seed():
+    a, b, c = trainer.batch_generator(0, 0), trainer.batch_generator(0, 1), trainer.batch_generator(0, 0)
+    draws = [g.integers(0, 1 << 30, size=8) for g in (a, b, c)]
+    assert not np.array_equal(draws[0], draws[1])
+    assert np.array_equal(draws[0], draws[2])
+
+
+def test_learning_rate_schedule_defaults_to_the_whole_run(tiny_config, tmp_path):
+    cfg = tiny_config(tmp_path / "run", {"train.max_steps": 100, "optim.warmup_iters": 10})
+    assert trainer.lr_at(0, cfg) == 0.0
+    assert trainer.lr_at(10, cfg) == cfg.optim.lr
+    assert trainer.lr_at(100, cfg) == pytest.approx(cfg.optim.min_lr)
+    assert trainer.lr_at(55, cfg) == pytest.approx((cfg.optim.lr + cfg.optim.min_lr) / 2)
