@@ -177,13 +177,7 @@ class Trainer:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=self.device)
         for _ in range(t.grad_accum_steps):
-            x, y = get_batch(
-                self.inputs.train_tokens,
-                t.batch_size,
-                self.cfg.model.context_length,
-                self.device,
-                generator=self.sampler,
-            )  # (batch, seq) each
+            x, y = self.next_batch()  # (batch, seq) each
             with autocast(self.device, self.dtype):
                 loss = cross_entropy(self.model(x), y)
             (loss / t.grad_accum_steps).backward()
@@ -196,13 +190,17 @@ class Trainer:
                 f"(last good checkpoint: {self.run_dir.latest() or 'none'}). Lower optim.lr or raise "
                 "optim.warmup_iters, then resume with train.resume=auto"
             )
-        grad_norm = clip_grad_norm_(
-            self.raw_model.parameters(), t_clip if (t_clip := self.cfg.optim.grad_clip) else math.inf
-        )
+        grad_norm = clip_grad_norm_(self.raw_model.parameters(), self.cfg.optim.grad_clip or math.inf)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return loss_value, grad_norm
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random training batch ``(x, y)``, each (batch_size, context_length), drawn from this rank's sampler."""
+        t = self.cfg.train
+        tokens = self.inputs.train_tokens
+        return get_batch(tokens, t.batch_size, self.cfg.model.context_length, self.device, generator=self.sampler)
 
     def first_step(self) -> tuple[float, torch.Tensor]:
         """The first step, timed apart (it includes ``torch.compile``); a failing compile falls back to eager."""

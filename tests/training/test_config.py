@@ -190,3 +190,12 @@ def test_tinystories_config_trains_on_the_reference_token_budget():
     tokens = cfg.train.batch_size * cfg.train.grad_accum_steps * cfg.model.context_length * cfg.train.max_steps
     assert tokens == 327_680_000
     assert cfg.model.vocab_size == 10_000
+
+
+def test_every_field_is_explained_in_docs_configs():
+    text = (REPO / "docs" / "configs.md").read_text()
+    sections = {name: getattr(Config(), name) for name in ("model", "data", "optim", "train")}
+    sections["train.wandb"] = Config().train.wandb
+    for name, section in sections.items():
+        for f in dataclasses.fields(section):
+            assert f"| `{f.name}` |" in text, f"{name}.{f.name} is missing from docs/configs.md"
