@@ -1,16 +1,27 @@
-"""Pre-tokenization: the GPT-2 regex, splitting on special tokens, and chunk boundaries in a file.
+"""Pre-tokenization: the GPT-2 regex, splitting on special tokens, chunk boundaries, and parallel counting.
 
 Byte-level BPE never merges across a pre-token, and never across or into a special token. Text is first
 split on the special tokens (longest first, so overlapping specials match whole), then each piece is cut
-into pre-tokens by the GPT-2 pattern.
+into pre-tokens by the GPT-2 pattern. ``count_pretokens`` does this for a whole file as a map-reduce: the
+file is cut into bounded chunks at places where cutting cannot change the result (the start of a special
+token, or a newline between two visible ASCII characters when there is no special token), worker processes
+count the pre-tokens of one chunk each, and the parent adds the counters up.
 """
 
+import contextlib
+import itertools
+import multiprocessing
 import os
 import re
+import sys
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
 import regex
+from tqdm import tqdm
+
+from cs336_lm.errors import DataError
 
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 PRETOKEN_RE = regex.compile(GPT2_PATTERN)
@@ -85,3 +96,169 @@ def find_chunk_boundaries(f: BinaryIO, chunk_bytes: int, split_token: bytes) -> 
         pos = max(found, boundaries[-1]) + chunk_bytes
     boundaries.append(size)
     return boundaries
+
+
+# Chunks are read whole by one process, so this bounds the text in memory per worker. Inputs that fit in one
+# chunk are counted in-process: starting a pool costs more than counting a few MB.
+DEFAULT_CHUNK_BYTES = 4 << 20
+_SAFE_NEWLINE_RE = re.compile(rb"[!-~]\n[!-~]")
+
+
+def find_newline_boundaries(f: BinaryIO, chunk_bytes: int) -> list[int]:
+    """Byte offsets ``[0, …, file_size]`` for a file with no special token, cut only where it is safe.
+
+    A cut goes right after a ``\\n`` that sits between two visible ASCII characters (``b"x\\ny"`` -> cut
+    before ``y``). There the GPT-2 pattern ends a pre-token (the ``\\n`` is a one-character whitespace
+    pre-token; no alternative spans it or looks past it), so counting the two sides separately gives the
+    same pre-tokens as counting the whole. A file with no such place is one chunk.
+    """
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    boundaries = [0]
+    pos = max(1, chunk_bytes)
+    window = 1 << 16
+    while pos < size:
+        f.seek(pos - 1)
+        found = -1
+        start = pos - 1
+        while start < size:
+            buf = f.read(window + 2)
+            m = _SAFE_NEWLINE_RE.search(buf)
+            if m:
+                found = start + m.start() + 2
+                break
+            if len(buf) < window + 2:
+                break
+            start += window
+            f.seek(start)
+        if found < 0:
+            break
+        boundaries.append(found)
+        pos = found + max(1, chunk_bytes)
+    if size > 0:
+        boundaries.append(size)
+    return boundaries
+
+
+def _cut_inside_special(f: BinaryIO, pos: int, specials: list[bytes]) -> bool:
+    """True when some special token occurrence starts before ``pos`` and ends after it.
+
+    Such a cut could split a special token (e.g. ``b"x<|e|>"`` found at ``<|e|>`` when ``x<|e|>`` is also
+    special), so the caller drops it; any other cut leaves the special-token split unchanged.
+    """
+    longest = max(len(s) for s in specials)
+    lo = max(0, pos - longest + 1)
+    f.seek(lo)
+    buf = f.read(pos - lo + longest - 1)
+    for s in specials:
+        i = buf.find(s)
+        while i >= 0:
+            if lo + i < pos < lo + i + len(s):
+                return True
+            i = buf.find(s, i + 1)
+    return False
+
+
+def chunk_boundaries(path: str | os.PathLike, chunk_bytes: int, special_tokens: Sequence[str]) -> list[int]:
+    """Where to cut ``path`` into chunks of about ``chunk_bytes`` that can be pre-tokenized independently.
+
+    With special tokens: at the first occurrence of the first special token after each nominal boundary
+    (``find_chunk_boundaries``), except a cut that would fall inside another special token. Without: at
+    safe newlines (``find_newline_boundaries``).
+    """
+    with open(path, "rb") as f:
+        if not special_tokens:
+            return find_newline_boundaries(f, chunk_bytes)
+        specials = [s.encode("utf-8") for s in special_tokens]
+        bounds = find_chunk_boundaries(f, chunk_bytes, specials[0])
+        inner = [b for b in bounds[1:-1] if not _cut_inside_special(f, b, specials)]
+        return [bounds[0], *inner, bounds[-1]] if len(bounds) > 1 else bounds
+
+
+def decode_utf8(data: bytes, path: str | os.PathLike, offset: int = 0) -> str:
+    """``data.decode("utf-8")``, but a bad byte raises ``DataError`` naming the file and the byte offset."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad, where = data[e.start], offset + e.start
+        raise DataError(f"{path} is not UTF-8 text: invalid byte 0x{bad:02x} at byte offset {where}") from None
+
+
+def count_text_pretokens(text: str, special_tokens: Sequence[str]) -> Counter[str]:
+    """Pre-token counts of ``text`` after removing the special tokens.
+
+    ``count_text_pretokens("a a<|e|>a", ["<|e|>"])`` -> ``Counter({"a": 2, " a": 1})``.
+    """
+    counts: Counter[str] = Counter()
+    for piece in split_on_special_tokens(text, special_tokens):
+        counts.update(PRETOKEN_RE.findall(piece))
+    return counts
+
+
+def _count_chunk(task: tuple[str, int, int, tuple[str, ...]]) -> tuple[int, Counter[str]]:
+    """Worker: read bytes ``[start, end)`` of the file and count their pre-tokens."""
+    path, start, end, special_tokens = task
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    return len(data), count_text_pretokens(decode_utf8(data, path, start), special_tokens)
+
+
+def pool_context() -> multiprocessing.context.BaseContext:
+    """The start method for counting workers, chosen deliberately: ``fork`` on Linux, else the platform's default.
+
+    Forked workers start in milliseconds, need nothing but the chunk offsets pickled, and work from any
+    caller, including a script without an ``if __name__ == "__main__":`` guard. Forking is unsafe when a
+    child needs a lock that another parent thread held at the fork; these children only read their chunk,
+    run the regex and send back a Counter, so parent threads (tqdm's monitor, a caller's pool) cannot block
+    them. On macOS fork is unsafe with system frameworks and Windows has none, so there ``spawn`` is used
+    (the platform default, which needs the main-module guard).
+    """
+    if sys.platform.startswith("linux"):
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context()
+
+
+def default_workers() -> int:
+    """CPUs this process may run on (the affinity mask where the OS has one, else ``os.cpu_count()``)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def count_pretokens(
+    path: str | os.PathLike,
+    special_tokens: Sequence[str] = (),
+    num_workers: int | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    progress: bool | None = None,
+) -> dict[bytes, int]:
+    """Map-reduce pre-token counting of a UTF-8 file: ``{pre-token bytes: occurrences}``, specials excluded.
+
+    The file is cut by ``chunk_boundaries`` into chunks of about ``chunk_bytes``. One chunk, or
+    ``num_workers == 1``, is counted in this process; otherwise a pool of ``num_workers`` (default: one per
+    CPU, at most one per chunk) counts chunks, results are added up here as they arrive
+    (``imap_unordered``), and memory holds the distinct pre-tokens plus one chunk per worker. Serial and
+    parallel runs return equal counts. ``progress`` shows a tqdm bar in bytes (None: only on a terminal).
+    """
+    path = str(path)
+    bounds = chunk_boundaries(path, chunk_bytes, special_tokens)
+    tasks = [(path, a, b, tuple(special_tokens)) for a, b in itertools.pairwise(bounds)]
+    workers = min(num_workers or default_workers(), len(tasks))
+    context = pool_context() if workers > 1 else None
+    disable = None if progress is None else not progress
+    total: Counter[str] = Counter()
+    with contextlib.ExitStack() as stack:
+        if context is None:
+            results: Iterator[tuple[int, Counter[str]]] = map(_count_chunk, tasks)
+        else:
+            results = stack.enter_context(context.Pool(workers)).imap_unordered(_count_chunk, tasks)
+        bar = tqdm(total=bounds[-1], unit="B", unit_scale=True, desc="pre-tokenize", disable=disable)
+        stack.enter_context(bar)
+        for nbytes, counts in results:
+            if total:
+                total.update(counts)
+            else:
+                total = counts
+            bar.update(nbytes)
+    return {word.encode("utf-8"): n for word, n in total.items()}
