@@ -1,0 +1,179 @@
+"""Corpus preparation: UTF-8 text files -> one ``.npy`` token file, encoded in parallel in constant memory.
+
+Each input file is cut into chunks of about ``chunk_bytes`` at places where cutting cannot change the ids (the
+start of a special token, or a safe newline when there are none; see ``pretokenize.chunk_boundaries``). Worker
+processes encode one chunk at a time and write its ids to a part file in a temporary directory beside the
+output; the parent then writes the ``.npy`` header (dtype ``token_dtype(vocab_size)``, length = the sum of the
+parts) and appends the parts in order, into a temporary file renamed over the output only when complete.
+Memory holds one chunk per worker, never the corpus. Files are encoded each on its own and their ids
+concatenated in the order given; nothing is inserted between them, so end each document with a special token
+such as ``<|endoftext|>`` when the model should see a boundary there. The result equals
+``np.concatenate([tok.encode(open(f).read()) for f in inputs])``.
+"""
+
+import contextlib
+import itertools
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cs336_lm.data.tokens import token_dtype
+from cs336_lm.errors import DataError
+from cs336_lm.fileio import atomic_write
+from cs336_lm.tokenizer.pretokenize import chunk_boundaries, decode_utf8, default_workers, pool_context
+from cs336_lm.tokenizer.tokenizer import Tokenizer
+
+DEFAULT_CHUNK_BYTES = 2_000_000  # text per task: small enough to balance 2 workers on a 30 MB corpus
+COPY_BYTES = 16 << 20  # part files are appended to the output this many bytes at a time
+
+_worker_tokenizer: Tokenizer | None = None  # set in each worker by _init_worker (inherited as is under fork)
+
+
+@dataclass(frozen=True)
+class TokenizeStats:
+    """What ``tokenize_files`` did: ids written, text read, wall time, and how the work was split."""
+
+    out_path: Path
+    tokens: int
+    bytes: int
+    seconds: float
+    files: int
+    chunks: int
+    workers: int
+    dtype: str
+
+    @property
+    def mb_per_s(self) -> float:
+        """Input megabytes (10^6 bytes) encoded per second of wall time."""
+        return self.bytes / 1e6 / max(self.seconds, 1e-9)
+
+
+def tokenize_files(
+    tokenizer: Tokenizer | str | os.PathLike,
+    inputs: Sequence[str | os.PathLike],
+    out_path: str | os.PathLike,
+    num_workers: int | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    progress: bool | None = None,
+) -> TokenizeStats:
+    """Encode UTF-8 files ``inputs`` with ``tokenizer`` (a ``Tokenizer`` or a tokenizer directory) to ``out_path``.
+
+    ``num_workers`` processes (default: one per CPU, at most one per chunk; 1 = in this process) encode chunks
+    of about ``chunk_bytes``. ``progress`` shows a tqdm bar in MB (None: only on a terminal). Raises
+    ``DataError`` for a missing, non-UTF-8 input or an output that cannot be written; ``out_path`` is then
+    left as it was. The output is the 1-D ``.npy`` array of all ids, uint16 when the vocabulary fits, else uint32.
+    """
+    start_time = time.perf_counter()
+    tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.from_directory(tokenizer)
+    try:
+        dtype = token_dtype(tok.vocab_size)
+    except ValueError as e:
+        raise DataError(f"cannot store ids of this tokenizer: {e}") from None
+    paths = [_check_input(p) for p in inputs]
+    if not paths:
+        raise DataError("no input files given")
+    out_path = _check_output(Path(out_path))
+    tasks = []
+    for path in paths:
+        bounds = chunk_boundaries(path, chunk_bytes, tok.special_tokens)
+        tasks += [(str(path), a, b) for a, b in itertools.pairwise(bounds)]
+    total_bytes = sum(b - a for _, a, b in tasks)
+    if total_bytes == 0:
+        raise DataError(f"the input files are empty: {', '.join(map(str, paths))}")
+    workers = max(1, min(num_workers or default_workers(), len(tasks)))
+    with tempfile.TemporaryDirectory(prefix=f".{out_path.name}.parts.", dir=out_path.parent) as parts_dir:
+        jobs = [(i, path, a, b, parts_dir, dtype.str) for i, (path, a, b) in enumerate(tasks)]
+        counts = _encode_chunks(tok, jobs, workers, total_bytes, progress)
+        tokens = _concatenate_parts(out_path, parts_dir, counts, dtype)
+    seconds = time.perf_counter() - start_time
+    return TokenizeStats(out_path, tokens, total_bytes, seconds, len(paths), len(tasks), workers, dtype.name)
+
+
+def _check_input(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"input file {path} does not exist")
+    if not path.is_file():
+        raise DataError(f"input {path} is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"input file {path} is not readable")
+    return path
+
+
+def _check_output(path: Path) -> Path:
+    if path.is_dir():
+        raise DataError(f"output {path} is a directory; give a file name such as {path / 'train.npy'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create the output directory {path.parent}: {e.strerror}") from None
+    if not os.access(path.parent, os.W_OK):
+        raise DataError(f"output directory {path.parent} is not writable")
+    return path
+
+
+def _encode_chunks(tok: Tokenizer, jobs: list, workers: int, total_bytes: int, progress: bool | None) -> list[int]:
+    """Run ``_encode_chunk`` over ``jobs`` (in a pool when ``workers > 1``); the token count of each chunk, in order."""
+    counts = [0] * len(jobs)
+    context = pool_context() if workers > 1 else None  # chosen before tqdm starts its monitor thread
+    disable = None if progress is None else not progress
+    with contextlib.ExitStack() as stack:
+        if context is None:
+            _init_worker(tok)
+            results = map(_encode_chunk, jobs)
+        else:
+            pool = stack.enter_context(context.Pool(workers, initializer=_init_worker, initargs=(tok,)))
+            results = pool.imap_unordered(_encode_chunk, jobs)
+        bar = stack.enter_context(
+            tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1000, desc="tokenize", disable=disable)
+        )
+        for index, n_tokens, n_bytes in results:
+            counts[index] = n_tokens
+            bar.update(n_bytes)
+    return counts
+
+
+def _init_worker(tok: Tokenizer) -> None:
+    global _worker_tokenizer
+    _worker_tokenizer = tok
+
+
+def _encode_chunk(job: tuple[int, str, int, int, str, str]) -> tuple[int, int, int]:
+    """Worker: encode bytes ``[start, end)`` of a file and write the ids, raw, to ``parts_dir/<index>.bin``."""
+    index, path, start, end, parts_dir, dtype_str = job
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    ids = np.asarray(_worker_tokenizer.encode(decode_utf8(data, path, start)), dtype=np.int64)
+    dtype = np.dtype(dtype_str)
+    if ids.size and (ids.min() < 0 or ids.max() > np.iinfo(dtype).max):
+        raise DataError(f"{path}: token id {ids.max()} does not fit the token file's dtype {dtype.name}")
+    ids.astype(dtype).tofile(_part_path(parts_dir, index))
+    return index, int(ids.size), len(data)
+
+
+def _part_path(parts_dir: str, index: int) -> str:
+    return os.path.join(parts_dir, f"{index:08d}.bin")
+
+
+def _concatenate_parts(out_path: Path, parts_dir: str, counts: list[int], dtype: np.dtype) -> int:
+    """Write the ``.npy`` header for ``sum(counts)`` ids, then the part files in order; atomically."""
+    total = sum(counts)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (total,)}
+    with atomic_write(out_path, "wb") as out:
+        np.lib.format.write_array_header_1_0(out, header)
+        for index, n_tokens in enumerate(counts):
+            part = _part_path(parts_dir, index)
+            if os.path.getsize(part) != n_tokens * dtype.itemsize:
+                raise DataError(f"part file {part} has the wrong size; was the temporary directory changed?")
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out, COPY_BYTES)
+            os.unlink(part)
+    return total
