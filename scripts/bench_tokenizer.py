@@ -1,0 +1,165 @@
+"""Encoding speed: our ``Tokenizer`` vs tiktoken's GPT-2 encoding on the same text, single-threaded, and our
+parallel file path (``tokenize_files``, 2 workers) vs tiktoken single-threaded.
+
+Both tokenizers use GPT-2's own vocab.json/merges.txt from the shared fixtures (tiktoken's ``Encoding`` is built
+offline from them). The text is the ~30 MB English corpus of ``../shared/bench/make_corpus.sh``
+(``/tmp/bench-corpus/big.txt``; ``--input`` chooses another file). Repeats are interleaved (tiktoken, then each
+of ours, then again) and medians reported, since the machine is shared. ``encode (cold)`` starts every repeat
+with an empty pre-token cache; ``encode (warm)`` encodes the same text again with the cache filled.
+
+    python scripts/bench_tokenizer.py [--input PATH] [--repeats 3] [--mb 0] [--quick] [--json out.json]
+"""
+
+import argparse
+import collections
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import tiktoken
+
+from cs336_lm.data.prepare import tokenize_files
+from cs336_lm.tokenizer import Tokenizer
+from cs336_lm.tokenizer.files import unicode_to_bytes
+from cs336_lm.tokenizer.pretokenize import GPT2_PATTERN
+
+EOT = "<|endoftext|>"
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(os.environ.get("CS336_FIXTURES", REPO.parent / "shared" / "fixtures"))
+DEFAULT_INPUT = Path(tempfile.gettempdir()) / "bench-corpus" / "big.txt"
+TARGETS = {"encode (cold)": 0.25, "encode_iterable": 0.25, "tokenize_files, 2 workers": 0.5}
+
+
+def wait_until_complete(path: Path, timeout_s: float = 600.0, settle_s: float = 3.0) -> None:
+    """Wait while ``path`` is still growing (``make_corpus.sh`` writes it in place)."""
+    deadline = time.monotonic() + timeout_s
+    size = -1
+    while time.monotonic() < deadline:
+        now = path.stat().st_size
+        if now == size and time.time() - path.stat().st_mtime > settle_s:
+            return
+        if size >= 0:
+            print(f"waiting for {path} to be complete ({now / 1e6:.1f} MB so far)", file=sys.stderr)
+        size = now
+        time.sleep(settle_s)
+    raise SystemExit(f"{path} kept changing for {timeout_s:.0f} s; is make_corpus.sh stuck?")
+
+
+def load_text(path: Path | None, limit_mb: float) -> tuple[str, str]:
+    """The benchmark text (cut to ``limit_mb`` when positive, at a character boundary) and where it came from."""
+    if path is None:
+        path = DEFAULT_INPUT
+        if not path.is_file():
+            fallback = FIXTURES / "corpus.en"
+            print(
+                f"note: {path} not found (build it with ../shared/bench/make_corpus.sh); "
+                f"falling back to {fallback} repeated to ~30 MB",
+                file=sys.stderr,
+            )
+            text = fallback.read_text(encoding="utf-8")
+            text = (text + EOT) * max(1, int(30e6 // len(text.encode())))
+            return cut(text, limit_mb), f"{fallback} (repeated)"
+    wait_until_complete(path)
+    return cut(path.read_text(encoding="utf-8"), limit_mb), str(path)
+
+
+def cut(text: str, limit_mb: float) -> str:
+    if limit_mb <= 0:
+        return text
+    return text.encode("utf-8")[: int(limit_mb * 1e6)].decode("utf-8", errors="ignore")
+
+
+def gpt2_tokenizers() -> tuple[Tokenizer, tiktoken.Encoding]:
+    """Ours and tiktoken's GPT-2 encoding, both from the fixture files (no download)."""
+    vocab_path, merges_path = FIXTURES / "gpt2_vocab.json", FIXTURES / "gpt2_merges.txt"
+    if not (vocab_path.is_file() and merges_path.is_file()):
+        raise SystemExit(f"GPT-2 tokenizer files not found in {FIXTURES} (set CS336_FIXTURES)")
+    ours = Tokenizer.from_files(vocab_path, merges_path, [EOT])
+    to_byte = unicode_to_bytes()
+    with open(vocab_path, encoding="utf-8") as f:
+        ranks = {bytes(to_byte[c] for c in text): i for text, i in json.load(f).items() if text != EOT}
+    ref = tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={EOT: 50256})
+    return ours, ref
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run(text: str, repeats: int, workdir: Path) -> dict[str, list[float]]:
+    """Seconds per repeat for each contestant, interleaved."""
+    ours, ref = gpt2_tokenizers()
+    src = workdir / "input.txt"
+    src.write_text(text, encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    times = collections.defaultdict(list)
+    for _ in range(repeats):
+        times["tiktoken encode"].append(timed(lambda: ref.encode(text, allowed_special="all")))
+        fresh = Tokenizer(ours.vocab, ours.merges, ours.special_tokens)
+        times["encode (cold)"].append(timed(lambda t=fresh: t.encode(text)))
+        times["encode (warm)"].append(timed(lambda t=fresh: t.encode(text)))
+        fresh = Tokenizer(ours.vocab, ours.merges, ours.special_tokens)
+        times["encode_iterable"].append(timed(lambda t=fresh: collections.deque(t.encode_iterable(lines), maxlen=0)))
+        fresh = Tokenizer(ours.vocab, ours.merges, ours.special_tokens)
+        times["tokenize_files, 2 workers"].append(
+            timed(lambda t=fresh: tokenize_files(t, [src], workdir / "out.npy", num_workers=2, progress=False))
+        )
+    return times
+
+
+def report(times: dict[str, list[float]], mb: float) -> dict:
+    ref = statistics.median(times["tiktoken encode"])
+    rows = {}
+    print(f"{'':28s} {'median s':>9s} {'MB/s':>8s} {'× tiktoken':>11s} {'target':>7s}")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        ratio = ref / med
+        target = TARGETS.get(name)
+        rows[name] = {"seconds": ts, "median_s": med, "mb_per_s": mb / med, "ratio_vs_tiktoken": ratio}
+        mark = "" if target is None else f"≥{target:.2f}" + (" ok" if ratio >= target else " MISS")
+        print(f"{name:28s} {med:9.3f} {mb / med:8.2f} {ratio:11.2f} {mark:>7s}")
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--input", type=Path, default=None, help=f"text file (default {DEFAULT_INPUT})")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats (default 3)")
+    p.add_argument("--mb", type=float, default=0.0, help="use only the first MB of the text (default 0: all)")
+    p.add_argument("--quick", action="store_true", help="4 MB, one repeat")
+    p.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = p.parse_args()
+    if args.quick:
+        args.repeats, args.mb = 1, args.mb or 4.0
+    text, source = load_text(args.input, args.mb)
+    mb = len(text.encode("utf-8")) / 1e6
+    ours, ref = gpt2_tokenizers()
+    same = ours.encode(text[:2_000_000]) == ref.encode(text[:2_000_000], allowed_special="all")
+    print(f"input: {source}, {mb:.1f} MB; {args.repeats} repeat(s); ids identical to tiktoken (first 2M chars): {same}")
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = report(run(text, args.repeats, Path(tmp)), mb)
+    if args.json:
+        result = {
+            "benchmark": "tokenizer",
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {platform.python_version()}",
+            "input": source,
+            "mb": mb,
+            "repeats": args.repeats,
+            "identical_ids": same,
+            "results": rows,
+            "targets": TARGETS,
+        }
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
