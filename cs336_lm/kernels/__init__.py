@@ -5,6 +5,8 @@ Triton imports, else the reference), ``"triton"`` (Triton or a ``ConfigError`` s
 are accepted when ``TRITON_INTERPRET=1``, which is how the tests run the kernels without a GPU) or
 ``"torch"`` (always the reference). The model passes its ``kernels`` setting through unchanged. The Triton
 modules (``rmsnorm.py``, ``row_softmax.py``) are imported lazily, so CPU-only runs never import Triton.
+(The softmax module is not called ``softmax.py``: importing a submodule binds its name on this package,
+which would replace the ``softmax`` function below with the module.)
 """
 
 import os
