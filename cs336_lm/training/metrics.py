@@ -125,11 +125,38 @@ def memory_gb(device: torch.device) -> float:
     return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9
 
 
-def mfu(model: torch.nn.Module, tokens_per_s: float | None, device: torch.device, dtype: torch.dtype) -> float | None:
-    """Model FLOPs utilisation on CUDA: achieved training FLOP/s over the GPU's peak; None elsewhere."""
-    if device.type != "cuda" or not tokens_per_s:
+# Dense (no sparsity) peak tensor-core FLOP/s by GPU name fragment: (bf16, fp32) from NVIDIA's datasheets.
+# More specific names come first ("H100 PCIe" before "H100"); an unlisted GPU gets no MFU.
+PEAK_FLOPS = (
+    ("H100 PCIe", (756e12, 51e12)),
+    ("H100", (989e12, 67e12)),
+    ("H200", (989e12, 67e12)),
+    ("A100", (312e12, 19.5e12)),
+)
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
+    """The GPU's dense peak FLOP/s for ``dtype`` matmuls (bf16 or fp32), or None when unknown / not CUDA."""
+    if device.type != "cuda":
         return None
+    name = torch.cuda.get_device_name(device)
+    for fragment, (bf16, fp32) in PEAK_FLOPS:
+        if fragment in name:
+            return bf16 if dtype == torch.bfloat16 else fp32
     return None
+
+
+def mfu(flops_per_token: float, tokens_per_s: float | None, device: torch.device, dtype: torch.dtype) -> float | None:
+    """Model FLOPs utilisation: ``flops_per_token · tokens_per_s / peak`` (PaLM, Chowdhery et al. 2022, App. B).
+
+    ``flops_per_token`` is the training (forward + backward) matmul FLOPs per token from
+    ``cs336_lm.nn.accounting.training_flops_per_token``. None off CUDA or on a GPU without a known peak.
+    Example: 6.4e8 FLOP/token at 500k tokens/s on an H100 in bf16 → 3.2e14 / 9.89e14 ≈ 0.32.
+    """
+    peak = peak_flops(device, dtype)
+    if peak is None or not tokens_per_s:
+        return None
+    return flops_per_token * tokens_per_s / peak
 
 
 class WandbLogger:

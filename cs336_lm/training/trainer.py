@@ -28,7 +28,7 @@ from tqdm import tqdm
 from cs336_lm.config import Config, summary, to_dict
 from cs336_lm.data import get_batch, iter_eval_batches
 from cs336_lm.errors import ConfigError, LMError
-from cs336_lm.nn import TransformerLM
+from cs336_lm.nn import TransformerLM, accounting
 from cs336_lm.nn.functional import cross_entropy
 from cs336_lm.optim import AdamW, clip_grad_norm_, cosine_lr, param_groups_for_weight_decay
 from cs336_lm.training import checkpoint as ckpt
@@ -121,6 +121,7 @@ class Trainer:
         self.model = self._wrap_model(self.raw_model)
         self.tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * cfg.model.context_length
         self.tokens_per_step *= self.proc.world_size
+        self.flops_per_token = accounting.training_flops_per_token(accounting.Shape.from_config(to_dict(cfg)["model"]))
         self.last_saved_step = self.step if resume_from is not None else -1
         self.last_val_loss: float | None = None
 
@@ -294,7 +295,7 @@ class Trainer:
             "loss": loss_sum / max(steps, 1),
             "grad_norm": float(grad_norm),
             "tokens_per_s": tokens_per_s,
-            "mfu": mfu(self.raw_model, tokens_per_s, self.device, self.dtype),
+            "mfu": mfu(self.flops_per_token, tokens_per_s, self.device, self.dtype),
             "memory_gb": memory_gb(self.device),
             "wall_time_s": self.wall_time(),
         }

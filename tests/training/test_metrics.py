@@ -6,7 +6,17 @@ import math
 import pytest
 import torch
 
-from cs336_lm.training.metrics import MetricsLog, WandbLogger, format_line, memory_gb, perplexity, read_metrics
+from cs336_lm.training.metrics import (
+    MetricsLog,
+    StepWindow,
+    WandbLogger,
+    format_line,
+    memory_gb,
+    mfu,
+    peak_flops,
+    perplexity,
+    read_metrics,
+)
 
 
 def test_fresh_log_truncates_and_appends(tmp_path):
@@ -73,3 +83,34 @@ def test_wandb_disabled_or_missing_is_silent_or_warns(monkeypatch):
     logger.log({"step": 1})
     logger.finish()
     assert logger.run is None
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype", "peak"),
+    [
+        ("NVIDIA H100 80GB HBM3", torch.bfloat16, 989e12),
+        ("NVIDIA H100 PCIe", torch.bfloat16, 756e12),
+        ("NVIDIA H200", torch.float32, 67e12),
+        ("NVIDIA A100-SXM4-40GB", torch.bfloat16, 312e12),
+        ("Some Future GPU", torch.bfloat16, None),
+    ],
+)
+def test_mfu_divides_achieved_flops_by_the_gpu_peak(monkeypatch, name, dtype, peak):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    cuda = torch.device("cuda")
+    assert peak_flops(cuda, dtype) == peak
+    expected = None if peak is None else 6.4e8 * 5e5 / peak
+    assert mfu(6.4e8, 5e5, cuda, dtype) == (pytest.approx(expected) if expected else None)
+
+
+def test_no_mfu_off_gpu():
+    assert mfu(6.4e8, 5e5, torch.device("cpu"), torch.bfloat16) is None
+
+
+def test_step_window_leaves_untimed_steps_out_of_throughput():
+    window = StepWindow()
+    window.add(4.0, 30.0, timed=False)  # e.g. the compile step
+    window.add(2.0, 1.0)
+    window.add(3.0, 2.0)
+    assert window.take() == (3, 9.0, 2, 3.0)
+    assert window.take() == (0, 0.0, 0, 0.0)
