@@ -1,0 +1,164 @@
+"""Parameter, FLOP and activation-memory accounting for ``TransformerLM`` shapes, without building a model.
+
+Counts follow the architecture in ``transformer.py`` (untied head, SwiGLU, RMSNorm gains, no biases).
+FLOPs count matrix multiplies only (2 per multiply-add); elementwise work (norms, softmax, RoPE) is left
+out, as is usual for MFU. The trainer uses ``training_flops_per_token`` for model-FLOPs utilisation.
+``python -m cs336_lm.nn.accounting --preset tinystories-17m`` (or ``--all``) prints the tables; GPT-2's
+published parameter counts are printed beside the ``gpt2-*-like`` shapes as a check (see ``gpt2_params``).
+"""
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+from cs336_lm.errors import ConfigError
+from cs336_lm.nn.presets import PRESETS
+
+# Parameter counts of the released GPT-2 checkpoints (Radford et al. 2019; the HuggingFace models).
+PUBLISHED_GPT2 = {
+    "gpt2-small-like": 124_439_808,
+    "gpt2-medium-like": 354_823_168,
+    "gpt2-large-like": 774_030_080,
+    "gpt2-xl-like": 1_557_611_200,
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The constructor keywords that determine cost (``rope_theta`` and backends do not)."""
+
+    vocab_size: int
+    context_length: int
+    d_model: int
+    num_layers: int
+    num_heads: int
+    d_ff: int
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "Shape":
+        return cls(**{name: int(cfg[name]) for name in cls.__dataclass_fields__})
+
+
+def param_counts(s: Shape) -> dict[str, int]:
+    """Parameters by part: per-layer attention 4·d², FFN 3·d·d_ff, two RMSNorm gains 2·d; embeddings and
+    head V·d each. ``non_embedding`` leaves out only the token embeddings (a lookup, no FLOPs); the
+    untied ``lm_head`` is a matmul and stays in."""
+    counts = {
+        "token_embeddings": s.vocab_size * s.d_model,
+        "attention": s.num_layers * 4 * s.d_model**2,
+        "ffn": s.num_layers * 3 * s.d_model * s.d_ff,
+        "norms": (2 * s.num_layers + 1) * s.d_model,
+        "lm_head": s.vocab_size * s.d_model,
+    }
+    counts["total"] = sum(counts.values())
+    counts["non_embedding"] = counts["total"] - counts["token_embeddings"]
+    return counts
+
+
+def forward_flops(s: Shape, seq_len: int | None = None) -> dict[str, int]:
+    """Forward matmul FLOPs for one sequence of ``seq_len`` tokens (default: the context), by matmul.
+
+    Per layer: QKV 3·2·T·d², scores Q·Kᵀ 2·T²·d, attention·V 2·T²·d, output 2·T·d², FFN 3·2·T·d·d_ff;
+    then the head 2·T·d·V. Scores and attention·V count the full T×T square, as the reference
+    attention computes it (causal masking discards half of it).
+    """
+    t = s.context_length if seq_len is None else seq_len
+    d, n = s.d_model, s.num_layers
+    flops = {
+        "qkv_proj": n * 3 * 2 * t * d * d,
+        "attn_scores": n * 2 * t * t * d,
+        "attn_values": n * 2 * t * t * d,
+        "output_proj": n * 2 * t * d * d,
+        "ffn": n * 3 * 2 * t * d * s.d_ff,
+        "lm_head": 2 * t * d * s.vocab_size,
+    }
+    flops["total"] = sum(flops.values())
+    return flops
+
+
+def training_flops_per_token(s: Shape, seq_len: int | None = None) -> float:
+    """Forward + backward ≈ 3 × forward (the backward does two matmuls for each forward one)."""
+    t = s.context_length if seq_len is None else seq_len
+    return 3 * forward_flops(s, t)["total"] / t
+
+
+def activation_bytes(s: Shape, batch_size: int, seq_len: int | None = None, bytes_per_element: int = 4) -> int:
+    """Estimated bytes of activations autograd keeps for the backward of one training step (weights aside).
+
+    Per layer and token, in elements (our reference implementation): RMSNorm₁ input, normalised and
+    scaled output (3·d); rotated q and k and v as batched-matmul operands (3·d); merged heads (d);
+    residual sum, RMSNorm₂ normalised and scaled output (3·d); W1 x, W3 x, SiLU(W1 x) and their product
+    (4·d_ff); attention probabilities (num_heads·T). Once per token: the final norm (3·d) and the
+    logits (V). Checked against autograd's saved tensors in tests/nn/test_accounting.py.
+    """
+    t = s.context_length if seq_len is None else seq_len
+    per_layer = 10 * s.d_model + 4 * s.d_ff + s.num_heads * t
+    per_token = s.num_layers * per_layer + 3 * s.d_model + s.vocab_size
+    return batch_size * t * per_token * bytes_per_element
+
+
+def gpt2_params(s: Shape) -> int:
+    """Parameters of the original GPT-2 at this shape: tied embeddings, learned positions, biases,
+    LayerNorm (gain + bias), a 2-matrix GELU MLP of width d_ff. ``gpt2_params`` of the GPT-2 small
+    shape is 124,439,808, the published count."""
+    d, f = s.d_model, s.d_ff
+    per_layer = 2 * 2 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * f + f) + (f * d + d)
+    return s.vocab_size * d + s.context_length * d + s.num_layers * per_layer + 2 * d
+
+
+def _fmt(n: float) -> str:
+    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def report(name: str, batch_size: int, seq_len: int | None) -> str:
+    """A printable table of parameters, forward FLOPs by matmul and the activation estimate."""
+    s = Shape.from_config(PRESETS[name])
+    t = s.context_length if seq_len is None else seq_len
+    params, flops = param_counts(s), forward_flops(s, t)
+    lines = [f"== {name}: {s}", f"{'parameters':<22}{'count':>16}{'share':>8}"]
+    lines += [f"  {k:<20}{v:>16,}{v / params['total']:>8.1%}" for k, v in params.items()]
+    lines.append(f"{'forward FLOPs (T=' + str(t) + ')':<22}{'per sequence':>16}{'per token':>12}{'share':>8}")
+    lines += [f"  {k:<20}{_fmt(v):>16}{_fmt(v / t):>12}{v / flops['total']:>8.1%}" for k, v in flops.items()]
+    lines.append(f"  {'training (3x fwd)':<20}{_fmt(3 * flops['total']):>16}{_fmt(training_flops_per_token(s, t)):>12}")
+    lines.append(f"  {'6N (non-embedding)':<20}{'':>16}{_fmt(6 * params['non_embedding']):>12}")
+    act = activation_bytes(s, batch_size, t)
+    lines.append(f"activations, batch {batch_size} x {t}, fp32: {act / 2**30:.2f} GiB (estimate)")
+    if name in PUBLISHED_GPT2:
+        shared = params["token_embeddings"] + params["attention"]
+        lines.append(
+            f"GPT-2 check: formula {gpt2_params(s):,} vs published {PUBLISHED_GPT2[name]:,}; "
+            f"shared with ours (token embeddings + attention weights): {shared:,}"
+        )
+    return "\n".join(lines)
+
+
+def _main(argv: list[str] | None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m cs336_lm.nn.accounting",
+        description="Parameter, FLOP and activation-memory tables for the model presets.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--preset", help=f"one of: {', '.join(PRESETS)}")
+    which.add_argument("--all", action="store_true", help="every preset")
+    p.add_argument("--batch-size", type=int, default=8, help="for the activation estimate")
+    p.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: the preset's context)")
+    args = p.parse_args(argv)
+    if args.preset is not None and args.preset not in PRESETS:
+        raise ConfigError(f"unknown preset {args.preset!r}; known: {', '.join(PRESETS)}")
+    names = list(PRESETS) if args.all else [args.preset]
+    print("\n\n".join(report(name, args.batch_size, args.seq_len) for name in names))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cs336_lm.cli import run_main
+
+    return run_main(lambda: _main(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

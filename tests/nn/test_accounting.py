@@ -1,0 +1,103 @@
+"""Accounting against things it did not compute: model.parameters(), torch's FLOP counter, autograd's
+saved tensors, GPT-2's published parameter counts (and HF's GPT2 model when installed), and the CLI."""
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from cs336_lm.nn import PRESETS, TransformerLM
+from cs336_lm.nn import functional as F
+from cs336_lm.nn.accounting import (
+    PUBLISHED_GPT2,
+    Shape,
+    activation_bytes,
+    forward_flops,
+    gpt2_params,
+    main,
+    param_counts,
+    training_flops_per_token,
+)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_param_counts_match_model_parameters(name):
+    model = TransformerLM(**PRESETS[name], device="meta")  # no memory, shapes only
+    counts = param_counts(Shape.from_config(PRESETS[name]))
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    assert counts["non_embedding"] == counts["total"] - model.token_embeddings.weight.numel()
+    attn = sum(p.numel() for n, p in model.named_parameters() if ".attn." in n)
+    ffn = sum(p.numel() for n, p in model.named_parameters() if ".ffn." in n)
+    assert (counts["attention"], counts["ffn"]) == (attn, ffn)
+
+
+def test_tinystories_preset_is_the_cs336_shape():
+    assert param_counts(Shape.from_config(PRESETS["tinystories-17m"]))["non_embedding"] == 17_576_448
+
+
+@pytest.mark.parametrize("name, seq", [("debug", 64), ("debug", 17), ("tinystories-17m", 32)])
+def test_forward_flops_match_torch_flop_counter(name, seq):
+    cfg = PRESETS[name]
+    model = TransformerLM(**cfg, device="meta")  # the counter needs shapes only
+    tokens = torch.randint(0, cfg["vocab_size"], (2, seq), device="meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(tokens)
+    shape = Shape.from_config(cfg)
+    assert counter.get_total_flops() == 2 * forward_flops(shape, seq)["total"]
+    assert training_flops_per_token(shape, seq) == 3 * forward_flops(shape, seq)["total"] / seq
+
+
+def test_activation_estimate_within_10_percent_of_saved_tensors():
+    cfg = PRESETS["debug"]
+    model = TransformerLM(**cfg)
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    tokens = torch.randint(0, cfg["vocab_size"], (3, 64))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        F.cross_entropy(model(tokens), tokens)
+    estimate = activation_bytes(Shape.from_config(cfg), batch_size=3, seq_len=64)
+    assert abs(estimate - sum(saved.values())) / sum(saved.values()) < 0.1
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED_GPT2))
+def test_gpt2_formula_matches_published_counts(name):
+    assert gpt2_params(Shape.from_config(PRESETS[name])) == PUBLISHED_GPT2[name]
+
+
+def test_gpt2_formula_matches_hf_gpt2_and_shares_our_attention_and_embeddings():
+    transformers = pytest.importorskip("transformers")
+    s = Shape.from_config(PRESETS["gpt2-small-like"])
+    config = transformers.GPT2Config(
+        vocab_size=s.vocab_size,
+        n_positions=s.context_length,
+        n_embd=s.d_model,
+        n_layer=s.num_layers,
+        n_head=s.num_heads,
+    )
+    with torch.device("meta"):
+        hf = transformers.GPT2LMHeadModel(config)
+    assert sum(p.numel() for p in hf.parameters()) == gpt2_params(s)
+    # What the two architectures share exactly: the token embedding and the attention weight matrices.
+    hf_attn = sum(p.numel() for n, p in hf.named_parameters() if ".attn." in n and n.endswith("weight"))
+    assert hf_attn == param_counts(s)["attention"]
+    assert hf.transformer.wte.weight.numel() == param_counts(s)["token_embeddings"]
+
+
+def test_cli_prints_tables(capsys):
+    assert main(["--preset", "tinystories-17m"]) == 0
+    out = capsys.readouterr().out
+    assert "22,696,448" in out and "lm_head" in out and "training (3x fwd)" in out
+    assert main(["--all"]) == 0
+    assert "published 1,557,611,200" in capsys.readouterr().out
+
+
+def test_cli_unknown_preset_is_one_line_exit_2(capsys):
+    assert main(["--preset", "gpt5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown preset 'gpt5'") and err.count("\n") == 1
