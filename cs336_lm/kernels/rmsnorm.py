@@ -19,7 +19,7 @@ from jaxtyping import Float
 
 MAX_BLOCK = 8192  # widest row kept in registers in one piece; wider rows loop over blocks
 TILE_ELEMENTS = 4096  # rows per program are chosen so that rows × BLOCK is about this
-PROGRAMS_PER_SM = 2  # backward programs per streaming multiprocessor (each one writes one dw partial row)
+PROGRAMS_PER_SM = 4  # backward programs per streaming multiprocessor (each one writes one dw partial row)
 CPU_BACKWARD_PROGRAMS = 4  # the interpreter runs programs one after another; few programs, few partials
 
 
@@ -55,7 +55,8 @@ def backward_programs(n_tiles: int, device: torch.device) -> int:
     """Programs in the backward grid: ``PROGRAMS_PER_SM`` per SM on CUDA (``CPU_BACKWARD_PROGRAMS`` on the
     interpreter), never more than there are tiles; each loops over tiles ``pid, pid + P, …``."""
     if device.type == "cuda":
-        return max(1, min(n_tiles, PROGRAMS_PER_SM * _sm_count(device.index or 0)))
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return max(1, min(n_tiles, PROGRAMS_PER_SM * _sm_count(index)))
     return max(1, min(n_tiles, CPU_BACKWARD_PROGRAMS))
 
 
@@ -244,6 +245,8 @@ def _backward(dy, s, weight, rstd, dsum, max_block: int):
 
 
 class _RMSNorm(torch.autograd.Function):
+    """``rms_norm(x) ⊙ weight``; saves ``x``, ``weight`` and the per-row ``rstd`` for backward."""
+
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float, max_block: int) -> torch.Tensor:
         x, weight = x.contiguous(), weight.contiguous()
@@ -260,6 +263,8 @@ class _RMSNorm(torch.autograd.Function):
 
 
 class _AddRMSNorm(torch.autograd.Function):
+    """``(rms_norm(x + residual) ⊙ weight, x + residual)``; saves the sum, ``weight`` and ``rstd``."""
+
     @staticmethod
     def forward(ctx, x, residual, weight, eps: float, max_block: int):
         x, residual, weight = x.contiguous(), residual.contiguous(), weight.contiguous()
