@@ -146,7 +146,9 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
     return None
 
 
-def mfu(flops_per_token: float, tokens_per_s: float | None, device: torch.device, dtype: torch.dtype) -> float | None:
+def mfu(
+    flops_per_token: float | None, tokens_per_s: float | None, device: torch.device, dtype: torch.dtype
+) -> float | None:
     """Model FLOPs utilisation: ``flops_per_token · tokens_per_s / peak`` (PaLM, Chowdhery et al. 2022, App. B).
 
     ``flops_per_token`` is the training (forward + backward) matmul FLOPs per token from
@@ -154,7 +156,7 @@ def mfu(flops_per_token: float, tokens_per_s: float | None, device: torch.device
     Example: 6.4e8 FLOP/token at 500k tokens/s on an H100 in bf16 → 3.2e14 / 9.89e14 ≈ 0.32.
     """
     peak = peak_flops(device, dtype)
-    if peak is None or not tokens_per_s:
+    if peak is None or not tokens_per_s or flops_per_token is None:
         return None
     return flops_per_token * tokens_per_s / peak
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from cs336_lm.config import Config, summary, to_dict
 from cs336_lm.data import get_batch, iter_eval_batches
 from cs336_lm.errors import ConfigError, LMError
-from cs336_lm.nn import TransformerLM, accounting
+from cs336_lm.nn import TransformerLM
 from cs336_lm.nn.functional import cross_entropy
 from cs336_lm.optim import AdamW, clip_grad_norm_, cosine_lr, param_groups_for_weight_decay
 from cs336_lm.training import checkpoint as ckpt
@@ -90,6 +90,15 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> AdamW:
     return AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
 
 
+def training_flops_per_token(cfg: Config) -> float | None:
+    """Forward + backward matmul FLOPs per token of ``cfg.model`` (``cs336_lm.nn.accounting``), for MFU."""
+    try:
+        from cs336_lm.nn import accounting
+    except ImportError:
+        return None
+    return accounting.training_flops_per_token(accounting.Shape.from_config(to_dict(cfg)["model"]))
+
+
 def lr_at(step: int, cfg: Config) -> float:
     """The cosine schedule of ``cfg.optim`` at 0-based ``step``; the decay ends at ``train.max_steps`` unless set."""
     o = cfg.optim
@@ -121,7 +130,7 @@ class Trainer:
         self.model = self._wrap_model(self.raw_model)
         self.tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * cfg.model.context_length
         self.tokens_per_step *= self.proc.world_size
-        self.flops_per_token = accounting.training_flops_per_token(accounting.Shape.from_config(to_dict(cfg)["model"]))
+        self.flops_per_token = training_flops_per_token(cfg)
         self.last_saved_step = self.step if resume_from is not None else -1
         self.last_val_loss: float | None = None
 
