@@ -5,6 +5,7 @@ on tuples of ``bytes`` (so equal byte strings are one token by construction), an
 the GPT-2 pattern and its own special-token split. Slow (O(merges × corpus)), obviously correct.
 """
 
+import itertools
 import re
 from collections import Counter
 
@@ -56,7 +57,7 @@ def naive_train_bpe_text(
     while len(vocab) < vocab_size:
         pairs: Counter[tuple[bytes, bytes]] = Counter()
         for word, n in words.items():
-            for pair in zip(word, word[1:]):
+            for pair in itertools.pairwise(word):
                 pairs[pair] += n
         if not pairs:
             break
@@ -66,7 +67,7 @@ def naive_train_bpe_text(
             vocab[len(vocab)] = best[0] + best[1]
         rewritten: Counter[tuple[bytes, ...]] = Counter()
         for word, n in words.items():
-            rewritten[_merge_word(word, best)] += n
+            rewritten[_merge_word(word, best) if best[0] in word else word] += n
         words = rewritten
     return vocab, merges
 
