@@ -74,6 +74,7 @@ class Tokenizer:
                 next_id += 1
         self.special_token_ids: dict[str, int] = {t: self._token_ids[t.encode("utf-8")] for t in self.special_tokens}
         self.vocab_size: int = max(self.vocab, default=-1) + 1
+        self._special_ids = frozenset(self.special_token_ids.values())  # never produced from ordinary text
         self._byte_ids, self._pair_ranks, self._merged_ids = self._build_merge_table()
         self._special_re = special_token_regex(self.special_tokens)
         self._max_special_len = max((len(t) for t in self.special_tokens), default=0)
@@ -150,14 +151,15 @@ class Tokenizer:
     # ---- encoding ------------------------------------------------------------------------------------------
 
     def _encode_pretoken(self, pretoken: str) -> tuple[int, ...]:
-        """BPE of one pre-token: ``"Ġlower"``'s bytes ``l o w e r`` -> merge the lowest-rank pair until none is left.
+        """BPE of one pre-token's bytes: merge the lowest-ranked adjacent pair until no pair is a merge.
 
-        Worked example with merges ``[(l,o), (lo,w), (e,r)]``: ``l o w e r`` -> ``lo w e r`` -> ``low e r``
-        -> ``low er``. Every occurrence of the chosen pair is merged, left to right.
+        With merges ``[(l,o), (e,r), (lo,w)]``, ``"lower"``: ``l o w e r`` -> ``lo w e r`` -> ``lo w er`` ->
+        ``low er``. Every occurrence of the chosen pair is merged, left to right (``a a a`` with ``(a,a)`` ->
+        ``aa a``). A pre-token that is a (non-special) vocabulary entry is that one id.
         """
         data = pretoken.encode("utf-8")
         whole = self._token_ids.get(data)
-        if whole is not None:
+        if whole is not None and whole not in self._special_ids:
             return (whole,)
         ids = [self._byte_ids[b] for b in data]
         rank_of = self._pair_ranks.get
