@@ -41,3 +41,17 @@ bench: install
 
 clean:
 	rm -rf .install.stamp .pytest_cache .ruff_cache .hypothesis bench-results
+
+# The whole journey on the embedded story corpus (scripts/demo.py; docs/demo.md), and the real-dataset
+# recipes (scripts/datasets.py; docs/datasets.md). Extra lm-train overrides go in ARGS, e.g. ARGS="train.max_steps=100".
+ARGS ?=
+.PHONY: demo tinystories owt
+
+demo: install
+	$(PYTHON) scripts/demo.py $(ARGS)
+
+tinystories: install
+	$(PYTHON) scripts/datasets.py tinystories $(ARGS)
+
+owt: install
+	$(PYTHON) scripts/datasets.py owt $(ARGS)

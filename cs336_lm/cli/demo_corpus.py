@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size-mb", type=float, required=True, help="size of train.txt in megabytes (10^6 bytes)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="seed of the training split")
-    p.add_argument("--valid-mb", type=float, default=None, help="size of valid.txt (default: 5%% of --size-mb)")
+    p.add_argument("--valid-mb", type=float, default=None, help="size of valid.txt in MB; None means 5%% of --size-mb")
     p.add_argument("--force", action="store_true", help="rewrite even when the directory is up to date")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
