@@ -7,6 +7,7 @@ token per merge.
 """
 
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -62,6 +63,7 @@ def train_bpe(
     *,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     progress: bool | None = None,
+    timings: dict[str, float] | None = None,
 ) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
     """Train a byte-level BPE tokenizer on the UTF-8 text file ``input_path``; return ``(vocab, merges)``.
 
@@ -80,7 +82,8 @@ def train_bpe(
 
     ``num_workers`` processes count pre-tokens (default: one per CPU, at most one per chunk of
     ``chunk_bytes``); a file that fits in one chunk is counted in this process. Results do not depend on
-    either. ``progress`` shows tqdm bars (None: only on a terminal).
+    either. ``progress`` shows tqdm bars (None: only on a terminal). A ``timings`` dict receives the
+    seconds spent in each phase (``"pretokenize"``, ``"merge"``).
 
     Raises ``DataError`` for a missing, unreadable, empty or non-UTF-8 file (naming the byte offset) and
     ``TokenizerError`` when ``vocab_size < 256 + len(special_tokens)``.
@@ -94,6 +97,10 @@ def train_bpe(
     if num_workers is not None and num_workers < 1:
         raise ConfigError(f"num_workers must be at least 1, got {num_workers}")
     path = check_input_file(input_path)
+    start = time.perf_counter()
     word_counts = count_pretokens(path, specials, num_workers, chunk_bytes=chunk_bytes, progress=progress)
+    counted = time.perf_counter()
     merges = learn_merges(word_counts, vocab_size - 256 - len(specials), progress=progress)
+    if timings is not None:
+        timings.update(pretokenize=counted - start, merge=time.perf_counter() - counted)
     return build_vocab(specials, merges), merges
