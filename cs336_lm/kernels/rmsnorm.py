@@ -18,7 +18,11 @@ import triton.language as tl
 from jaxtyping import Float
 
 MAX_BLOCK = 8192  # widest row kept in registers in one piece; wider rows loop over blocks
-TILE_ELEMENTS = 4096  # rows per program are chosen so that rows × BLOCK is about this
+# Forward tiles hold about 4096 elements at 16 per thread; backward tiles, which keep more values live
+# (dy, s, the weight and the dw accumulator), about 2048 at 4 per thread. Both keep ptxas at <= ~64
+# registers for sm_90 on the benchmark shapes, i.e. 32 resident warps per SM.
+TILE_ELEMENTS = {"forward": 4096, "backward": 2048}
+ELEMENTS_PER_WARP = {"forward": 512, "backward": 128}
 PROGRAMS_PER_SM = 4  # backward programs per streaming multiprocessor (each one writes one dw partial row)
 CPU_BACKWARD_PROGRAMS = 4  # the interpreter runs programs one after another; few programs, few partials
 
@@ -31,18 +35,20 @@ class LaunchParams:
     single_block: bool  # the whole row fits in one block: no column loop
 
 
-def launch_params(n_rows: int, n_cols: int, max_block: int = MAX_BLOCK) -> LaunchParams:
-    """Launch parameters from the shape, e.g. ``(4096, 768) -> block 1024, 4 rows/tile, 8 warps``.
+def launch_params(n_rows: int, n_cols: int, max_block: int = MAX_BLOCK, pass_: str = "forward") -> LaunchParams:
+    """Launch parameters from the shape, e.g. ``(4096, 768) -> block 1024, 4 rows/tile, 8 warps`` (forward).
 
-    ``block = min(next_pow2(n_cols), max_block)`` (at least 16); ``rows = TILE_ELEMENTS // block``, capped
-    by ``next_pow2(n_rows)`` and at least 1; ``num_warps = rows·block / 512`` clamped to [1, 16], i.e.
-    about 16 fp32 values per thread. ``max_block`` (a power of two) exists so tests can force the loop path.
+    ``block = min(next_pow2(n_cols), max_block)`` (at least 16); ``rows = TILE_ELEMENTS[pass_] // block``,
+    capped by ``next_pow2(n_rows)`` and at least 1; ``num_warps = rows·block / ELEMENTS_PER_WARP[pass_]``
+    clamped to [1, 16] forward and [1, 32] backward. ``max_block`` (a power of two) exists so tests can
+    force the loop path.
     """
     if max_block < 1 or max_block & (max_block - 1):
         raise ValueError(f"max_block must be a power of two, got {max_block}")
     block = min(max(triton.next_power_of_2(n_cols), 16), max_block)
-    rows = max(1, min(TILE_ELEMENTS // block, triton.next_power_of_2(max(n_rows, 1))))
-    num_warps = min(16, max(1, rows * block // 512))
+    rows = max(1, min(TILE_ELEMENTS[pass_] // block, triton.next_power_of_2(max(n_rows, 1))))
+    max_warps = 16 if pass_ == "forward" else 32
+    num_warps = min(max_warps, max(1, rows * block // ELEMENTS_PER_WARP[pass_]))
     return LaunchParams(block=block, rows=rows, num_warps=num_warps, single_block=block >= n_cols)
 
 
@@ -222,7 +228,7 @@ def _backward(dy, s, weight, rstd, dsum, max_block: int):
     ds = torch.empty_like(s)
     if n_rows == 0 or n_cols == 0:
         return ds, torch.zeros_like(weight)
-    p = launch_params(n_rows, n_cols, max_block)
+    p = launch_params(n_rows, n_cols, max_block, "backward")
     programs = backward_programs(triton.cdiv(n_rows, p.rows), s.device)
     dw_partial = torch.zeros(programs, n_cols, device=s.device, dtype=torch.float32)  # (programs, hidden)
     _rmsnorm_bwd_kernel[(programs,)](
