@@ -15,7 +15,7 @@ INTROS = (
     "{opener}, in {home}, there lived {H_intro}.",
     "{opener}, {H_intro} lived in {home}, next door to {A_intro}.",
     "There was once {H_intro} who lived in {home}. Everyone said {he} was very {htrait}.",
-    "{H} was {H_intro_short}. {He} lived in {home}, and {he} loved to {activity}.",
+    "{H} was {H_intro_short}. {He} lived in {home} with {his} family.",
     "In {home} lived {H_intro}. {His} favorite thing in the world was {his} {obj}.",
 )
 
@@ -260,7 +260,7 @@ CONTEST = {
 
 MAKE = {
     "setup": (
-        "{time}, {H} decided to make {make} for {A}. {He} found paper, glue and lots of {r_color} paint.",
+        "{time}, {H} decided to make {make} for {A}. {He} gathered everything {he} needed and got to work.",
         "It was almost {A}'s birthday. {H} and {F} wanted to make {make} as a surprise.",
     ),
     "problem": (
