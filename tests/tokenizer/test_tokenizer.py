@@ -6,10 +6,12 @@ naive encoder (GPT-2's merge loop on byte strings) checks small hand-made vocabu
 special tokens, where tiktoken (whose special-token regex is not longest-first) is no reference.
 """
 
+import collections
 import functools
 import itertools
 import json
 import pickle
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -213,6 +215,36 @@ def test_small_vocab_matches_naive_and_streams(text, cuts, block):
     assert ids == naive_encode(text, tok.vocab, SMALL_MERGES, SMALL_SPECIALS)
     assert tok.decode(ids) == text
     assert list(tok.encode_iterable(chunked(text, cuts), block_chars=block)) == ids
+
+
+def stream_peak_bytes(tok: Tokenizer, n_chunks: int) -> int:
+    """Peak traced memory while streaming ``n_chunks`` generated lines through ``encode_iterable``."""
+    lines = (f"line {i % 97} has some words, and 'some' more<|s|>\n" for i in range(n_chunks))
+    tracemalloc.start()
+    try:
+        collections.deque(tok.encode_iterable(lines), maxlen=0)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_encode_iterable_memory_does_not_grow_with_input():
+    tok = small_tokenizer()
+    small, large = stream_peak_bytes(tok, 2_500), stream_peak_bytes(tok, 15_000)  # ~0.13 MB vs ~0.8 MB of text
+    assert large < 1.5 * small and large < 1_500_000
+
+
+def test_encode_iterable_is_lazy():
+    pulled = 0
+
+    def lines():
+        nonlocal pulled
+        for _ in range(10**7):
+            pulled += 1
+            yield "the cat sat. "
+
+    first = list(itertools.islice(small_tokenizer().encode_iterable(lines()), 10))
+    assert len(first) == 10 and pulled < 20_000  # about one 64K-character block, not the whole stream
 
 
 def test_special_token_split_across_chunks():
