@@ -228,6 +228,7 @@ def stream_peak_bytes(tok: Tokenizer, n_chunks: int) -> int:
         tracemalloc.stop()
 
 
+@pytest.mark.slow  # tracemalloc slows allocation several-fold
 def test_encode_iterable_memory_does_not_grow_with_input():
     tok = small_tokenizer()
     small, large = stream_peak_bytes(tok, 2_500), stream_peak_bytes(tok, 15_000)  # ~0.13 MB vs ~0.8 MB of text
