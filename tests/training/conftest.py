@@ -7,6 +7,7 @@ varied enough that a few steps visibly lower the loss.
 from pathlib import Path
 
 import pytest
+import torch
 
 from cs336_lm.config import load_config
 from cs336_lm.data import write_tokens
@@ -73,3 +74,12 @@ def tiny_config(run_inputs):
         return load_config(DEBUG_CONFIG, tiny_overrides(run_inputs, out_dir, extra))
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and far faster than on two on a shared, oversubscribed CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

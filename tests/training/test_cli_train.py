@@ -104,7 +104,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_0(tmp_path, run_inputs):
     extra = {"train.max_steps": 100000, "train.ckpt_every": 0, "train.eval_every": 0}
     cmd = [sys.executable, "-m", "cs336_lm.cli.train", "--config", str(DEBUG_CONFIG)]
     cmd += tiny_overrides(run_inputs, out_dir, extra)
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as in conftest: one thread is fastest for a tiny model
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 180
         while not read_metrics(out_dir / "metrics.jsonl") and time.monotonic() < deadline:

@@ -1,0 +1,57 @@
+"""From raw text to a trained, resumed model through the command-line entry points, on CPU in seconds.
+
+Text (the project's tinytales generator) → BPE (``train_bpe`` + ``Tokenizer.save``, what ``lm-train-bpe`` runs)
+→ ``lm-tokenize`` → ``lm-train`` with configs/debug.yaml → the loss went down → ``lm-train`` again with more
+steps continues from the checkpoint.
+"""
+
+import numpy as np
+
+from cs336_lm.cli.tokenize import main as tokenize_main
+from cs336_lm.cli.train import main as train_main
+from cs336_lm.data import load_tokens
+from cs336_lm.data.tinytales import EOT, write_corpus
+from cs336_lm.tokenizer import Tokenizer, train_bpe
+from cs336_lm.training.checkpoint import latest_checkpoint, read_checkpoint
+from cs336_lm.training.metrics import read_metrics
+
+from .conftest import DEBUG_CONFIG
+
+
+def test_text_to_trained_model_and_resume(tmp_path, capsys):
+    write_corpus(tmp_path / "train.txt", 60_000, seed=0, progress=False)
+    write_corpus(tmp_path / "valid.txt", 8_000, seed="valid", progress=False)
+    vocab, merges = train_bpe(tmp_path / "train.txt", 512, [EOT], num_workers=1)
+    Tokenizer(vocab, merges, [EOT]).save(tmp_path / "tokenizer")
+    for split, text in (("train", "train.txt"), ("val", "valid.txt")):
+        args = ["--tokenizer", str(tmp_path / "tokenizer"), str(tmp_path / text), "--out", str(tmp_path / f"{split}")]
+        assert tokenize_main([*args[:-1], f"{args[-1]}.npy", "--num-workers", "1", "--quiet"]) == 0
+    assert load_tokens(tmp_path / "train.npy").max() < 512
+
+    run = tmp_path / "run"
+    common = [
+        "--config",
+        str(DEBUG_CONFIG),
+        f"data.train_path={tmp_path / 'train.npy'}",
+        f"data.val_path={tmp_path / 'val.npy'}",
+        f"data.tokenizer_dir={tmp_path / 'tokenizer'}",
+        f"train.out_dir={run}",
+        "train.device=cpu",
+        "train.log_every=2",
+    ]
+    assert train_main([*common, "train.max_steps=20"]) == 0  # the debug config's 40 steps, stopped halfway
+    first = read_metrics(run / "metrics.jsonl")
+    losses = [r["loss"] for r in first if "loss" in r]
+    val = [r["val_loss"] for r in first if "val_loss" in r]
+    assert losses[-1] < losses[0] - 1.0, losses  # from ~ln(512) = 6.2 down
+    assert len(val) == 1 and val[0] < losses[0] - 1.0
+    assert "finished 20 steps" in capsys.readouterr().out
+
+    assert train_main(common) == 0  # resume=auto continues the run to the config's max_steps
+    out = capsys.readouterr().out
+    assert "resuming from" in out and "step_00000020.pt at step 20" in out
+    steps = [r["step"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
+    assert steps == list(range(2, 41, 2))
+    assert read_checkpoint(latest_checkpoint(run))["iteration"] == 40
+    assert Tokenizer.from_directory(run / "tokenizer").vocab_size == 512
+    assert np.isfinite([r.get("val_loss", 0.0) for r in read_metrics(run / "metrics.jsonl")]).all()
