@@ -79,8 +79,14 @@ class Utf8StreamDecoder:
         return text
 
 
+REPLACEMENT = "\ufffd".encode()
+
+
 class TokenTextStream:
-    """Token ids in, printable text out: ``vocab`` maps each id to its bytes (a tokenizer's vocabulary)."""
+    """Token ids in, printable text out: ``vocab`` maps each id to its bytes (a tokenizer's vocabulary).
+
+    An id the vocabulary lacks (a model whose embedding table is larger than its tokenizer) prints as U+FFFD.
+    """
 
     def __init__(self, vocab: Mapping[int, bytes]) -> None:
         self.vocab = vocab
@@ -89,7 +95,8 @@ class TokenTextStream:
     def feed(self, token_ids: int | Iterable[int]) -> str:
         """Text completed by these tokens."""
         ids = [token_ids] if isinstance(token_ids, int) else token_ids
-        return self._decoder.feed(b"".join(self.vocab[i] for i in ids))
+        vocab = self.vocab
+        return self._decoder.feed(b"".join(vocab.get(i, REPLACEMENT) for i in ids))
 
     def flush(self) -> str:
         """Text still held back at the end of generation."""

@@ -14,3 +14,12 @@ def make_model(seed: int = 0, **overrides) -> TransformerLM:
 @pytest.fixture(scope="module")
 def model() -> TransformerLM:
     return make_model()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Decoding is a chain of tiny ops: one intra-op thread avoids OpenMP stalls on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -81,3 +81,8 @@ def test_token_text_stream_maps_ids_to_bytes():
     assert [stream.feed(i) for i in [0, 1, 2, 3, 4]] == ["", "中", "!", "", "😀"]
     assert stream.feed([3]) == ""
     assert stream.flush() == "\ufffd"
+
+
+def test_unknown_token_ids_print_a_replacement_character():
+    stream = TokenTextStream({0: b"a"})
+    assert stream.feed([0, 7, 0]) == "a\ufffda"
