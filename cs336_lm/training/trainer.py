@@ -133,6 +133,7 @@ class Trainer:
         self.flops_per_token = training_flops_per_token(cfg)
         self.last_saved_step = self.step if resume_from is not None else -1
         self.last_val_loss: float | None = None
+        self.compile_s: float | None = None  # first-step time with torch.compile, logged once
 
     # ---- setup -------------------------------------------------------------------------------------------
 
@@ -228,7 +229,8 @@ class Trainer:
             self.sampler.bit_generator.state = sampler_state
             self.model, self.compiled = self.raw_model, False
             return self.train_step()
-        self.say(f"compiled the model and ran the first step in {time.perf_counter() - started:.1f}s")
+        self.compile_s = time.perf_counter() - started
+        self.say(f"compiled the model and ran the first step in {self.compile_s:.1f}s")
         return result
 
     @torch.no_grad()
@@ -307,7 +309,9 @@ class Trainer:
             "mfu": mfu(self.flops_per_token, tokens_per_s, self.device, self.dtype),
             "memory_gb": memory_gb(self.device),
             "wall_time_s": self.wall_time(),
+            "compile_s": self.compile_s,
         }
+        self.compile_s = None
         self._emit({k: v for k, v in record.items() if v is not None})
 
     def _log_eval(self) -> None:

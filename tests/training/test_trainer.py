@@ -177,9 +177,18 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(tmp_path, tiny_con
     with pytest.warns(UserWarning, match="torch.compile failed") as caught:
         train(tiny_config(tmp_path / "compiled", {"train.compile": "true"}))
     assert len([w for w in caught if "torch.compile" in str(w.message)]) == 1
+    assert not any("compile_s" in r for r in read_metrics(tmp_path / "compiled" / "metrics.jsonl"))
     monkeypatch.undo()
     train(tiny_config(tmp_path / "eager", {"train.compile": "false"}))
     assert_bitwise_equal(final_state(tmp_path / "compiled")["model"], final_state(tmp_path / "eager")["model"])
+
+
+def test_compile_time_is_logged_apart(tmp_path, tiny_config, monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda model: model)  # a compile that "works" instantly
+    train(tiny_config(tmp_path / "run", {"train.compile": "true", "train.max_steps": 2}))
+    records = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "loss" in r]
+    assert "compile_s" in records[0] and "compile_s" not in records[1]
+    assert "tokens_per_s" not in records[0]  # the compile step is left out of the throughput
 
 
 def test_batch_generators_differ_per_rank_and_repeat_per_seed():
