@@ -1,17 +1,19 @@
 """From raw text to a trained, resumed model through the command-line entry points, on CPU in seconds.
 
-Text (the project's tinytales generator) → BPE (``train_bpe`` + ``Tokenizer.save``, what ``lm-train-bpe`` runs)
-→ ``lm-tokenize`` → ``lm-train`` with configs/debug.yaml → the loss went down → ``lm-train`` again with more
-steps continues from the checkpoint.
+Text (the project's tinytales generator) → ``lm-train-bpe`` → ``lm-tokenize`` → ``lm-train`` with
+configs/debug.yaml stopped halfway → the loss went down → the same ``lm-train`` command continues from the
+checkpoint → ``lm-generate`` samples from the run directory alone.
 """
 
 import numpy as np
 
+from cs336_lm.cli.generate import main as generate_main
 from cs336_lm.cli.tokenize import main as tokenize_main
 from cs336_lm.cli.train import main as train_main
+from cs336_lm.cli.train_bpe import main as train_bpe_main
 from cs336_lm.data import load_tokens
 from cs336_lm.data.tinytales import EOT, write_corpus
-from cs336_lm.tokenizer import Tokenizer, train_bpe
+from cs336_lm.tokenizer import Tokenizer
 from cs336_lm.training.checkpoint import latest_checkpoint, read_checkpoint
 from cs336_lm.training.metrics import read_metrics
 
@@ -21,11 +23,12 @@ from .conftest import DEBUG_CONFIG
 def test_text_to_trained_model_and_resume(tmp_path, capsys):
     write_corpus(tmp_path / "train.txt", 60_000, seed=0, progress=False)
     write_corpus(tmp_path / "valid.txt", 8_000, seed="valid", progress=False)
-    vocab, merges = train_bpe(tmp_path / "train.txt", 512, [EOT], num_workers=1)
-    Tokenizer(vocab, merges, [EOT]).save(tmp_path / "tokenizer")
+    tokenizer = str(tmp_path / "tokenizer")
+    bpe_args = [str(tmp_path / "train.txt"), "--out", tokenizer, "--vocab-size", "512", "--special-token", EOT]
+    assert train_bpe_main([*bpe_args, "--num-workers", "1"]) == 0
     for split, text in (("train", "train.txt"), ("val", "valid.txt")):
-        args = ["--tokenizer", str(tmp_path / "tokenizer"), str(tmp_path / text), "--out", str(tmp_path / f"{split}")]
-        assert tokenize_main([*args[:-1], f"{args[-1]}.npy", "--num-workers", "1", "--quiet"]) == 0
+        args = ["--tokenizer", tokenizer, str(tmp_path / text), "--out", str(tmp_path / f"{split}.npy")]
+        assert tokenize_main([*args, "--num-workers", "1", "--quiet"]) == 0
     assert load_tokens(tmp_path / "train.npy").max() < 512
 
     run = tmp_path / "run"
@@ -55,3 +58,8 @@ def test_text_to_trained_model_and_resume(tmp_path, capsys):
     assert read_checkpoint(latest_checkpoint(run))["iteration"] == 40
     assert Tokenizer.from_directory(run / "tokenizer").vocab_size == 512
     assert np.isfinite([r.get("val_loss", 0.0) for r in read_metrics(run / "metrics.jsonl")]).all()
+
+    capsys.readouterr()
+    gen_args = [str(run), "--prompt", "Once upon a time", "--max-new-tokens", "8", "--seed", "0", "--device", "cpu"]
+    assert generate_main(gen_args) == 0
+    assert capsys.readouterr().out.startswith("Once upon a time")
