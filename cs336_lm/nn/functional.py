@@ -71,11 +71,15 @@ def softmax(x: Float[Tensor, "..."], dim: int = -1) -> Float[Tensor, "..."]:
 class _CausalSoftmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, scores: Tensor, scale: float, q_offset: int) -> Tensor:
-        # z: a fresh (..., q, k) buffer, from here on written in place
-        z = scores.float().mul_(scale) if scores.dtype in _LOW_PRECISION else scores * scale
-        future = torch.ones(z.shape[-2:], dtype=torch.bool, device=z.device).triu_(q_offset + 1)  # (q, k)
-        z.masked_fill_(future, -math.inf)
-        y = _softmax_inplace(z, -1).to(scores.dtype)
+        future = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device).triu_(q_offset + 1)  # (q, k)
+        if scores.dtype in _LOW_PRECISION:
+            z = scores.float().masked_fill_(future, -math.inf)
+        else:
+            z = scores.masked_fill(future, -math.inf)  # (..., q, k): the one fresh buffer, then in place
+        m = z.amax(-1, keepdim=True)  # max over visible keys (key 0 is always visible when q_offset ≥ 0)
+        torch.add(m.mul_(-scale), z, alpha=scale, out=z)  # z = scale · (z − m) in one pass
+        y = z.exp_()
+        y = y.div_(y.sum(-1, keepdim=True)).to(scores.dtype)
         ctx.save_for_backward(y)
         ctx.scale = scale
         return y
@@ -83,8 +87,10 @@ class _CausalSoftmax(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (y,) = ctx.saved_tensors
-        # Masked entries have y = 0, so their gradient is 0 without a mask.
-        return _softmax_backward(grad, y, -1).mul_(ctx.scale).to(y.dtype), None, None
+        # scale · y ⊙ (g − Σ g y): t = scale·g·y, then t −= y · Σ t. Masked entries have y = 0, so grad 0.
+        g, y32 = (grad.float(), y.float()) if y.dtype in _LOW_PRECISION else (grad, y)
+        t = torch.addcmul(g.new_zeros(()), g, y32, value=ctx.scale)
+        return t.addcmul_(y32, t.sum(-1, keepdim=True), value=-1).to(y.dtype), None, None
 
 
 def causal_mask(num_queries: int, num_keys: int, q_offset: int = 0, device=None) -> Bool[Tensor, "q k"]:
@@ -131,15 +137,16 @@ def log_softmax(x: Float[Tensor, "..."], dim: int = -1) -> Float[Tensor, "..."]:
 class _SiLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
-        ctx.save_for_backward(x)
-        return x * torch.sigmoid(x)
+        s = torch.sigmoid(x)
+        y = x * s
+        ctx.save_for_backward(s, y)  # y is kept anyway by whatever multiplies it next
+        return y
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        (x,) = ctx.saved_tensors
-        s = torch.sigmoid(x)
-        # d/dx x·σ(x) = σ(x) · (1 + x · (1 − σ(x)))
-        return grad * s * (1 + x * (1 - s))
+        s, y = ctx.saved_tensors
+        # d/dx x·σ(x) = σ + x·σ·(1 − σ) = s + y − y·s
+        return torch.addcmul(s, y, s, value=-1).add_(y).mul_(grad)
 
 
 def silu(x: Float[Tensor, "..."]) -> Float[Tensor, "..."]:
@@ -147,16 +154,39 @@ def silu(x: Float[Tensor, "..."]) -> Float[Tensor, "..."]:
     return _SiLU.apply(x)
 
 
+class _RMSNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, eps: float) -> Tensor:
+        x32 = _float32(x)
+        # r = 1 / sqrt(mean(x²) + eps), from the 2-norm: one read of x, no temporary
+        r = torch.linalg.vector_norm(x32, dim=-1, keepdim=True).square_().div_(x.shape[-1]).add_(eps).rsqrt_()
+        ctx.save_for_backward(x, weight, r)
+        return torch.mul(x32, r).mul_(_float32(weight)).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, weight, r = ctx.saved_tensors
+        x32, g = _float32(x), _float32(grad)
+        n = x32 * r  # (..., d_model) normalised x, recomputed
+        gn = g * _float32(weight)  # dL/dn
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_weight = (g * n).reshape(-1, x.shape[-1]).sum(0).to(weight.dtype)
+        # dL/dx = r · (gn − n · mean(gn ⊙ n))
+        dot = torch.linalg.vecdot(gn, n, dim=-1).unsqueeze(-1).div_(x.shape[-1])
+        grad_x = gn.addcmul_(n, dot, value=-1).mul_(r).to(x.dtype)
+        return grad_x, grad_weight, None
+
+
 def rms_norm(
     x: Float[Tensor, "... d_model"], weight: Float[Tensor, " d_model"], eps: float = 1e-5
 ) -> Float[Tensor, "... d_model"]:
     """RMSNorm (Zhang & Sennrich 2019): ``x / sqrt(mean(x²) + eps) · weight`` over the last dim.
 
-    Computed in float32 (float64 stays float64) and returned in the input dtype.
+    Computed in float32 (float64 stays float64) and returned in the input dtype. The backward keeps
+    only x and the per-row ``1/rms``: ``dx = r · (g·w − n · mean(g·w ⊙ n))`` with ``n = x · r``.
     """
-    x32 = _float32(x)
-    normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return (normed * _float32(weight)).to(x.dtype)
+    return _RMSNorm.apply(x, weight, eps)
 
 
 def rope(
