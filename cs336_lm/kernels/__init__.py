@@ -10,7 +10,6 @@ which would replace the ``softmax`` function below with the module.)
 """
 
 import os
-from functools import cache
 
 import torch
 from jaxtyping import Float
@@ -28,13 +27,20 @@ def _reference():
     return functional
 
 
-@cache
+# Memo of _triton_import_problem(), filled on first use. (Not functools.cache: torch.compile traces through
+# a plain list lookup without warnings, and torch.compiler's decorators would import Triton via torch._dynamo.)
+_IMPORT_PROBLEM: list[str | None] = []
+
+
 def _triton_import_problem() -> str | None:
-    try:
-        import triton  # noqa: F401
-    except Exception as e:  # a broken install can fail with more than ImportError
-        return f"triton does not import ({type(e).__name__}: {e})"
-    return None
+    if not _IMPORT_PROBLEM:
+        try:
+            import triton  # noqa: F401
+        except Exception as e:  # a broken install can fail with more than ImportError
+            _IMPORT_PROBLEM.append(f"triton does not import ({type(e).__name__}: {e})")
+        else:
+            _IMPORT_PROBLEM.append(None)
+    return _IMPORT_PROBLEM[0]
 
 
 def _triton_problem(device: torch.device, dtype: torch.dtype) -> str | None:

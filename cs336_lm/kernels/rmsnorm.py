@@ -10,7 +10,6 @@ loop over blocks. Arithmetic is fp32; outputs have the input dtype and the weigh
 """
 
 from dataclasses import dataclass
-from functools import cache
 
 import torch
 import triton
@@ -52,17 +51,16 @@ def launch_params(n_rows: int, n_cols: int, max_block: int = MAX_BLOCK, pass_: s
     return LaunchParams(block=block, rows=rows, num_warps=num_warps, single_block=block >= n_cols)
 
 
-@cache
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
+def _sm_count(device: torch.device) -> int:
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def backward_programs(n_tiles: int, device: torch.device) -> int:
     """Programs in the backward grid: ``PROGRAMS_PER_SM`` per SM on CUDA (``CPU_BACKWARD_PROGRAMS`` on the
     interpreter), never more than there are tiles; each loops over tiles ``pid, pid + P, …``."""
     if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return max(1, min(n_tiles, PROGRAMS_PER_SM * _sm_count(index)))
+        return max(1, min(n_tiles, PROGRAMS_PER_SM * _sm_count(device)))
     return max(1, min(n_tiles, CPU_BACKWARD_PROGRAMS))
 
 
