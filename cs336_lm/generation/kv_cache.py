@@ -140,9 +140,10 @@ class KVCache:
 def _attention(
     w: _LayerWeights, x: Tensor, cache: KVCache, layer: int, positions: Tensor, mask: Tensor | None
 ) -> Tensor:
-    """Self-attention of the new columns ``x`` over the cached columns plus themselves; fills the cache."""
-    batch, new, _ = x.shape
-    start, stop = cache.length, cache.length + new
+    """Self-attention of the new columns ``x`` (batch·new, d_model) over the cache plus themselves; fills the cache."""
+    batch, start = cache.batch_size, cache.length
+    new = x.shape[0] // batch
+    stop = start + new
     qkv = (
         (x @ w.qkv).view(batch, new, 3, w.num_heads, w.d_head).permute(2, 0, 3, 1, 4)
     )  # (3, batch, heads, new, d_head)
@@ -152,12 +153,12 @@ def _attention(
     keys = cache.keys[layer][:, :, :stop]  # (batch, heads, stop, d_head)
     values = cache.values[layer][:, :, :stop]
     out = F.scaled_dot_product_attention(qk[0], keys, values, mask)  # (batch, heads, new, d_head)
-    return out.transpose(1, 2).reshape(batch, new, -1) @ w.out  # (batch, new, d_model)
+    return out.transpose(1, 2).reshape(batch * new, -1) @ w.out  # (batch·new, d_model)
 
 
 def _feed_forward(w: _LayerWeights, x: Tensor) -> Tensor:
     """SwiGLU ``W2(SiLU(W1 x) ⊙ W3 x)`` with W1 and W3 applied as one matmul."""
-    gate, up = (x @ w.w13).chunk(2, dim=-1)  # (batch, new, d_ff) each
+    gate, up = (x @ w.w13).chunk(2, dim=-1)  # (batch·new, d_ff) each
     return (F.silu(gate) * up) @ w.w2
 
 
@@ -166,18 +167,19 @@ def cached_forward(
 ) -> Float[Tensor, "batch vocab_size"]:
     """Run ``token_ids`` as the next columns of every cached sequence; return the logits of the last column.
 
-    Equal (up to float rounding) to ``model(all_tokens)[:, -1]`` for a row without padding.
+    Equal (up to float rounding) to ``model(all_tokens)[:, -1]`` for a row without padding. Activations are
+    kept 2-D, (batch·new, d_model), so every matmul is a plain ``mm``.
     """
-    new = token_ids.shape[1]
+    batch, new = token_ids.shape
     if cache.length + new > cache.max_len:
         raise ValueError(f"KV cache holds {cache.max_len} columns; {cache.length} used, {new} more requested")
     positions = cache.step_positions(new)
     mask = cache.attention_mask(new)
     weights = cache.weights
-    x = weights.embeddings[token_ids]  # (batch, new, d_model)
+    x = weights.embeddings[token_ids.reshape(-1)]  # (batch·new, d_model)
     for i, w in enumerate(weights.layers):
         x = x + _attention(w, F.rms_norm(x, w.ln1, w.eps1), cache, i, positions, mask)
         x = x + _feed_forward(w, F.rms_norm(x, w.ln2, w.eps2))
     cache.length += new
-    last = F.rms_norm(x[:, -1], weights.ln_final, weights.eps)  # (batch, d_model)
-    return last @ weights.lm_head  # (batch, vocab_size)
+    last = x.view(batch, new, -1)[:, -1]  # (batch, d_model)
+    return F.rms_norm(last, weights.ln_final, weights.eps) @ weights.lm_head  # (batch, vocab_size)
