@@ -174,3 +174,15 @@ def test_every_kernel_variant_compiles_for_h100():
     pytest.importorskip("triton")
     result = run_script("aot_compile.py", "90")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_interpreter
+def test_backend_choice_traces_into_one_graph():
+    # torch.compile(model) must not break the graph at every dispatch call.
+    def choose(x):
+        forced = kernels._use_triton(x.device, x.dtype, "triton")
+        auto = kernels._use_triton(x.device, x.dtype, "auto")
+        return x * (2 if forced else 1) * (3 if auto else 1)
+
+    torch._dynamo.reset()
+    assert torch.compile(choose, fullgraph=True, backend="eager")(torch.ones(2)).tolist() == [2.0, 2.0]
