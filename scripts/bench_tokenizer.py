@@ -7,7 +7,7 @@ offline from them). The text is the ~30 MB English corpus of ``../shared/bench/m
 of ours, then again) and medians reported, since the machine is shared. ``encode (cold)`` starts every repeat
 with an empty pre-token cache; ``encode (warm)`` encodes the same text again with the cache filled.
 
-    python scripts/bench_tokenizer.py [--input PATH] [--repeats 3] [--mb 0] [--quick] [--json out.json]
+    python scripts/bench_tokenizer.py [--input PATH] [--repeats 3] [--mb 0] [--quick] [--profile] [--json out.json]
 """
 
 import argparse
@@ -15,6 +15,7 @@ import collections
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -27,7 +28,7 @@ import tiktoken
 from cs336_lm.data.prepare import tokenize_files
 from cs336_lm.tokenizer import Tokenizer
 from cs336_lm.tokenizer.files import unicode_to_bytes
-from cs336_lm.tokenizer.pretokenize import GPT2_PATTERN
+from cs336_lm.tokenizer.pretokenize import GPT2_PATTERN, PRETOKEN_RE
 
 EOT = "<|endoftext|>"
 REPO = Path(__file__).resolve().parent.parent
@@ -88,14 +89,16 @@ def gpt2_tokenizers() -> tuple[Tokenizer, tiktoken.Encoding]:
     return ours, ref
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process and of the worker processes it waited for)."""
+    cpu = lambda: time.process_time() + resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+    start, start_cpu = time.perf_counter(), cpu()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, cpu() - start_cpu
 
 
-def run(text: str, repeats: int, workdir: Path) -> dict[str, list[float]]:
-    """Seconds per repeat for each contestant, interleaved."""
+def run(text: str, repeats: int, workdir: Path) -> dict[str, list[tuple[float, float]]]:
+    """(wall, CPU) seconds per repeat for each contestant, interleaved."""
     ours, ref = gpt2_tokenizers()
     src = workdir / "input.txt"
     src.write_text(text, encoding="utf-8")
@@ -115,18 +118,64 @@ def run(text: str, repeats: int, workdir: Path) -> dict[str, list[float]]:
     return times
 
 
-def report(times: dict[str, list[float]], mb: float) -> dict:
-    ref = statistics.median(times["tiktoken encode"])
+def report(times: dict[str, list[tuple[float, float]]], mb: float) -> dict:
+    """Median wall and CPU seconds, MB/s and the ratio to tiktoken (>1: faster), printed and returned.
+
+    On a shared machine the CPU-time ratio of the single-threaded rows is the steadier figure; the parallel row's
+    point is wall time (its CPU time adds both workers).
+    """
+    ref_wall = statistics.median(w for w, _ in times["tiktoken encode"])
+    ref_cpu = statistics.median(c for _, c in times["tiktoken encode"])
     rows = {}
-    print(f"{'':28s} {'median s':>9s} {'MB/s':>8s} {'× tiktoken':>11s} {'target':>7s}")
+    print(f"{'':26s} {'wall s':>7s} {'MB/s':>6s} {'× tiktoken':>10s} {'cpu s':>7s} {'× (cpu)':>8s} {'target':>9s}")
     for name, ts in times.items():
-        med = statistics.median(ts)
-        ratio = ref / med
+        wall, cpu = statistics.median(w for w, _ in ts), statistics.median(c for _, c in ts)
+        ratio, cpu_ratio = ref_wall / wall, ref_cpu / cpu
         target = TARGETS.get(name)
-        rows[name] = {"seconds": ts, "median_s": med, "mb_per_s": mb / med, "ratio_vs_tiktoken": ratio}
+        rows[name] = {
+            "wall_s": [w for w, _ in ts],
+            "cpu_s": [c for _, c in ts],
+            "median_wall_s": wall,
+            "median_cpu_s": cpu,
+            "mb_per_s": mb / wall,
+            "ratio_vs_tiktoken": ratio,
+            "cpu_ratio_vs_tiktoken": cpu_ratio,
+        }
         mark = "" if target is None else f"≥{target:.2f}" + (" ok" if ratio >= target else " MISS")
-        print(f"{name:28s} {med:9.3f} {mb / med:8.2f} {ratio:11.2f} {mark:>7s}")
+        print(f"{name:26s} {wall:7.2f} {mb / wall:6.2f} {ratio:10.2f} {cpu:7.2f} {cpu_ratio:8.2f} {mark:>9s}")
     return rows
+
+
+def breakdown(text: str) -> dict[str, float]:
+    """CPU seconds of the parts of a cold ``encode``: the regex, BPE of each distinct pre-token, the rest."""
+    tok, _ = gpt2_tokenizers()
+    pieces = tok._special_re.split(text)[0::2]  # the ordinary text between special tokens
+    start = time.process_time()
+    pretokens = [p for piece in pieces for p in PRETOKEN_RE.findall(piece)]
+    regex_s = time.process_time() - start
+    distinct = set(pretokens)
+    start = time.process_time()
+    for p in distinct:
+        tok._encode_pretoken(p)
+    bpe_s = time.process_time() - start
+    start = time.process_time()
+    tok.encode(text)
+    cold_s = time.process_time() - start
+    start = time.process_time()
+    tok.encode(text)
+    warm_s = time.process_time() - start
+    parts = {
+        "pre-tokens": len(pretokens),
+        "distinct pre-tokens": len(distinct),
+        "regex findall (cpu s)": regex_s,
+        "BPE of distinct pre-tokens (cpu s)": bpe_s,
+        "encode cold (cpu s)": cold_s,
+        "encode warm (cpu s)": warm_s,
+        "cache lookups + list building (cpu s, warm - regex)": warm_s - regex_s,
+    }
+    for name, value in parts.items():
+        print(f"  {name:52s} {value:10.2f}" if isinstance(value, float) else f"  {name:52s} {value:10d}")
+    return parts
 
 
 def main() -> None:
@@ -136,6 +185,7 @@ def main() -> None:
     p.add_argument("--mb", type=float, default=0.0, help="use only the first MB of the text (default 0: all)")
     p.add_argument("--quick", action="store_true", help="4 MB, one repeat")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument("--profile", action="store_true", help="also break a cold encode down into its parts")
     args = p.parse_args()
     if args.quick:
         args.repeats, args.mb = 1, args.mb or 4.0
@@ -146,6 +196,10 @@ def main() -> None:
     print(f"input: {source}, {mb:.1f} MB; {args.repeats} repeat(s); ids identical to tiktoken (first 2M chars): {same}")
     with tempfile.TemporaryDirectory() as tmp:
         rows = report(run(text, args.repeats, Path(tmp)), mb)
+    parts = None
+    if args.profile:
+        print("where a cold encode spends its time:")
+        parts = breakdown(text)
     if args.json:
         result = {
             "benchmark": "tokenizer",
@@ -156,6 +210,7 @@ def main() -> None:
             "repeats": args.repeats,
             "identical_ids": same,
             "results": rows,
+            "profile": parts,
             "targets": TARGETS,
         }
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
