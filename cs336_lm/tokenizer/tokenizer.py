@@ -157,7 +157,10 @@ class Tokenizer:
         ``low er``. Every occurrence of the chosen pair is merged, left to right (``a a a`` with ``(a,a)`` ->
         ``aa a``). A pre-token that is a (non-special) vocabulary entry is that one id.
         """
-        data = pretoken.encode("utf-8")
+        try:
+            data = pretoken.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates become U+FFFD, as in tiktoken (same regex class, same cuts)
+            data = pretoken.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
         whole = self._token_ids.get(data)
         if whole is not None and whole not in self._special_ids:
             return (whole,)

@@ -178,6 +178,12 @@ def test_decode_matches_tiktoken(gpt2, ids):
     assert ours.decode(ids) == reference.decode(ids, errors="replace")
 
 
+@pytest.mark.parametrize("text", ["\ud800abc", "a \udfff\ud800 b", "x\ud83d", "\ud83d\ude42"])
+def test_lone_surrogates_become_replacement_characters(gpt2, text):
+    ours, reference = gpt2
+    assert ours.encode(text) == reference.encode(text)
+
+
 def test_gpt2_attributes(gpt2):
     ours, _ = gpt2
     assert ours.vocab_size == 50257
