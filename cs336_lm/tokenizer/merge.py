@@ -8,6 +8,7 @@ of the pairs around each occurrence, so a step costs time in proportion to what 
 corpus. The most frequent pair comes off a lazy max-heap: stale entries are fixed when they surface.
 """
 
+import gc
 import heapq
 from collections import defaultdict
 from collections.abc import Mapping
@@ -83,7 +84,7 @@ def _apply_merge(
     counts: list[int],
     pair_counts: defaultdict[int, int],
     where: defaultdict[int, set[int]],
-) -> dict[int, list[int]]:
+) -> defaultdict[int, list[int]]:
     """Replace every ``a b`` by ``new`` in the words holding it; adjust neighbour pairs; return grown pairs.
 
     Left to right and non-overlapping: ``[a, a, a]`` with ``a a -> t`` becomes ``[t, a]``. For an occurrence
@@ -91,49 +92,72 @@ def _apply_merge(
     ``(x, new)``, ``(new, y)`` gain it; when two occurrences touch, the pair between them is handled once,
     by the right one. Returns ``{grown pair: words it now occurs in}``; the caller removes the merged pair.
     """
-    grown: dict[int, list[int]] = {}
-    a_low, b_high, new_high = a, b << shift, new << shift
+    grown: defaultdict[int, list[int]] = defaultdict(list)
+    b_high, new_high = b << shift, new << shift
     for wi in where.pop((a << shift) | b, ()):
         w = words[wi]
         left = w.count(a)
-        if not left:
-            continue  # stale index entry: an earlier merge took this pair away
-        c = counts[wi]
-        i = 0
-        last = -2  # position of the previous ``new`` made in this word
-        while left:
-            i = w.index(a, i)
-            left -= 1
-            n = len(w)
-            if i + 1 < n and w[i + 1] == b:
-                if a == b:
-                    left -= 1
-                if i:
-                    x = w[i - 1]
-                    pair_counts[(b if last == i - 1 else x) << shift | a_low] -= c
-                    key = x << shift | new
-                    pair_counts[key] += c
-                    found = grown.get(key)
-                    if found is None:
-                        grown[key] = [wi]
-                    else:
-                        found.append(wi)
-                if i + 2 < n:
-                    y = w[i + 2]
-                    if not (y == a and i + 3 < n and w[i + 3] == b):
-                        pair_counts[b_high | y] -= c
-                        key = new_high | y
-                        pair_counts[key] += c
-                        found = grown.get(key)
-                        if found is None:
-                            grown[key] = [wi]
-                        else:
-                            found.append(wi)
-                w[i] = new
-                del w[i + 1]
-                last = i
-            i += 1
+        if left == 1:  # the common case: at most one occurrence, no overlap to mind
+            i = w.index(a)
+            n = len(w) - 1
+            if i == n or w[i + 1] != b:
+                continue  # stale index entry: an earlier merge took this pair away
+            c = counts[wi]
+            if i:
+                x = w[i - 1] << shift
+                pair_counts[x | a] -= c
+                pair_counts[x | new] += c
+                grown[x | new].append(wi)
+            if i + 1 < n:
+                y = w[i + 2]
+                pair_counts[b_high | y] -= c
+                pair_counts[new_high | y] += c
+                grown[new_high | y].append(wi)
+            w[i : i + 2] = (new,)
+        elif left:
+            _merge_all(a, b, new, shift, w, counts[wi], wi, pair_counts, grown)
     return grown
+
+
+def _merge_all(
+    a: int,
+    b: int,
+    new: int,
+    shift: int,
+    w: list[int],
+    c: int,
+    wi: int,
+    pair_counts: defaultdict[int, int],
+    grown: defaultdict[int, list[int]],
+) -> None:
+    """``_apply_merge`` for one word where ``a`` occurs more than once (several or touching occurrences)."""
+    i = 0
+    last = -2  # position of the previous ``new`` made in this word
+    left = w.count(a)
+    while left:
+        i = w.index(a, i)
+        left -= 1
+        n = len(w)
+        if i + 1 < n and w[i + 1] == b:
+            if a == b:
+                left -= 1
+            if i:
+                x = w[i - 1]
+                pair_counts[((b if last == i - 1 else x) << shift) | a] -= c
+                key = (x << shift) | new
+                pair_counts[key] += c
+                grown[key].append(wi)
+            if i + 2 < n:
+                y = w[i + 2]
+                if not (y == a and i + 3 < n and w[i + 3] == b):
+                    pair_counts[(b << shift) | y] -= c
+                    key = (new << shift) | y
+                    pair_counts[key] += c
+                    grown[key].append(wi)
+            w[i] = new
+            del w[i + 1]
+            last = i
+        i += 1
 
 
 def learn_merges(
@@ -146,6 +170,18 @@ def learn_merges(
     second is kept in the list but makes no new token, and from then on both spellings are one token. Stops
     early when no pair is left (every pre-token is a single token).
     """
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # millions of small lists, sets and tuples but no cycles: collection passes would only cost time
+    try:
+        return _learn_merges(word_counts, num_tokens, progress)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _learn_merges(
+    word_counts: Mapping[bytes, int], num_tokens: int, progress: bool | None
+) -> list[tuple[bytes, bytes]]:
     tokens = [bytes([i]) for i in range(256)]
     token_id = {t: i for i, t in enumerate(tokens)}
     keys = [descending_key(t) for t in tokens]
