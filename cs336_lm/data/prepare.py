@@ -151,12 +151,14 @@ def _encode_chunk(job: tuple[int, str, int, int, str, str]) -> tuple[int, int, i
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read(end - start)
-    ids = np.asarray(_worker_tokenizer.encode(decode_utf8(data, path, start)), dtype=np.int64)
+    ids = _worker_tokenizer.encode(decode_utf8(data, path, start))
     dtype = np.dtype(dtype_str)
-    if ids.size and (ids.min() < 0 or ids.max() > np.iinfo(dtype).max):
-        raise DataError(f"{path}: token id {ids.max()} does not fit the token file's dtype {dtype.name}")
-    ids.astype(dtype).tofile(_part_path(parts_dir, index))
-    return index, int(ids.size), len(data)
+    try:
+        array = np.array(ids, dtype=dtype)  # NumPy refuses a Python int outside the dtype's range
+    except OverflowError:
+        raise DataError(f"{path}: token id {max(ids)} does not fit the token file's dtype {dtype.name}") from None
+    array.tofile(_part_path(parts_dir, index))
+    return index, len(ids), len(data)
 
 
 def _part_path(parts_dir: str, index: int) -> str:
