@@ -33,6 +33,7 @@ _IMPORT_PROBLEM: list[str | None] = []
 
 
 def _triton_import_problem() -> str | None:
+    """``None`` when ``import triton`` works, else why it does not (tried once per process)."""
     if not _IMPORT_PROBLEM:
         try:
             import triton  # noqa: F401
