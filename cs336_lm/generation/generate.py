@@ -71,6 +71,41 @@ def generate_batch(
     return _decode(model, [list(p) for p in prompts], max_new_tokens, sampling, frozenset(stop_ids), seed, use_cache)
 
 
+class _Rows:
+    """Per-row bookkeeping of a batch: how many tokens each row may still add, and why each one finished."""
+
+    def __init__(self, lengths: list[int], max_new_tokens: int, context_length: int, stop_ids: frozenset[int]):
+        # Row b may add tokens until its prompt plus output fill the context.
+        self.budgets = [min(max_new_tokens, context_length - n) for n in lengths]
+        self.reasons: list[FinishReason] = ["length" if b == max_new_tokens else "context" for b in self.budgets]
+        self.produced = [0] * len(lengths)
+        self.done = [b == 0 for b in self.budgets]
+        self.stop_ids = stop_ids
+
+    def take(self, sampled: list[int]) -> list[int | None]:
+        """Record one sampled id per row; return the ids that are output (None: finished or stop id)."""
+        out: list[int | None] = []
+        for b, token in enumerate(sampled):
+            if self.done[b] or token in self.stop_ids:
+                if not self.done[b]:
+                    self.done[b], self.reasons[b] = True, "stop"
+                out.append(None)
+                continue
+            out.append(token)
+            self.produced[b] += 1
+            self.done[b] = self.produced[b] == self.budgets[b]
+        return out
+
+
+def _left_padded(prompts: list[list[int]], columns: int, device: torch.device) -> torch.Tensor:
+    """(batch, columns) zeros with each prompt right-aligned at column ``max(len) − 1``."""
+    width = max(len(p) for p in prompts)
+    tokens = torch.zeros(len(prompts), columns, dtype=torch.long, device=device)
+    for b, prompt in enumerate(prompts):
+        tokens[b, width - len(prompt) : width] = torch.tensor(prompt, dtype=torch.long)
+    return tokens
+
+
 def _decode(
     model: torch.nn.Module,
     prompts: list[list[int]],
@@ -83,45 +118,28 @@ def _decode(
     device = model.lm_head.weight.device
     lengths = [len(p) for p in prompts]
     width = max(lengths)
-    # Row b may add tokens until its prompt plus output fill the context.
-    budgets = [min(max_new_tokens, model.context_length - n) for n in lengths]
-    reasons: list[FinishReason] = ["length" if b == max_new_tokens else "context" for b in budgets]
-    steps = max(budgets)
-    tokens = torch.zeros(len(prompts), width + steps, dtype=torch.long, device=device)  # left-padded rows
-    for b, prompt in enumerate(prompts):
-        tokens[b, width - len(prompt) : width] = torch.tensor(prompt, dtype=torch.long)
-    cache = KVCache(model, len(prompts), max(width + steps - 1, width))
+    rows = _Rows(lengths, max_new_tokens, model.context_length, stop_ids)
+    steps = max(rows.budgets)
+    if steps == 0:
+        return rows.reasons
+    tokens = _left_padded(prompts, width + steps, device)  # (batch, width + steps)
+    cache = KVCache(model, len(prompts), width + steps - 1)  # the last sampled token is never fed back
     cache.set_padding(torch.tensor([width - n for n in lengths]))
     generators = make_generators(seed, len(prompts), device)
-    produced = [0] * len(prompts)
-    done = [b == 0 for b in budgets]
-    if all(done):
-        return reasons
     with torch.inference_mode():
-        logits = cached_forward(model, cache, tokens[:, :width])
-    for step in range(steps):
-        column = width + step
+        logits = cached_forward(model, cache, tokens[:, :width])  # prefill
+    for column in range(width, width + steps):
         with torch.inference_mode():
             next_ids = sample_next(logits, **sampling, generators=generators)
-        out: list[int | None] = []
-        for b, token in enumerate(next_ids.tolist()):
-            if done[b] or token in stop_ids:
-                if not done[b]:
-                    done[b], reasons[b] = True, "stop"
-                out.append(None)
-                continue
-            out.append(token)
-            produced[b] += 1
-            done[b] = produced[b] == budgets[b]
-        yield out
-        if all(done):
+        yield rows.take(next_ids.tolist())
+        if all(rows.done):
             break
         with torch.inference_mode():
             tokens[:, column] = next_ids
             if not use_cache:
-                cache.reset()
+                cache.reset()  # the baseline: re-run the whole sequence
             logits = cached_forward(model, cache, tokens[:, cache.length : column + 1])
-    return reasons
+    return rows.reasons
 
 
 def generate(

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cs336_lm.generation.kv_cache import KVCache, cached_forward
+from cs336_lm.generation.kv_cache import KVCache, cached_forward, decode_weights
 
 from .conftest import make_model
 
@@ -101,3 +101,15 @@ def test_training_forward_is_untouched(model):
         cached_forward(model, cache, ids)
     assert torch.equal(model(ids), before)
     assert before.requires_grad  # the model's own forward still builds a graph for training
+
+
+def test_decode_weights_are_reused_and_rebuilt_after_the_model_changes():
+    model = make_model(seed=1)
+    assert decode_weights(model) is decode_weights(model)
+    ids = random_ids(12, seed=6)[None]
+    other = make_model(seed=2)
+    with torch.no_grad():
+        model.load_state_dict(other.state_dict())  # in-place copies: same tensors, new values
+    with torch.inference_mode():
+        cache = KVCache(model, 1, 12)
+        torch.testing.assert_close(cached_forward(model, cache, ids), other(ids)[:, -1], atol=ATOL, rtol=0)
