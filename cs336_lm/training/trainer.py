@@ -264,11 +264,11 @@ class Trainer:
         )
         try:
             with GracefulStop() as stop, bar:
-                first = True
+                first, compiling = True, self.compiled  # the first compiled step is timed apart
                 while self.step < t.max_steps:
                     started = time.perf_counter()
                     loss, grad_norm = self.first_step() if first else self.train_step()
-                    self._window.add(loss, time.perf_counter() - started, timed=not (first and self.compiled))
+                    self._window.add(loss, time.perf_counter() - started, timed=not (first and compiling))
                     first = False
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
