@@ -42,22 +42,21 @@ def initial_pairs(
     if not words:
         return {}, where
     lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
-    flat = np.frombuffer(b"".join(words), dtype=np.uint8).astype(np.int64)
+    flat = np.frombuffer(b"".join(words), dtype=np.uint8)
     word_of = np.repeat(np.arange(len(words), dtype=np.int64), lengths)  # (total_bytes,)
     inside = word_of[:-1] == word_of[1:]  # the pair at i lies within one word
-    keys = ((flat[:-1] << shift) | flat[1:])[inside]
-    wid = word_of[:-1][inside]
-    weights = np.asarray(counts, dtype=np.int64)[wid]
-    order = np.argsort(keys, kind="stable")
-    keys, wid, weights = keys[order], wid[order], weights[order]
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    sums = np.add.reduceat(weights, starts)
-    uniq = keys[starts].tolist()
-    ends = [*starts[1:].tolist(), len(keys)]
+    pairs = ((flat[:-1].astype(np.uint16) << 8) | flat[1:])[inside]  # byte pair as one 16-bit number
+    order = np.argsort(pairs, kind="stable")  # a radix sort for 16-bit keys
+    pairs, wid = pairs[order], word_of[:-1][inside][order]
+    starts = np.flatnonzero(np.r_[True, pairs[1:] != pairs[:-1]])
+    sums = np.add.reduceat(np.asarray(counts, dtype=np.int64)[wid], starts)
+    first = pairs[starts].astype(np.int64)
+    keys = (((first >> 8) << shift) | (first & 0xFF)).tolist()
+    ends = [*starts[1:].tolist(), len(pairs)]
     wid_list = wid.tolist()
-    for key, lo, hi in zip(uniq, starts.tolist(), ends, strict=True):
+    for key, lo, hi in zip(keys, starts.tolist(), ends, strict=True):
         where[key] = set(wid_list[lo:hi])
-    return dict(zip(uniq, sums.tolist(), strict=True)), where
+    return dict(zip(keys, sums.tolist(), strict=True)), where
 
 
 def _pop_best(heap: list[tuple[int, str, int]], pair_counts: dict[int, int]) -> int | None:
