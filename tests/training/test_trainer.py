@@ -204,3 +204,36 @@ def test_learning_rate_schedule_defaults_to_the_whole_run(tiny_config, tmp_path)
     assert trainer.lr_at(10, cfg) == pytest.approx(cfg.optim.lr, rel=1e-12)
     assert trainer.lr_at(100, cfg) == pytest.approx(cfg.optim.min_lr)
     assert trainer.lr_at(55, cfg) == pytest.approx((cfg.optim.lr + cfg.optim.min_lr) / 2)
+
+
+def test_wandb_run_id_is_stored_and_reused_on_resume(tmp_path, tiny_config, monkeypatch):
+    """With a stand-in wandb module: records are mirrored, the run id goes into checkpoints and back to init."""
+    import sys
+    import types
+
+    calls = []
+
+    class FakeRun:
+        def __init__(self, run_id):
+            self.id, self.logged = run_id, []
+
+        def log(self, data, step):
+            self.logged.append((step, data))
+
+        def finish(self):
+            pass
+
+    def init(**kwargs):
+        calls.append(kwargs)
+        run = FakeRun(kwargs["id"] or "run-abc")
+        calls[-1]["run"] = run
+        return run
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init))
+    extra = {"train.wandb.enabled": "true", "train.wandb.project": "demo"}
+    train(tiny_config(tmp_path / "run", {**extra, "train.max_steps": 3}))
+    assert calls[0]["id"] is None and calls[0]["project"] == "demo" and calls[0]["name"] == "run"
+    assert [step for step, data in calls[0]["run"].logged if "loss" in data] == [1, 2, 3]
+    assert final_state(tmp_path / "run")["wandb_run_id"] == "run-abc"
+    train(tiny_config(tmp_path / "run", {**extra, "train.max_steps": 4}))
+    assert calls[1]["id"] == "run-abc" and calls[1]["resume"] == "allow"
