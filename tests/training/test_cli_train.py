@@ -127,3 +127,14 @@ def test_console_script_is_declared():
     text = (REPO / "pyproject.toml").read_text()
     assert 'lm-train = "cs336_lm.cli.train:main"' in text
     assert os.access(DEBUG_CONFIG, os.R_OK)
+
+
+def test_non_finite_loss_exits_1_with_one_line(tmp_path, capsys, run_inputs, monkeypatch):
+    from cs336_lm.training import trainer
+
+    monkeypatch.setattr(trainer, "cross_entropy", lambda logits, targets: logits.float().sum() * float("inf"))
+    rc, _, err = run_cli(capsys, ["--config", str(DEBUG_CONFIG), *tiny_overrides(run_inputs, tmp_path / "run")])
+    assert rc == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the training loss became") and "at step 1" in lines[0]
+    assert latest_checkpoint(tmp_path / "run") is None
