@@ -147,6 +147,7 @@ def main() -> int:
         results.append(bench_case(name, path, vocab_size, args.workers, repeats))
         print_row(results[-1])
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "results": results}, indent=2) + "\n")
     return 0
 
