@@ -2,7 +2,7 @@
 
 Softmax, log-softmax, SiLU, RMSNorm, rotary position embedding, scaled dot-product attention and cross
 entropy. None of them calls ``torch.nn.functional``. The ops whose autograd graph would otherwise keep
-several full-size temporaries (softmax, causal softmax, log-softmax, SiLU, cross entropy) are
+several full-size temporaries (softmax, causal softmax, log-softmax, SiLU, RMSNorm, cross entropy) are
 ``torch.autograd.Function`` s with a hand-written backward: the forward works in place on one fresh
 buffer and saves only what the backward formula needs. This file is also the CPU performance path: the
 kernel dispatch (``cs336_lm.kernels``) falls back to it whenever Triton is not used. Half-precision
@@ -19,7 +19,7 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def _float32(x: Tensor) -> Tensor:
-    """A float32 view of ``x`` that may be written in place: a new tensor unless x is already fp32."""
+    """``x`` in float32 when it is float16/bfloat16 (a new tensor), else ``x`` itself (float32/float64)."""
     return x.float() if x.dtype in _LOW_PRECISION else x
 
 
@@ -31,16 +31,9 @@ def _shifted(x: Tensor, dim: int) -> Tensor:
     return x - x.amax(dim, keepdim=True)
 
 
-def _softmax_inplace(z: Tensor, dim: int) -> Tensor:
-    """Overwrite ``z`` with ``exp(z − max z) / Σ exp(z − max z)`` along ``dim``; returns ``z``."""
-    z.sub_(z.amax(dim, keepdim=True))
-    z.exp_()
-    return z.div_(z.sum(dim, keepdim=True))
-
-
 def _softmax_backward(grad: Tensor, y: Tensor, dim: int) -> Tensor:
     """dL/dx = y ⊙ (g − Σ_j g_j y_j), computed as (g ⊙ y) − y · Σ(g ⊙ y) with one in-place update."""
-    gy = _float32(grad) * y.float()
+    gy = _float32(grad) * _float32(y)
     return gy.addcmul_(y, gy.sum(dim, keepdim=True), value=-1)
 
 
@@ -105,6 +98,7 @@ def causal_mask(num_queries: int, num_keys: int, q_offset: int = 0, device=None)
 def causal_softmax(scores: Float[Tensor, "... q k"], scale: float, q_offset: int = 0) -> Float[Tensor, "... q k"]:
     """``softmax(scale · scores)`` over keys with key j hidden from query i when ``j > i + q_offset``.
 
+    ``scale > 0`` (usually ``1/sqrt(d_head)``) and ``q_offset ≥ 0``, so every query sees key 0.
     One fresh buffer, written in place (scale, mask fill, softmax); the backward needs only the output.
     ``q_offset`` is the number of keys before query 0 (the KV-cache length when decoding).
     """

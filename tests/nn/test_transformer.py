@@ -1,6 +1,9 @@
 """Attention, block and whole-model tests: parity with HuggingFace's LlamaForCausalLM, causality, the
 DESIGN state_dict names, the two attention backends, offsets for KV-cache decoding, length checks."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as TF
@@ -192,3 +195,25 @@ def test_bf16_autocast_and_bf16_weights_run():
     assert mixed.dtype == torch.bfloat16 and pure.dtype == torch.bfloat16
     torch.testing.assert_close(mixed.float(), ref, atol=0.1, rtol=0.05)
     assert torch.isfinite(pure).all()
+
+
+def test_kernels_then_nn_imports_from_a_fresh_interpreter():
+    """cs336_lm.kernels uses nn.functional and nn's modules use kernels; the nn-first order is this file's."""
+    code = "import cs336_lm.kernels, cs336_lm.nn; from cs336_lm.nn import TransformerLM, functional; print('ok')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_kernels_and_backends_agree(dtype):
+    cpu = _model()
+    tokens = _tokens(2, 48)
+    expected = cpu(tokens).detach()
+    for attention in ("reference", "sdpa"):
+        model = TransformerLM(**DEBUG, attention=attention, device="cuda")
+        model.load_state_dict(cpu.state_dict(), strict=True)
+        with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+            logits = model(tokens.cuda())
+        tol = 1e-4 if dtype == torch.float32 else 0.1
+        torch.testing.assert_close(logits.float().cpu(), expected, atol=tol, rtol=tol)
