@@ -47,18 +47,33 @@ def unicode_to_bytes() -> dict[str, int]:
     return {c: b for b, c in bytes_to_unicode().items()}
 
 
+@functools.cache
+def _translation_tables() -> tuple[dict[int, str], dict[int, str | None]]:
+    """``str.translate`` tables: Latin-1 character of a byte -> its GPT-2 character, and back.
+
+    The way back deletes the Latin-1 characters that are not GPT-2 characters (space, controls, ``0xad``…),
+    so a text holding one comes out shorter, which :func:`text_to_token` detects.
+    """
+    forward = {b: c for b, c in bytes_to_unicode().items()}
+    backward: dict[int, str | None] = {ord(c): chr(b) for b, c in bytes_to_unicode().items()}
+    for b in range(256):
+        backward.setdefault(b, None)
+    return forward, backward
+
+
 def token_to_text(token: bytes) -> str:
     """A token's bytes in GPT-2's printable form: ``b" the"`` -> ``"Ġthe"``, ``b"\\n"`` -> ``"Ċ"``."""
-    table = bytes_to_unicode()
-    return "".join(table[b] for b in token)
+    return token.decode("latin-1").translate(_translation_tables()[0])
 
 
 def text_to_token(text: str) -> bytes | None:
     """The inverse of :func:`token_to_text`, or ``None`` when ``text`` has a character outside the table."""
-    table = unicode_to_bytes()
+    latin = text.translate(_translation_tables()[1])
+    if len(latin) != len(text):
+        return None
     try:
-        return bytes(table[c] for c in text)
-    except KeyError:
+        return latin.encode("latin-1")
+    except UnicodeEncodeError:  # a character above U+00FF that is not a GPT-2 character
         return None
 
 

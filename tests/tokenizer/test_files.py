@@ -35,8 +35,21 @@ def test_token_text_round_trip(token):
     assert files.text_to_token(text) == token
 
 
+GPT2_CHARS = "".join(printable_rule_table().values())
+
+
+@given(st.text(alphabet=st.one_of(st.sampled_from(GPT2_CHARS), st.characters(max_codepoint=400)), max_size=12))
+def test_text_to_token_accepts_exactly_the_table_characters(text):
+    token = files.text_to_token(text)
+    if all(c in GPT2_CHARS for c in text):
+        assert token is not None and files.token_to_text(token) == text
+    else:
+        assert token is None
+
+
 def test_text_outside_table_is_none():
     assert files.text_to_token("a b") is None  # a raw space is never in GPT-2's printable form
+    assert files.text_to_token("\xad") is None and files.text_to_token("Ő") is None
 
 
 def test_reads_gpt2_files_as_they_are(shared_fixture):
