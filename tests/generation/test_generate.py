@@ -130,3 +130,9 @@ def test_inference_mode_does_not_leak_to_the_caller(model):
     next(gen)
     assert not torch.is_inference_mode_enabled()
     assert torch.is_grad_enabled()
+
+
+def test_padded_batch_without_cache_gives_the_same_tokens(model):
+    prompts = [[4, 5], list(range(60, 70)), [9]]
+    cached = complete(model, prompts, 8, temperature=0.9, top_k=50, seed=5)
+    assert complete(model, prompts, 8, temperature=0.9, top_k=50, seed=5, use_cache=False) == cached
