@@ -112,7 +112,8 @@ def _apply_merge(
                 pair_counts[b_high | y] -= c
                 pair_counts[new_high | y] += c
                 grown[new_high | y].append(wi)
-            w[i : i + 2] = (new,)
+            w[i] = new
+            del w[i + 1]
         elif left:
             _merge_all(a, b, new, shift, w, counts[wi], wi, pair_counts, grown)
     return grown
