@@ -1,8 +1,12 @@
-"""Text generation from a trained TransformerLM: sampling filters, a KV-cache decoder, the decoding loop
-(single prompt or a batch of prompts of different lengths), streaming UTF-8 text, and run-directory loading.
+"""Text generation from a trained TransformerLM: sampling filters (``sampling``), a KV-cache decoder kept outside
+the training forward (``kv_cache``), the decoding loop for one prompt or a batch of prompts of different
+lengths (``generate``), streaming UTF-8 text (``stream``) and loading a run directory (``load``, imported
+on its own because it pulls in the training package).
 
->>> from cs336_lm.generation import generate
->>> for token in generate(model, tok.encode("Once upon a time"), 100, temperature=0.8, top_p=0.95, seed=0):
+>>> from cs336_lm.generation.load import load_for_generation
+>>> run = load_for_generation("runs/debug")
+>>> stream = TokenTextStream(run.tokenizer.vocab)
+>>> for token in generate(run.model, run.tokenizer.encode("Once upon a time"), 100, temperature=0.8, seed=0):
 ...     print(stream.feed(token), end="", flush=True)
 """
 
