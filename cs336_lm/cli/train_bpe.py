@@ -89,7 +89,8 @@ def summary(out: Path, seconds: float, vocab: dict[int, bytes], merges: list, sp
     own, child = memory_peak_mib()
     special_bytes = {t.encode("utf-8") for t in specials}
     longest = sorted((t for t in vocab.values() if t not in special_bytes), key=lambda t: (-len(t), t))[:5]
-    shown = ", ".join(repr(t.decode("utf-8", errors="replace")) for t in longest)
+    texts = [t.decode("utf-8", errors="replace") for t in longest]
+    shown = ", ".join(repr(t if len(t) <= 32 else t[:31] + "…") for t in texts)
     return "\n".join(
         [
             f"saved tokenizer to {out}",
