@@ -57,11 +57,11 @@ def _triton_problem(device: torch.device, dtype: torch.dtype) -> str | None:
 def _use_triton(device: torch.device, dtype: torch.dtype, backend: str) -> bool:
     if backend not in BACKENDS:
         raise ValueError(f"kernels backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "torch":
-        return False
+    if backend == "torch" or (backend == "auto" and device.type != "cuda"):
+        return False  # the common CPU case returns before any environment or import check
     problem = _triton_problem(device, dtype)
     if backend == "auto":
-        return device.type == "cuda" and problem is None
+        return problem is None
     if problem is not None:
         raise ConfigError(f"kernels='triton' cannot run: {problem}")
     return True
