@@ -88,6 +88,16 @@ def test_whitespace_runs_around_cuts(tmp_path, chunk_bytes):
     assert load_tokens(tmp_path / "out.npy").tolist() == tok.encode(text)
 
 
+@pytest.mark.parametrize("chunk_bytes", [1, 4, 9])
+def test_cuts_never_split_a_longer_special_token(tmp_path, chunk_bytes):
+    """Cuts go to the first special token after each nominal boundary, but never inside a longer one."""
+    tok = make_tokenizer(special_tokens=("<|s|>", "a<|s|>", "<|s|><|s|>"))
+    text = "xa<|s|>b<|s|><|s|><|s|>a a<|s|>" * 10 + "the<|s|>a"
+    src = write(tmp_path / "a.txt", text)
+    tokenize_files(tok, [src], tmp_path / "out.npy", num_workers=1, chunk_bytes=chunk_bytes, progress=False)
+    assert load_tokens(tmp_path / "out.npy").tolist() == tok.encode(text)
+
+
 def test_real_text_with_gpt2(tmp_path, shared_fixture):
     tok = Tokenizer.from_files(shared_fixture("gpt2_vocab.json"), shared_fixture("gpt2_merges.txt"), [EOT])
     text = shared_fixture("tinystories_sample.txt").read_text(encoding="utf-8")

@@ -254,6 +254,24 @@ def test_encode_iterable_is_lazy():
     assert len(first) == 10 and pulled < 20_000  # about one 64K-character block, not the whole stream
 
 
+NESTED_SPECIALS = ["<|s|>", "a<|s|>", "<|s|>b", "<|s|><|s|>"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    text=st.lists(st.sampled_from(["a", "b", "<|s|>", "<|", "s|>", " ", "aa", "\n"]), max_size=30).map("".join),
+    cuts=st.lists(st.integers(0, 90), max_size=8),
+    block=st.integers(1, 9),
+)
+def test_specials_that_contain_each_other(text, cuts, block):
+    """Leftmost match first, then the longest: ``xa<|s|>b`` -> ``x``, ``a<|s|>``, ``b``."""
+    vocab = {i: bytes([i]) for i in range(256)}
+    tok = Tokenizer(vocab, [], NESTED_SPECIALS)
+    ids = tok.encode(text)
+    assert ids == naive_encode(text, tok.vocab, [], NESTED_SPECIALS)
+    assert list(tok.encode_iterable(chunked(text, cuts), block_chars=block)) == ids
+
+
 def test_special_token_split_across_chunks():
     tok = small_tokenizer()
     chunks = ["aa<|endof", "text|><|end", "oftext|>", "<", "|s|>a"]
