@@ -8,7 +8,9 @@ own copy of the same initial weights, in an fp32 column and a bf16-autocast colu
   hf          transformers' LlamaForCausalLM (same shape, sdpa attention) + torch cross_entropy, clipping, AdamW
 
 Set-ups are interleaved within every repeat (so machine noise hits them alike); the table shows median step
-times, tokens/s and the ratios ours/ours+torch (the optimizer's share) and ours/hf (the whole stack). A second
+times, tokens/s and the ratios ours/ours+torch (the optimizer's share) and ours/hf (the whole stack). On CPU it
+also reports tokens per second of process CPU time, which stays meaningful on a shared machine where the wall
+clock mostly measures how long we waited for a core (use ``--threads 1`` there). A second
 table times the optimizer step alone: our AdamW (foreach and per-tensor) against torch's. Run
 ``python scripts/bench_train.py --help`` for the options; ``--quick`` runs a small shape for a smoke test.
 """
@@ -83,6 +85,7 @@ def time_training(args, device: torch.device) -> dict:
     batch = torch.randint(0, vocab, (args.batch_size, args.context_length + 1), generator=gen).to(device)
     x, y = batch[:, :-1], batch[:, 1:]
     times = {(n, d): [] for n in SETUPS for d in args.dtypes}
+    cpu_times = {(n, d): [] for n in SETUPS for d in args.dtypes}
     for name, (model, opt) in setups.items():  # warm-up: allocator, autocast caches, optimizer state
         for dtype in args.dtypes:
             train_step(name, model, opt, x, y, device, dtype)
@@ -90,21 +93,31 @@ def time_training(args, device: torch.device) -> dict:
         for dtype in args.dtypes:
             for name, (model, opt) in setups.items():
                 _sync(device)
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 for _ in range(args.steps):
                     train_step(name, model, opt, x, y, device, dtype)
                 _sync(device)
                 times[(name, dtype)].append((time.perf_counter() - start) / args.steps)
+                cpu_times[(name, dtype)].append((time.process_time() - cpu_start) / args.steps)
     tokens = args.batch_size * args.context_length
     out = {}
     for (name, dtype), ts in times.items():
-        median = statistics.median(ts)
-        out.setdefault(name, {})[dtype] = {"step_s": median, "tokens_per_s": tokens / median, "repeats_s": ts}
+        median, cpu_median = statistics.median(ts), statistics.median(cpu_times[(name, dtype)])
+        out.setdefault(name, {})[dtype] = {
+            "step_s": median,
+            "tokens_per_s": tokens / median,
+            "repeats_s": ts,
+            "cpu_step_s": cpu_median,
+            "tokens_per_cpu_s": tokens / cpu_median,
+        }
     return out
 
 
 def time_optimizers(args, device: torch.device) -> dict:
-    """Median seconds of ``opt.step()`` alone (fixed random gradients) for each AdamW variant, interleaved."""
+    """Median seconds of ``opt.step()`` alone (fixed random gradients) for each AdamW variant, interleaved.
+
+    Process CPU time on CPU (robust to waiting for a core on a shared machine), wall time on a GPU."""
+    clock = time.process_time if device.type == "cpu" else time.perf_counter
     shape = {**PRESETS[args.preset], "context_length": args.context_length}
     torch.manual_seed(0)
     base = TransformerLM(**shape, attention=args.attention, device=device)
@@ -127,10 +140,10 @@ def time_optimizers(args, device: torch.device) -> dict:
     for _ in range(max(10, args.repeats * 4)):
         for name, opt in opts.items():
             _sync(device)
-            start = time.perf_counter()
+            start = clock()
             opt.step()
             _sync(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -141,23 +154,31 @@ def print_report(args, device, training: dict, optim: dict) -> None:
         f"attention={args.attention}, device {device}, {torch.get_num_threads()} threads, "
         f"{args.repeats} repeats x {args.steps} steps"
     )
-    header = f"{'set-up':<12}" + "".join(f"{d + ' step ms':>15}{d + ' tok/s':>13}" for d in args.dtypes)
-    print(header)
+    on_cpu = device.type == "cpu"
+    cells = [(" step ms", "step_s", 1e3, 15), (" tok/s", "tokens_per_s", 1, 13)]
+    if on_cpu:
+        cells.append((" tok/cpu-s", "tokens_per_cpu_s", 1, 15))
+    print(f"{'set-up':<12}" + "".join(f"{d + label:>{w}}" for d in args.dtypes for label, _, _, w in cells))
     for name in SETUPS:
-        row = f"{name:<12}"
-        for dtype in args.dtypes:
-            r = training[name][dtype]
-            row += f"{r['step_s'] * 1e3:>15.1f}{r['tokens_per_s']:>13.0f}"
-        print(row)
+        r = training[name]
+        print(f"{name:<12}" + "".join(f"{r[d][k] * f:>{w}.1f}" for d in args.dtypes for _, k, f, w in cells))
     for other in ("ours+torch", "hf"):
-        ratios = ", ".join(
-            f"{d} {training['ours'][d]['tokens_per_s'] / training[other][d]['tokens_per_s']:.2f}x" for d in args.dtypes
-        )
-        print(f"tokens/s ratio ours / {other}: {ratios}")
-    print("optimizer step alone (median ms):")
+        for key in ("tokens_per_s", "tokens_per_cpu_s") if on_cpu else ("tokens_per_s",):
+            ratios = ", ".join(f"{d} {training['ours'][d][key] / training[other][d][key]:.2f}x" for d in args.dtypes)
+            print(f"{key} ratio ours / {other}: {ratios}")
+    print(f"optimizer step alone (median {'CPU' if device.type == 'cpu' else 'wall'} ms):")
     ref = optim["torch (default)"]
     for name, seconds in optim.items():
         print(f"  {name:<18} {seconds * 1e3:8.1f} ms   ({ref / seconds:.2f}x the speed of torch default)")
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        return f"{names[0]} x{len(names)}"
+    except (OSError, IndexError):
+        return platform.machine()
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -192,8 +213,7 @@ def main(argv=None) -> int:
             "benchmark": "train_step",
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "command": " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
-            "machine": f"{platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads, device {device}",
+            "machine": f"{_cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}",
             "settings": {k: v for k, v in vars(args).items() if k != "json"},
             "training": training,
             "optimizer_step_s": optim,
