@@ -74,11 +74,11 @@ def naive_encode(text: str, vocab: dict[int, bytes], merges: list[tuple[bytes, b
     return ids + naive_plain(plain, ids_of, rank)
 
 
-def naive_plain(text, ids_of, rank):
+def naive_plain(text, ids_of, rank, shortcut=True):
     out = []
     for pretoken in regex.findall(GPT2_PATTERN, text):
         word = [bytes([b]) for b in pretoken.encode()]
-        if pretoken.encode() in ids_of:  # the whole pre-token is a token: tiktoken's (and our) shortcut
+        if shortcut and pretoken.encode() in ids_of:  # the whole pre-token is a token: tiktoken's (and our) shortcut
             word = [pretoken.encode()]
         while len(word) > 1:
             pairs = [(word[i], word[i + 1]) for i in range(len(word) - 1)]
@@ -189,6 +189,25 @@ def test_gpt2_attributes(gpt2):
     assert ours.vocab_size == 50257
     assert ours.special_tokens == [EOT] and ours.special_token_ids == {EOT: 50256}
     assert ours.encode(f"Hi{EOT}") == [17250, 50256]
+
+
+@pytest.mark.slow
+def test_whole_token_shortcut_agrees_with_plain_bpe_on_gpt2(gpt2):
+    """Every GPT-2 token that is one pre-token comes out of plain BPE (no shortcut) as that single token."""
+    ours, _ = gpt2
+    ids_of = {b: i for i, b in ours.vocab.items()}
+    rank = {pair: r for r, pair in reversed(list(enumerate(ours.merges)))}
+    checked = 0
+    for token_id, token in ours.vocab.items():
+        try:
+            text = token.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if token_id in ours.special_token_ids.values() or regex.findall(GPT2_PATTERN, text) != [text]:
+            continue
+        assert naive_plain(text, ids_of, rank, shortcut=False) == [token_id], text
+        checked += 1
+    assert checked > 40_000
 
 
 def test_truncated_merges_prefix_matches_tiktoken(gpt2, shared_fixture):
