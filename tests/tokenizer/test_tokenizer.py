@@ -184,6 +184,13 @@ def test_lone_surrogates_become_replacement_characters(gpt2, text):
     assert ours.encode(text) == reference.encode(text)
 
 
+def test_gpt2_files_without_special_tokens(gpt2, shared_fixture):
+    _, reference = gpt2
+    plain = Tokenizer.from_files(shared_fixture("gpt2_vocab.json"), shared_fixture("gpt2_merges.txt"))
+    assert plain.special_tokens == [] and plain.vocab_size == 50257
+    assert plain.encode(f"a{EOT}b") == reference.encode_ordinary(f"a{EOT}b")
+
+
 def test_gpt2_attributes(gpt2):
     ours, _ = gpt2
     assert ours.vocab_size == 50257
