@@ -66,6 +66,8 @@ def load_text(path: Path | None, limit_mb: float) -> tuple[str, str]:
             text = fallback.read_text(encoding="utf-8")
             text = (text + EOT) * max(1, int(30e6 // len(text.encode())))
             return cut(text, limit_mb), f"{fallback} (repeated)"
+    if not path.is_file():
+        raise SystemExit(f"input {path} not found")
     wait_until_complete(path)
     return cut(path.read_text(encoding="utf-8"), limit_mb), str(path)
 
