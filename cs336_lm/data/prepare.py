@@ -65,10 +65,11 @@ def tokenize_files(
 ) -> TokenizeStats:
     """Encode UTF-8 files ``inputs`` with ``tokenizer`` (a ``Tokenizer`` or a tokenizer directory) to ``out_path``.
 
-    ``num_workers`` processes (default: one per CPU, at most one per chunk; 1 = in this process) encode chunks
-    of about ``chunk_bytes``. ``progress`` shows a tqdm bar in MB (None: only on a terminal). Raises
-    ``DataError`` for a missing, non-UTF-8 input or an output that cannot be written; ``out_path`` is then
-    left as it was. The output is the 1-D ``.npy`` array of all ids, uint16 when the vocabulary fits, else uint32.
+    ``num_workers`` processes (default: one per CPU, at most one per chunk; 1, or less text than one chunk: in
+    this process) encode chunks of about ``chunk_bytes``. ``progress`` shows a tqdm bar in MB (None: only on a
+    terminal). Raises ``DataError`` for a missing, non-UTF-8 input or an output that cannot be written;
+    ``out_path`` is then left as it was. The output is the 1-D ``.npy`` array of all ids, uint16 when the
+    vocabulary fits, else uint32.
     """
     start_time = time.perf_counter()
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.from_directory(tokenizer)
@@ -88,6 +89,8 @@ def tokenize_files(
     if total_bytes == 0:
         raise DataError(f"the input files are empty: {', '.join(map(str, paths))}")
     workers = max(1, min(num_workers or default_workers(), len(tasks)))
+    if total_bytes < chunk_bytes:
+        workers = 1  # less than one chunk of text: starting a pool costs more than encoding it
     with tempfile.TemporaryDirectory(prefix=f".{out_path.name}.parts.", dir=out_path.parent) as parts_dir:
         jobs = [(i, path, a, b, parts_dir, dtype.str) for i, (path, a, b) in enumerate(tasks)]
         counts = _encode_chunks(tok, jobs, workers, total_bytes, progress)
