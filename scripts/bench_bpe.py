@@ -27,11 +27,16 @@ EOT = "<|endoftext|>"
 
 
 def peak_rss_mib() -> dict[str, float]:
+    """Peak RSS of this run (and of its largest worker process) and the CPU seconds of all its threads and workers.
+
+    CPU seconds are the steadier figure on a busy machine: they count work done, not time spent waiting.
+    """
     import resource
 
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"peak_rss_mib": own, "peak_child_rss_mib": children}
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return {"peak_rss_mib": own.ru_maxrss / 1024, "peak_child_rss_mib": children.ru_maxrss / 1024, "cpu_s": cpu}
 
 
 def run_ours(path: str, vocab_size: int, workers: int) -> dict:
@@ -98,6 +103,8 @@ def bench_case(name: str, path: Path, vocab_size: int, workers: int, repeats: in
         "ours_pretokenize_s": median("ours", "pretokenize"),
         "ours_merge_s": median("ours", "merge"),
         "hf_s": median("hf", "seconds"),
+        "ours_cpu_s": median("ours", "cpu_s"),
+        "hf_cpu_s": median("hf", "cpu_s"),
         "ours_peak_rss_mib": median("ours", "peak_rss_mib"),
         "ours_worker_peak_rss_mib": median("ours", "peak_child_rss_mib"),
         "hf_peak_rss_mib": median("hf", "peak_rss_mib"),
@@ -105,13 +112,15 @@ def bench_case(name: str, path: Path, vocab_size: int, workers: int, repeats: in
         "hf_runs_s": [run["seconds"] for run in runs["hf"]],
     }
     result["ratio"] = result["ours_s"] / result["hf_s"]
+    result["cpu_ratio"] = result["ours_cpu_s"] / result["hf_cpu_s"]
     return result
 
 
 def print_row(res: dict) -> None:
     print(
         f"{res['case']:<22} ours {res['ours_s']:7.3f} s (pre-tokenize {res['ours_pretokenize_s']:.3f} + merge "
-        f"{res['ours_merge_s']:.3f})  HF {res['hf_s']:7.3f} s  ratio {res['ratio']:.2f}  |  peak RSS ours "
+        f"{res['ours_merge_s']:.3f})  HF {res['hf_s']:7.3f} s  ratio {res['ratio']:.2f}  |  CPU ours "
+        f"{res['ours_cpu_s']:.2f} s HF {res['hf_cpu_s']:.2f} s ratio {res['cpu_ratio']:.2f}  |  peak RSS ours "
         f"{res['ours_peak_rss_mib']:.0f} MiB (+worker {res['ours_worker_peak_rss_mib']:.0f}) HF "
         f"{res['hf_peak_rss_mib']:.0f} MiB",
         flush=True,
