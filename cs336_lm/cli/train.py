@@ -3,10 +3,13 @@
 The config file is read against the schema in ``cs336_lm.config``; ``key=value`` overrides come after it and
 win. ``--print-config`` shows the resolved config and exits without touching any file. The run itself is
 ``cs336_lm.training.train``. Exit status: 0 when training finished or was stopped by SIGINT/SIGTERM after
-saving, 2 for bad input (config, data, tokenizer, out_dir), 1 when the loss became NaN/inf.
+saving, 2 for bad input (config, data, tokenizer, out_dir), 1 when the loss became NaN/inf. Under torchrun
+(``torchrun --nproc_per_node N $(which lm-train) --config … train.parallel=ddp``) a failure on any rank ends
+every rank; the main process reports it and the others exit with the same status quietly.
 """
 
 import argparse
+import os
 import sys
 
 from cs336_lm.cli import run_main
@@ -23,6 +26,10 @@ resume:
   train.resume=auto (the default) continues from OUT_DIR/checkpoints/latest when it exists; run the same
   command again after an interruption. train.resume=none refuses to reuse a run directory that has
   checkpoints; train.resume=PATH starts from that checkpoint. SIGINT/SIGTERM save a checkpoint and exit 0.
+
+several processes:
+  torchrun --nproc_per_node 8 $(which lm-train) --config configs/owt.yaml train.parallel=ddp   (or fsdp)
+  Each process draws its own batches; the global batch is batch_size x grad_accum_steps x processes.
 
 outputs (in train.out_dir): config.yaml, tokenizer/, metrics.jsonl, checkpoints/step_XXXXXXXX.pt, checkpoints/latest.
 See docs/training.md and docs/configs.md.
@@ -57,12 +64,18 @@ def _main(argv: list[str] | None) -> int:
         sys.stdout.write(to_yaml(cfg))
         return 0
     from cs336_lm.training import NonFiniteLossError, train  # torch and the model load only when training
+    from cs336_lm.training.parallel import PeerFailure
 
     try:
         train(cfg)
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except NonFiniteLossError as e:  # every rank sees the same all-reduced loss; the main one says so
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {e}", file=sys.stderr)
         return 1
+    except PeerFailure as e:
+        if not e.quiet:
+            print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

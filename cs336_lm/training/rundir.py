@@ -27,13 +27,17 @@ CHECKPOINTS_DIR = "checkpoints"
 
 
 class RunDir:
-    """Paths and policies of one run directory; creating it is the only thing the constructor does."""
+    """Paths and policies of one run directory; creating it is the only thing the constructor does.
 
-    def __init__(self, root: Path):
+    ``create=False`` (the non-main ranks of a multi-process run, which only read) leaves the directory alone.
+    """
+
+    def __init__(self, root: Path, create: bool = True):
         self.root = Path(root)
         self.checkpoints = self.root / CHECKPOINTS_DIR
         self.metrics = self.root / METRICS_FILE
-        self._check_writable()
+        if create:
+            self._check_writable()
 
     def _check_writable(self) -> None:
         """Create the directory if needed and prove a file can be written in it (``ConfigError`` otherwise)."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,32 +31,72 @@ class ProcessInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    distributed: bool = False  # started by torchrun with train.parallel=ddp|fsdp: a process group is joined
 
     @property
     def is_main(self) -> bool:
-        """Only the main process prints, logs, evaluates and writes files."""
+        """Only the main process prints, logs and writes files."""
         return self.rank == 0
 
 
 def process_info(parallel: str, environ: dict[str, str] | None = None) -> ProcessInfo:
-    """The process identity for ``train.parallel``; single-process runs refuse to be started by torchrun.
+    """The process identity for ``train.parallel``, from torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``.
 
-    ``torchrun`` sets ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``; with ``parallel=none`` several copies would each
-    train the whole model and race on the same files, so that is an error.
+    ``parallel=none`` under torchrun with ``WORLD_SIZE > 1`` is an error (every copy would train the whole model
+    and race on the same files). ``ddp``/``fsdp`` without torchrun (``WORLD_SIZE`` unset) warn and train as one
+    plain process, so the same config also runs on a laptop. Example: ``{"WORLD_SIZE": "2", "RANK": "1",
+    "LOCAL_RANK": "1"}`` with ``ddp`` -> ``ProcessInfo(rank=1, world_size=2, local_rank=1, distributed=True)``.
     """
     env = os.environ if environ is None else environ
-    world_size = int(env.get("WORLD_SIZE", "1"))
+    if "WORLD_SIZE" not in env:
+        if parallel != "none":
+            warnings.warn(
+                f"train.parallel={parallel} but WORLD_SIZE is unset (not started by torchrun); training in one "
+                "plain process",
+                stacklevel=2,
+            )
+        return ProcessInfo()
+    world_size = _env_int(env, "WORLD_SIZE")
     if parallel == "none":
         if world_size > 1:
             raise ConfigError(
                 f"started as {world_size} processes (torchrun) but train.parallel=none; use train.parallel=ddp"
             )
         return ProcessInfo()
-    raise ConfigError(f"train.parallel={parallel} is not available in this version of lm-train; use none")
+    rank = _env_int(env, "RANK")
+    local_rank = _env_int(env, "LOCAL_RANK") if "LOCAL_RANK" in env else rank
+    if not 0 <= rank < world_size or world_size < 1:
+        raise ConfigError(f"RANK={rank} does not fit WORLD_SIZE={world_size} (set by torchrun)")
+    return ProcessInfo(rank, world_size, local_rank, distributed=True)
 
 
-def select_device(spec: str) -> torch.device:
-    """``auto`` -> cuda if available, else mps, else cpu; an explicit device must exist."""
+def _env_int(env: Mapping[str, str], name: str) -> int:
+    try:
+        return int(env[name])
+    except KeyError:
+        raise ConfigError(f"{name} is not set; start several processes with torchrun") from None
+    except ValueError:
+        raise ConfigError(f"{name}={env[name]!r} is not an integer") from None
+
+
+def select_device(spec: str, proc: ProcessInfo | None = None) -> torch.device:
+    """``auto`` -> cuda if available, else mps, else cpu; an explicit device must exist.
+
+    Under torchrun (``proc.distributed``) a GPU run takes ``cuda:LOCAL_RANK`` for ``auto``/``cuda``; a fixed
+    ``cuda:N`` with several processes is refused (they would all share one GPU).
+    """
+    if proc is not None and proc.distributed and spec in ("auto", "cuda") and torch.cuda.is_available():
+        if proc.local_rank >= torch.cuda.device_count():
+            raise ConfigError(
+                f"LOCAL_RANK={proc.local_rank} but only {torch.cuda.device_count()} CUDA device(s) exist; "
+                "start at most that many processes per node (torchrun --nproc_per_node)"
+            )
+        return torch.device("cuda", proc.local_rank)
+    if proc is not None and proc.world_size > 1 and spec.startswith("cuda:"):
+        raise ConfigError(
+            f"train.device={spec} with {proc.world_size} processes would put them all on one GPU; use "
+            "train.device=auto or cuda (each process takes cuda:LOCAL_RANK)"
+        )
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

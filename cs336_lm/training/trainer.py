@@ -6,9 +6,10 @@ AdamW update. Every ``log_every`` steps a metrics record goes to stdout and ``me
 ``eval_every`` steps the validation loss is measured on fixed windows; every ``ckpt_every`` steps (and at the
 end, or on SIGINT/SIGTERM) a checkpoint is written. A checkpoint carries the model, optimizer, step, config,
 the Python/NumPy/torch RNG states and the batch sampler's state, so a resumed run continues bitwise as if it had
-never stopped (on CPU). The seams for multi-process training are ``runtime.process_info`` (who is the main
-process), ``Trainer._wrap_model`` (the one place the model is wrapped) and ``batch_generator`` (per-rank
-sampling).
+never stopped (on CPU). Under torchrun (``train.parallel: ddp | fsdp``, ``cs336_lm.training.parallel``) every rank
+draws its own batches (``batch_generator(seed, rank)``), the loss and the stop request are all-reduced each step so
+all ranks log the same value and stop at the same step, evaluation is sharded over the ranks and reduced, and the
+main process alone prints and writes files; checkpoints hold the whole unwrapped state and every rank's sampler.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from cs336_lm.data import get_batch, iter_eval_batches
 from cs336_lm.errors import ConfigError, LMError
 from cs336_lm.nn import TransformerLM
 from cs336_lm.nn.functional import cross_entropy
-from cs336_lm.optim import AdamW, clip_grad_norm_, cosine_lr, param_groups_for_weight_decay
+from cs336_lm.optim import AdamW, cosine_lr, param_groups_for_weight_decay
 from cs336_lm.training import checkpoint as ckpt
+from cs336_lm.training import parallel
 from cs336_lm.training.inputs import check_inputs
 from cs336_lm.training.metrics import MetricsLog, StepWindow, WandbLogger, format_line, memory_gb, mfu, perplexity
 from cs336_lm.training.rundir import RunDir
@@ -61,8 +63,17 @@ class TrainResult:
 
 
 def train(cfg: Config) -> TrainResult:
-    """Train (or resume) the run described by ``cfg``; see the module docstring."""
-    return Trainer(cfg).run()
+    """Train (or resume) the run described by ``cfg``; see the module docstring. Leaves the process group on exit."""
+    try:
+        return Trainer(cfg).run()
+    except RuntimeError as e:  # a collective failed because a peer died: it reports its own error
+        if not parallel.lost_peer(e):
+            raise
+        rank = torch.distributed.get_rank()
+        first_line = str(e).strip().splitlines()[0][:200]
+        raise parallel.PeerFailure(f"rank {rank} lost contact with another rank ({first_line})") from None
+    finally:
+        parallel.destroy_process_group()
 
 
 def seed_everything(seed: int) -> None:
@@ -72,9 +83,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def batch_generator(seed: int, rank: int) -> np.random.Generator:
-    """Process ``rank``'s batch sampler: ``SeedSequence((seed, rank))`` gives every rank an independent stream."""
-    return np.random.default_rng([seed, rank])
+def batch_generator(seed: int, rank: int, step: int | None = None) -> np.random.Generator:
+    """Process ``rank``'s batch sampler: ``SeedSequence((seed, rank))`` gives every rank an independent stream.
+
+    ``step`` (a resume on another world size, where the saved per-rank streams do not fit) seeds a fresh stream
+    from ``(seed, rank, step)`` instead.
+    """
+    return np.random.default_rng([seed, rank] if step is None else [seed, rank, step])
+
+
+class Snapshot:
+    """A state dict already gathered, handed to ``checkpoint.save_checkpoint`` in place of a module/optimizer."""
+
+    def __init__(self, state: dict):
+        self.state = state
+
+    def state_dict(self) -> dict:
+        return self.state
 
 
 def build_model(cfg: Config, device: torch.device) -> TransformerLM:
@@ -112,64 +137,112 @@ class Trainer:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.proc = process_info(cfg.train.parallel)
-        self.device = select_device(cfg.train.device)
+        self.device = select_device(cfg.train.device, self.proc)
+        parallel.init_process_group(self.proc, self.device)
         self.dtype = select_dtype(cfg.train.dtype, self.device)
-        self.inputs = check_inputs(cfg)  # every input is checked before anything is written
-        self.run_dir = RunDir(Path(cfg.train.out_dir))
-        resume_from = self.run_dir.resume_source(cfg.train.resume)
-        seed_everything(cfg.train.seed)
-        self.raw_model = build_model(cfg, self.device)
-        self.optimizer = build_optimizer(self.raw_model, cfg)
-        self.sampler = batch_generator(cfg.train.seed, self.proc.rank)
-        self.step, self.prior_time, self.wandb_id = 0, 0.0, None
-        self.resumed_from = resume_from
-        if resume_from is not None:
-            self._restore(resume_from)
+        self.step, self.prior_time, self.wandb_id, self.notes = 0, 0.0, None, []
+        error = None
+        try:
+            state = self._prepare()  # every input and the checkpoint are checked before anything is written
+        except LMError as e:
+            error = e
+        parallel.agree_on_setup(error, self.proc)  # all ranks go on, or all stop
+        self.model = self._wrap_model(self.raw_model)
+        self.optimizer = build_optimizer(self.raw_model, cfg)  # after wrapping: FSDP replaces the parameters
+        if state is not None:
+            error = None
+            try:
+                parallel.load_optimizer_state(self.optimizer, state.get("optimizer"), str(self.resumed_from))
+            except LMError as e:
+                error = e
+            parallel.agree_on_setup(error, self.proc)
         if self.proc.is_main:
             self.run_dir.write_run_files(cfg, self.inputs.tokenizer)
-        self.model = self._wrap_model(self.raw_model)
+        self.stop: GracefulStop | None = None  # the SIGINT/SIGTERM handler while ``run`` loops
+        self.stop_votes = 0.0  # ranks that asked to stop by the last step's all-reduce
         self.tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * cfg.model.context_length
         self.tokens_per_step *= self.proc.world_size
         self.flops_per_token = training_flops_per_token(cfg)
-        self.last_saved_step = self.step if resume_from is not None else -1
+        self.last_saved_step = self.step if self.resumed_from is not None else -1
         self.last_val_loss: float | None = None
         self.compile_s: float | None = None  # first-step time with torch.compile, logged once
 
     # ---- setup -------------------------------------------------------------------------------------------
 
-    def _wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The module the loop calls: ``torch.compile``d when chosen (DDP/FSDP wrapping would go here too).
-
-        ``self.raw_model`` stays the plain module: checkpoints save its state dict.
-        """
-        self.compiled = should_compile(self.cfg.train.compile, self.device)
-        return torch.compile(model) if self.compiled else model
-
-    def _restore(self, path: Path) -> None:
-        """Load model, optimizer, step, RNG and sampler states from the checkpoint at ``path``."""
+    def _prepare(self) -> dict | None:
+        """Check the inputs, open the run directory, build the model and load the checkpoint's weights, RNG and
+        sampler states (the optimizer state follows once the model is wrapped). Returns the checkpoint, if any."""
+        cfg = self.cfg
+        self.inputs = check_inputs(cfg)
+        self.run_dir = RunDir(Path(cfg.train.out_dir), create=self.proc.is_main)
+        self.resumed_from = self.run_dir.resume_source(cfg.train.resume)
+        seed_everything(cfg.train.seed)
+        self.raw_model = build_model(cfg, self.device)
+        self.sampler = batch_generator(cfg.train.seed, self.proc.rank)
+        if self.resumed_from is None:
+            return None
+        path = self.resumed_from
         state = ckpt.read_checkpoint(path)
-        self.run_dir.check_compatible(self.cfg, state.get("config"), path)
-        self.step = ckpt.apply_checkpoint(state, self.raw_model, self.optimizer, name=str(path))
-        if self.step > self.cfg.train.max_steps:
-            raise ConfigError(
-                f"{path} is at step {self.step}, past train.max_steps={self.cfg.train.max_steps}; raise max_steps"
-            )
-        ckpt.restore_rng_state(state["rng"], self.sampler)
+        self.run_dir.check_compatible(cfg, state.get("config"), path)
+        self.step = ckpt.apply_checkpoint(state, self.raw_model, None, name=str(path))
+        if self.step > cfg.train.max_steps:
+            max_steps = cfg.train.max_steps
+            raise ConfigError(f"{path} is at step {self.step}, past train.max_steps={max_steps}; raise max_steps")
+        self._restore_samplers(state["rng"])
         self.prior_time = float(state.get("wall_time_s", 0.0))
         self.wandb_id = state.get("wandb_run_id")
+        return state
+
+    def _restore_samplers(self, rng: dict) -> None:
+        """Global RNGs from the checkpoint; this rank's sampler when the world size matches, else re-derived.
+
+        A checkpoint stores every rank's sampler state (``rng["data_by_rank"]``, one process: ``rng["data"]``).
+        On another world size those streams do not map onto the ranks, so each rank starts a fresh stream from
+        ``(seed, rank, step)``: the run goes on correctly but draws other batches than an uninterrupted one.
+        """
+        ckpt.restore_rng_state(rng)
+        saved = rng.get("data_by_rank") or ({0: rng["data"]} if "data" in rng else {})
+        if len(saved) == self.proc.world_size and self.proc.rank in saved:
+            self.sampler.bit_generator.state = saved[self.proc.rank]
+            return
+        self.sampler = batch_generator(self.cfg.train.seed, self.proc.rank, self.step)
+        self.notes.append(
+            f"the checkpoint holds batch samplers for {len(saved)} process(es), this run has {self.proc.world_size}: "
+            f"each rank samples afresh from (seed, rank, step={self.step})"
+        )
+
+    def _wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module the loop calls: DDP or FSDP2 (``parallel.wrap``), then ``torch.compile``d when chosen.
+
+        ``self.raw_model`` stays the unwrapped module (FSDP shards it in place): clipping sees its parameters
+        and checkpoints save its (gathered) state dict. ``self.wrapped`` is the module before compilation.
+        """
+        self.wrapped = parallel.wrap(model, self.cfg.train.parallel, self.device)
+        self.sharded = self.wrapped is model and parallel.active() and self.cfg.train.parallel == "fsdp"
+        self.compiled = should_compile(self.cfg.train.compile, self.device)
+        return torch.compile(self.wrapped) if self.compiled else self.wrapped
 
     def _save(self) -> Path | None:
-        """Checkpoint the current step into ``checkpoints/`` (main process only), keeping the last K."""
+        """Checkpoint the current step into ``checkpoints/`` (main process only), keeping the last K.
+
+        Every rank takes part: FSDP's state is gathered shard by shard, and each rank's sampler state is collected.
+        """
         self.last_saved_step = self.step
+        model_state = parallel.full_model_state(self.raw_model, self.sharded)
+        optimizer_state = parallel.full_optimizer_state(self.optimizer, self.sharded)
+        samplers = parallel.all_gather(self.sampler.bit_generator.state)
         if not self.proc.is_main:
             return None
+        rng = ckpt.capture_rng_state(self.sampler)
+        if parallel.active():
+            rng["data_by_rank"] = dict(enumerate(samplers))
         return self.run_dir.save(
-            self.raw_model,
-            self.optimizer,
+            Snapshot(model_state),
+            Snapshot(optimizer_state),
             self.step,
             self.cfg.train.keep_last,
             config=to_dict(self.cfg),
-            rng=ckpt.capture_rng_state(self.sampler),
+            rng=rng,
             wall_time_s=self.wall_time(),
             wandb_run_id=self.wandb.run_id,
         )
@@ -187,13 +260,18 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=self.device)
-        for _ in range(t.grad_accum_steps):
+        for micro in range(t.grad_accum_steps):
             x, y = self.next_batch()  # (batch, seq) each
-            with autocast(self.device, self.dtype):
-                loss = cross_entropy(self.model(x), y)
-            (loss / t.grad_accum_steps).backward()
+            with parallel.gradient_sync(self.wrapped, enabled=micro == t.grad_accum_steps - 1):
+                with autocast(self.device, self.dtype):
+                    loss = cross_entropy(self.model(x), y)
+                (loss / t.grad_accum_steps).backward()
             loss_sum += loss.detach()
-        loss_value = loss_sum.item() / t.grad_accum_steps
+        # one all-reduce: the loss summed over ranks and the number of ranks asked to stop (SIGINT/SIGTERM)
+        asked = float(self.stop is not None and self.stop.requested is not None)
+        totals = parallel.all_reduce_sum(torch.stack([loss_sum, torch.tensor(asked, device=self.device)]))
+        loss_value = totals[0].item() / (t.grad_accum_steps * self.proc.world_size)
+        self.stop_votes = totals[1].item()
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(
@@ -201,7 +279,7 @@ class Trainer:
                 f"(last good checkpoint: {self.run_dir.latest() or 'none'}). Lower optim.lr or raise "
                 "optim.warmup_iters, then resume with train.resume=auto"
             )
-        grad_norm = clip_grad_norm_(self.raw_model.parameters(), self.cfg.optim.grad_clip or math.inf)
+        grad_norm = parallel.clip_grad_norm(list(self.raw_model.parameters()), self.cfg.optim.grad_clip or math.inf)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -227,7 +305,7 @@ class Trainer:
             warnings.warn(f"torch.compile failed ({type(e).__name__}: {e}); training the eager model", stacklevel=2)
             self.optimizer.zero_grad(set_to_none=True)
             self.sampler.bit_generator.state = sampler_state
-            self.model, self.compiled = self.raw_model, False
+            self.model, self.compiled = self.wrapped, False
             return self.train_step()
         self.compile_s = time.perf_counter() - started
         self.say(f"compiled the model and ran the first step in {self.compile_s:.1f}s")
@@ -235,17 +313,27 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean cross-entropy over ``eval_batches`` fixed validation batches (the same windows every time)."""
+        """Mean cross-entropy over ``eval_batches`` fixed validation batches (the same windows every time).
+
+        With several ranks, rank r evaluates batches r, r + W, … and the sums are all-reduced. Every rank runs
+        the same number of forwards (FSDP gathers weights collectively): a rank out of batches repeats the last
+        one with weight 0.
+        """
         t, total, count = self.cfg.train, 0.0, 0
+        rank, world = self.proc.rank, self.proc.world_size
         self.model.eval()
-        batches = iter_eval_batches(
-            self.inputs.val_tokens, t.batch_size, self.cfg.model.context_length, t.eval_batches, self.device
-        )
-        for x, y in batches:  # (batch, seq) each
+        context = self.cfg.model.context_length
+        batches = list(iter_eval_batches(self.inputs.val_tokens, t.batch_size, context, t.eval_batches, "cpu"))
+        for index in range(rank, -(-len(batches) // world) * world, world):
+            x, y = (b.to(self.device) for b in batches[min(index, len(batches) - 1)])  # (batch, seq) each
             with autocast(self.device, self.dtype):
-                total += cross_entropy(self.model(x), y).item() * len(x)
-            count += len(x)
+                loss = cross_entropy(self.model(x), y).item()
+            if index < len(batches):
+                total, count = total + loss * len(x), count + len(x)
         self.model.train()
+        if parallel.active():
+            sums = parallel.all_reduce_sum(torch.tensor([total, count], dtype=torch.float64, device=self.device))
+            total, count = sums.tolist()
         return total / count
 
     # ---- the loop ----------------------------------------------------------------------------------------
@@ -263,7 +351,7 @@ class Trainer:
             disable=None if self.proc.is_main else True,
         )
         try:
-            with GracefulStop() as stop, bar:
+            with GracefulStop() as self.stop, bar:
                 first, compiling = True, self.compiled  # the first compiled step is timed apart
                 while self.step < t.max_steps:
                     started = time.perf_counter()
@@ -273,16 +361,29 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
                     self._after_step(grad_norm)
-                    if stop.requested:
-                        stopped_by = stop.requested
+                    stopped_by = self._stop_agreed()
+                    if stopped_by:
                         break
                 if self.step != self.last_saved_step:
                     path = self._save()
                     self.say(f"saved checkpoint {path}" if path else "")
         finally:
+            self.stop = None
             self._close_logs()
         self._farewell(stopped_by)
         return TrainResult(self.run_dir.root, self.step, stopped_by, loss, self.last_val_loss)
+
+    def _stop_agreed(self) -> str | None:
+        """The reason to stop after this step, decided alike on every rank, or None to go on.
+
+        One process stops as soon as its own signal arrived. Several stop when any rank had been asked to by the
+        time of the step's all-reduce (``self.stop_votes``); a signal arriving later counts at the next step.
+        """
+        if not parallel.active():
+            return self.stop.requested
+        if self.stop_votes > 0:
+            return self.stop.requested or "a stop signal (on another rank)"
+        return None
 
     def _after_step(self, grad_norm: torch.Tensor) -> None:
         """Log, evaluate and checkpoint when their cadence (or the last step) says so."""
@@ -315,9 +416,7 @@ class Trainer:
         self._emit({k: v for k, v in record.items() if v is not None})
 
     def _log_eval(self) -> None:
-        """Emit an evaluation record: validation loss and perplexity on the fixed windows."""
-        if not self.proc.is_main:
-            return
+        """Emit an evaluation record: validation loss and perplexity on the fixed windows (all ranks evaluate)."""
         self.last_val_loss = self.evaluate()
         record = {"step": self.step, "tokens": self.step * self.tokens_per_step, "val_loss": self.last_val_loss}
         self._emit({**record, "val_ppl": perplexity(self.last_val_loss), "wall_time_s": self.wall_time()})
@@ -368,8 +467,18 @@ class Trainer:
                 f"{self.tokens_per_step:,} tokens per step = {t.batch_size} sequences x {t.grad_accum_steps} "
                 f"accumulation x {m.context_length} tokens x {self.proc.world_size} process(es); "
                 f"{t.max_steps} steps = {t.max_steps * self.tokens_per_step:,} tokens",
+                *self._describe_parallel(),
             ]
         )
+
+    def _describe_parallel(self) -> list[str]:
+        """Lines on the process group (when there is one) and notes from setup, e.g. re-derived samplers."""
+        lines = list(self.notes)
+        if parallel.active():
+            how = {"ddp": "DDP (replicated weights, all-reduced gradients)", "fsdp": "FSDP2 (sharded per block)"}
+            backend = torch.distributed.get_backend()
+            lines.insert(0, f"{self.proc.world_size} processes ({backend}): {how[self.cfg.train.parallel]}")
+        return lines
 
     def _close_logs(self) -> None:
         if self.proc.is_main and hasattr(self, "metrics"):
