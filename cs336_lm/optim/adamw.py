@@ -13,7 +13,7 @@ would save one pass over the tensors but changes the rounding, and Adam's normal
 differences once gradients are near zero, so the trajectories drift apart by ~1e-3 on the toy problem.
 On CUDA the update runs on the whole parameter list at once with ``torch._foreach_*`` kernels (one launch per op
 for all tensors of a device/dtype, instead of one per tensor); on CPU it goes tensor by tensor, which keeps each
-tensor's data in cache across the six ops and measured 1.8x faster than foreach there (docs/bench/train.md).
+tensor's data in cache across the six ops and measured as fast or up to 1.2x faster there (docs/bench/train.md).
 ``param_groups_for_weight_decay`` splits a model's parameters so that only matrices decay.
 """
 
