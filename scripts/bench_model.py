@@ -44,6 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own default)")
     p.add_argument("--quick", action="store_true", help="batch 2, 2 repeats: a smoke run")
+    p.add_argument("--components", action="store_true", help="also time attention core, RMSNorm and SiLU alone")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     args = p.parse_args(argv)
     unknown = set(args.dtypes.split(",")) - set(DTYPES)
@@ -134,6 +135,39 @@ def run(args) -> dict:
     }
 
 
+def component_times(args, device) -> dict:
+    """Forward+backward ms of the pieces where the two stacks differ, at the benchmark's shape (interleaved)."""
+    cfg = PRESETS[args.preset]
+    b, t, d, h = args.batch_size, args.seq_len or cfg["context_length"], cfg["d_model"], cfg["num_heads"]
+    g = torch.Generator().manual_seed(0)
+
+    def leaf(*shape):
+        return torch.randn(*shape, generator=g).to(device).requires_grad_()
+
+    q, k, v = (leaf(b, t, h, d // h).transpose(1, 2) for _ in range(3))  # (batch, heads, seq, d_head) views
+    x, w, hidden = leaf(b, t, d), leaf(d), leaf(b, t, cfg["d_ff"])
+    scale = (d // h) ** -0.5
+    sdpa = torch.nn.functional
+
+    def composed_rms_norm():  # HF Llama's RMSNorm
+        return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5))
+
+    cases = {
+        "attention core, ours (reference)": lambda: F.causal_softmax(q @ k.transpose(-2, -1), scale) @ v,
+        "attention core, torch sdpa": lambda: sdpa.scaled_dot_product_attention(q, k, v, is_causal=True),
+        "rms_norm, ours": lambda: F.rms_norm(x, w, 1e-5),
+        "rms_norm, HF composition": composed_rms_norm,
+        "silu, ours": lambda: F.silu(hidden),
+        "silu, torch": lambda: sdpa.silu(hidden),
+    }
+    times = {name: [] for name in cases}
+    repeats = 5 * args.repeats  # cheap, and single ops are the noisiest to time
+    for _ in tqdm(range(repeats + args.warmup), desc="components", file=sys.stderr):
+        for name, fn in cases.items():
+            times[name].append(timed(lambda fn=fn: fn().sum().backward(), device))
+    return {name: 1e3 * statistics.median(ts[args.warmup :]) for name, ts in times.items()}
+
+
 def print_table(report: dict) -> None:
     dtypes = list(report["results"])
     print(
@@ -155,6 +189,11 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     report = run(args)
     print_table(report)
+    if args.components:
+        report["components_ms"] = component_times(args, torch.device(args.device))
+        print("forward+backward of single pieces, median ms:")
+        for name, ms in report["components_ms"].items():
+            print(f"  {name:<36}{ms:>10.1f}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))

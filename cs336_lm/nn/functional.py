@@ -71,8 +71,9 @@ class _CausalSoftmax(torch.autograd.Function):
             z = scores.masked_fill(future, -math.inf)  # (..., q, k): the one fresh buffer, then in place
         m = z.amax(-1, keepdim=True)  # max over visible keys (key 0 is always visible when q_offset ≥ 0)
         torch.add(m.mul_(-scale), z, alpha=scale, out=z)  # z = scale · (z − m) in one pass
-        y = z.exp_()
-        y = y.div_(y.sum(-1, keepdim=True)).to(scores.dtype)
+        z.exp_()
+        # normalise, writing straight into the output dtype (no separate cast pass for bf16/fp16)
+        y = torch.div(z, z.sum(-1, keepdim=True), out=z if z.dtype == scores.dtype else torch.empty_like(scores))
         ctx.save_for_backward(y)
         ctx.scale = scale
         return y
@@ -81,9 +82,12 @@ class _CausalSoftmax(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         (y,) = ctx.saved_tensors
         # scale · y ⊙ (g − Σ g y): t = scale·g·y, then t −= y · Σ t. Masked entries have y = 0, so grad 0.
-        g, y32 = (grad.float(), y.float()) if y.dtype in _LOW_PRECISION else (grad, y)
-        t = torch.addcmul(g.new_zeros(()), g, y32, value=ctx.scale)
-        return t.addcmul_(y32, t.sum(-1, keepdim=True), value=-1).to(y.dtype), None, None
+        if y.dtype in _LOW_PRECISION:  # float32 inside; the last step writes the output dtype directly
+            t = y.float().mul_(grad)
+            t.addcmul_(y, t.sum(-1, keepdim=True), value=-1)
+            return torch.mul(t, ctx.scale, out=torch.empty_like(y)), None, None
+        t = torch.addcmul(grad.new_zeros(()), grad, y, value=ctx.scale)
+        return t.addcmul_(y, t.sum(-1, keepdim=True), value=-1), None, None
 
 
 def causal_mask(num_queries: int, num_keys: int, q_offset: int = 0, device=None) -> Bool[Tensor, "q k"]:
