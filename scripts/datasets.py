@@ -143,7 +143,7 @@ def recipe_steps(recipe: Recipe, args: argparse.Namespace, train_txt: Path, vali
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     recipe = RECIPES[args.dataset]
     section(f"Download {args.dataset}", 1, 4)
     try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -43,7 +44,7 @@ def section(title: str, number: int | None = None, total: int = 6) -> None:
     print(f"\n{line:=^100}", flush=True)
 
 
-def run_cli(command: str, args: list[str], capture: bool = False) -> str:
+def run_cli(command: str, args: list[str], capture: bool = False, env: dict[str, str] | None = None) -> str:
     """Run one of the project's commands in a fresh Python process, echoing it first like a shell would.
 
     The command runs as ``python -c "from cs336_lm.cli.<module> import main; …"`` so it does not depend on
@@ -52,7 +53,8 @@ def run_cli(command: str, args: list[str], capture: bool = False) -> str:
     """
     print("$ " + " ".join([command, *(_quote(a) for a in args)]), flush=True)
     code = f"import sys; from cs336_lm.cli.{COMMANDS[command]} import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE if capture else None, text=True)
+    stdout = subprocess.PIPE if capture else None
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=stdout, text=True, env=env)
     try:
         out, _ = proc.communicate()
     except KeyboardInterrupt:
@@ -67,6 +69,27 @@ def run_cli(command: str, args: list[str], capture: bool = False) -> str:
 
 def _quote(arg: str) -> str:
     return f"'{arg}'" if any(c in arg for c in " <>|\"'!;&") else arg
+
+
+def thread_env(threads: str) -> tuple[dict[str, str], str]:
+    """Environment for the commands, and why: ``OMP_NUM_THREADS`` sets torch's CPU threads.
+
+    ``auto`` keeps an ``OMP_NUM_THREADS`` the user set, and otherwise lets torch use every core — unless the
+    machine is already busy (1-minute load average at least the number of CPUs): there, threads of one matmul
+    wait for each other whenever one is descheduled, and one thread per process trains many times faster.
+    """
+    env = dict(os.environ)
+    cpus = os.cpu_count() or 1
+    if threads != "auto":
+        env["OMP_NUM_THREADS"] = threads
+        return env, f"{threads} thread(s) (--threads)"
+    if "OMP_NUM_THREADS" in env:
+        return env, f"{env['OMP_NUM_THREADS']} thread(s) (OMP_NUM_THREADS)"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load >= cpus > 1:
+        env["OMP_NUM_THREADS"] = "1"
+        return env, f"1 thread: the machine is busy (load average {load:.1f} on {cpus} CPUs)"
+    return env, f"{cpus} thread(s), one per CPU"
 
 
 class Ledger:
@@ -108,6 +131,8 @@ class Pipeline:
         self.tokenizer = self.data / "tokenizer"
         self.ledger = Ledger(self.data / LEDGER)
         self.timings: dict[str, float] = {}
+        self.env, threads = thread_env(args.threads)
+        print(f"torch CPU threads: {threads}")
 
     def step(self, number, name, title, command, cli_args, inputs=(), outputs=(), before=None) -> None:
         """Run one command unless the ledger says it already finished with the same command and inputs."""
@@ -120,7 +145,7 @@ class Pipeline:
             if before is not None:
                 before(self.ledger.same(name, cli_args, inputs))
             self.ledger.record(name, cli_args, inputs, finished=False)
-            run_cli(command, cli_args)
+            run_cli(command, cli_args, env=self.env)
             self.ledger.record(name, cli_args, inputs, finished=True)
         self.timings[title] = self.timings.get(title, 0.0) + time.perf_counter() - t0
 
@@ -181,8 +206,8 @@ class Pipeline:
         samples = []
         for i, prompt in enumerate(self.args.prompt or PROMPTS):
             cli_args = [str(self.run), "--prompt", prompt, "--max-new-tokens", str(self.args.max_new_tokens),
-                        "--temperature", "0.8", "--top-p", "0.95", "--seed", str(i)]  # fmt: skip
-            samples.append(run_cli("lm-generate", cli_args, capture=True).strip())
+                        "--temperature", "0.7", "--top-p", "0.95", "--seed", str(i)]  # fmt: skip
+            samples.append(run_cli("lm-generate", cli_args, capture=True, env=self.env).strip())
             print()
         (self.run / "samples.txt").write_text("\n\n---\n\n".join(samples) + "\n", encoding="utf-8")
         self.timings["Tell some stories"] = time.perf_counter() - t0
@@ -190,7 +215,7 @@ class Pipeline:
     def plot(self) -> None:
         t0 = time.perf_counter()
         section("Plot the loss curves", 6)
-        run_cli("lm-plot", [str(self.run), "--out", str(self.run / "loss.png"), "--title", "make demo"])
+        run_cli("lm-plot", [str(self.run), "--out", str(self.run / "loss.png"), "--title", "make demo"], env=self.env)
         self.timings["Plot the loss curves"] = time.perf_counter() - t0
 
     def summary(self, total: float) -> None:
@@ -211,19 +236,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=Path("data/demo"), help="corpus, tokenizer and token files")
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="training run directory")
     p.add_argument("--config", default="configs/demo.yaml", help="lm-train config")
-    p.add_argument("--size-mb", type=float, default=3.0, help="training corpus size (MB)")
+    p.add_argument("--size-mb", type=float, default=5.0, help="training corpus size (MB)")
     p.add_argument("--valid-mb", type=float, default=0.2, help="validation corpus size (MB)")
     p.add_argument("--seed", type=int, default=0, help="corpus seed")
     p.add_argument("--vocab-size", type=int, default=2048, help="BPE vocabulary size (bytes + specials + merges)")
     p.add_argument("--prompt", action="append", default=None, help="generation prompt, repeatable (default: three)")
     p.add_argument("--max-new-tokens", type=int, default=120, help="tokens generated per prompt")
+    p.add_argument(
+        "--threads",
+        default="auto",
+        help="torch CPU threads (OMP_NUM_THREADS); auto: one per CPU, or 1 on a busy machine",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="lm-train config overrides")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
-    pipeline = Pipeline(build_parser().parse_args(argv))
+    pipeline = Pipeline(build_parser().parse_intermixed_args(argv))
     pipeline.corpus()
     pipeline.bpe()
     pipeline.tokenize()
