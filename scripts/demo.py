@@ -240,7 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--valid-mb", type=float, default=0.2, help="validation corpus size (MB)")
     p.add_argument("--seed", type=int, default=0, help="corpus seed")
     p.add_argument("--vocab-size", type=int, default=2048, help="BPE vocabulary size (bytes + specials + merges)")
-    p.add_argument("--prompt", action="append", default=None, help="generation prompt, repeatable (default: three)")
+    p.add_argument(
+        "--prompt", action="append", default=None, help="generation prompt, repeatable; None: three story openings"
+    )
     p.add_argument("--max-new-tokens", type=int, default=120, help="tokens generated per prompt")
     p.add_argument(
         "--threads",
