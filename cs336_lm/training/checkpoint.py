@@ -192,8 +192,14 @@ def read_checkpoint(src: Source, map_location: str | torch.device = "cpu") -> di
     """Load and validate a checkpoint dict with ``torch.load(weights_only=True)`` (tensors mapped to CPU)."""
     name = _describe(src)
     if isinstance(src, str | os.PathLike) and not Path(src).is_file():
+        if Path(src).is_dir():
+            raise CheckpointError(f"{name} is a directory, not a checkpoint file")
         raise CheckpointError(f"checkpoint {name} does not exist")
-    if not _starts_like_zip(src):
+    try:
+        is_zip = _starts_like_zip(src)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {name}: {e.strerror or e}") from None
+    if not is_zip:
         raise CheckpointError(f"{name} is not a readable checkpoint (truncated or another format?): no zip header")
     try:
         ckpt = torch.load(src, map_location=map_location, weights_only=True)

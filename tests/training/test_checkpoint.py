@@ -25,6 +25,9 @@ from cs336_lm.training.checkpoint import (
     unwrap_model,
 )
 
+# constructing the first optimizer imports torch._dynamo, whose own import raises these
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+
 
 class Tiny(nn.Module):
     """A stand-in LM: an embedding matrix, a gain vector and a projection."""
@@ -202,9 +205,11 @@ def test_latest_falls_back_to_newest_file_when_pointer_is_stale(tmp_path):
     assert latest_checkpoint(tmp_path).name == "step_00000002.pt"
 
 
-def test_error_missing_file(tmp_path):
+def test_error_missing_file_or_directory(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.pt", Tiny())
+    with pytest.raises(CheckpointError, match="is a directory"):
+        load_checkpoint(tmp_path, Tiny())
 
 
 def test_error_truncated_file(tmp_path):
