@@ -12,9 +12,9 @@ format a single process writes) and ``load_optimizer_state`` puts such a state b
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -23,6 +23,8 @@ from torch import nn
 from cs336_lm.errors import CheckpointError, ConfigError, LMError
 from cs336_lm.optim import clip_grad_norm_
 from cs336_lm.training.runtime import ProcessInfo
+
+T = TypeVar("T")
 
 # How long a collective waits for a slow or lost peer before failing (a checkpoint write on rank 0 must fit).
 PROCESS_GROUP_TIMEOUT = timedelta(minutes=10)
@@ -57,6 +59,21 @@ def destroy_process_group() -> None:
     """Leave the process group (on exit, error or signal); nothing to do when none was joined."""
     if active():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group_session() -> Iterator[None]:
+    """Around a whole run: leave the process group on every exit, and turn a collective that failed because
+    another rank died into a one-line ``PeerFailure`` (the dead rank reports its own error)."""
+    try:
+        yield
+    except RuntimeError as e:
+        if not lost_peer(e):
+            raise
+        first_line = str(e).strip().splitlines()[0][:200]
+        raise PeerFailure(f"rank {dist.get_rank()} lost contact with another rank ({first_line})") from None
+    finally:
+        destroy_process_group()
 
 
 def wrap(model: nn.Module, parallel: str, device: torch.device) -> nn.Module:
@@ -128,6 +145,17 @@ def all_gather(obj: Any) -> list[Any]:
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def on_every_rank(setup: Callable[[], T], proc: ProcessInfo) -> T:
+    """``setup()`` on every rank, then ``agree_on_setup``: its result when it succeeded everywhere."""
+    error, result = None, None
+    try:
+        result = setup()
+    except LMError as e:
+        error = e
+    agree_on_setup(error, proc)
+    return result
 
 
 def agree_on_setup(error: LMError | None, proc: ProcessInfo) -> None:

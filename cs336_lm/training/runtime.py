@@ -1,10 +1,10 @@
 """Where and how the loop runs: process identity, device, compute dtype, ``torch.compile`` and stop signals.
 
 Each choice is a small pure-ish function of the config and the machine so it can be tested on its own:
-``process_info`` (rank/world size; the one place that decides "am I the main process"), ``select_device``
-(``auto`` = cuda > mps > cpu), ``select_dtype`` (``auto`` = bf16 autocast where bf16 matmul is native),
-``autocast`` (the context the forward pass runs in), ``should_compile`` and ``GracefulStop`` (SIGINT/SIGTERM
-finish the current step instead of killing the run).
+``process_info`` (rank/world size from torchrun's environment; the one place that decides "am I the main
+process"), ``select_device`` (``auto`` = cuda > mps > cpu; ``cuda:LOCAL_RANK`` under torchrun), ``select_dtype``
+(``auto`` = bf16 autocast where bf16 matmul is native), ``autocast`` (the context the forward pass runs in),
+``should_compile`` and ``GracefulStop`` (SIGINT/SIGTERM finish the current step instead of killing the run).
 """
 
 from __future__ import annotations

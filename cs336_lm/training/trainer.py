@@ -15,25 +15,31 @@ main process alone prints and writes files; checkpoints hold the whole unwrapped
 from __future__ import annotations
 
 import math
-import random
 import sys
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from cs336_lm.config import Config, summary, to_dict
 from cs336_lm.data import get_batch, iter_eval_batches
 from cs336_lm.errors import ConfigError, LMError
-from cs336_lm.nn import TransformerLM
 from cs336_lm.nn.functional import cross_entropy
-from cs336_lm.optim import AdamW, cosine_lr, param_groups_for_weight_decay
 from cs336_lm.training import checkpoint as ckpt
 from cs336_lm.training import parallel
+from cs336_lm.training.build import (
+    Snapshot,
+    batch_generator,
+    build_model,
+    build_optimizer,
+    lr_at,
+    seed_everything,
+    training_flops_per_token,
+)
 from cs336_lm.training.inputs import check_inputs
 from cs336_lm.training.metrics import MetricsLog, StepWindow, WandbLogger, format_line, memory_gb, mfu, perplexity
 from cs336_lm.training.rundir import RunDir
@@ -64,71 +70,8 @@ class TrainResult:
 
 def train(cfg: Config) -> TrainResult:
     """Train (or resume) the run described by ``cfg``; see the module docstring. Leaves the process group on exit."""
-    try:
+    with parallel.process_group_session():
         return Trainer(cfg).run()
-    except RuntimeError as e:  # a collective failed because a peer died: it reports its own error
-        if not parallel.lost_peer(e):
-            raise
-        rank = torch.distributed.get_rank()
-        first_line = str(e).strip().splitlines()[0][:200]
-        raise parallel.PeerFailure(f"rank {rank} lost contact with another rank ({first_line})") from None
-    finally:
-        parallel.destroy_process_group()
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's global RNGs (model initialisation draws from torch's)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def batch_generator(seed: int, rank: int, step: int | None = None) -> np.random.Generator:
-    """Process ``rank``'s batch sampler: ``SeedSequence((seed, rank))`` gives every rank an independent stream.
-
-    ``step`` (a resume on another world size, where the saved per-rank streams do not fit) seeds a fresh stream
-    from ``(seed, rank, step)`` instead.
-    """
-    return np.random.default_rng([seed, rank] if step is None else [seed, rank, step])
-
-
-class Snapshot:
-    """A state dict already gathered, handed to ``checkpoint.save_checkpoint`` in place of a module/optimizer."""
-
-    def __init__(self, state: dict):
-        self.state = state
-
-    def state_dict(self) -> dict:
-        return self.state
-
-
-def build_model(cfg: Config, device: torch.device) -> TransformerLM:
-    """The ``TransformerLM`` of ``cfg.model`` (fp32 master weights) on ``device``."""
-    kwargs = {k: v for k, v in to_dict(cfg)["model"].items() if k != "preset"}
-    return TransformerLM(**kwargs, device=device)
-
-
-def build_optimizer(model: torch.nn.Module, cfg: Config) -> AdamW:
-    """AdamW over ``model`` with weight decay on matrices only (``param_groups_for_weight_decay``)."""
-    o = cfg.optim
-    groups = param_groups_for_weight_decay(model, o.weight_decay)
-    return AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
-
-
-def training_flops_per_token(cfg: Config) -> float | None:
-    """Forward + backward matmul FLOPs per token of ``cfg.model`` (``cs336_lm.nn.accounting``), for MFU."""
-    try:
-        from cs336_lm.nn import accounting
-    except ImportError:
-        return None
-    return accounting.training_flops_per_token(accounting.Shape.from_config(to_dict(cfg)["model"]))
-
-
-def lr_at(step: int, cfg: Config) -> float:
-    """The cosine schedule of ``cfg.optim`` at 0-based ``step``; the decay ends at ``train.max_steps`` unless set."""
-    o = cfg.optim
-    cycle = o.cosine_cycle_iters if o.cosine_cycle_iters is not None else max(cfg.train.max_steps, o.warmup_iters)
-    return cosine_lr(step, o.lr, o.min_lr, o.warmup_iters, cycle)
 
 
 class Trainer:
@@ -141,21 +84,13 @@ class Trainer:
         parallel.init_process_group(self.proc, self.device)
         self.dtype = select_dtype(cfg.train.dtype, self.device)
         self.step, self.prior_time, self.wandb_id, self.notes = 0, 0.0, None, []
-        error = None
-        try:
-            state = self._prepare()  # every input and the checkpoint are checked before anything is written
-        except LMError as e:
-            error = e
-        parallel.agree_on_setup(error, self.proc)  # all ranks go on, or all stop
+        # every input and the checkpoint are checked (on every rank, which all go on or all stop) before any write
+        state = parallel.on_every_rank(self._prepare, self.proc)
         self.model = self._wrap_model(self.raw_model)
         self.optimizer = build_optimizer(self.raw_model, cfg)  # after wrapping: FSDP replaces the parameters
         if state is not None:
-            error = None
-            try:
-                parallel.load_optimizer_state(self.optimizer, state.get("optimizer"), str(self.resumed_from))
-            except LMError as e:
-                error = e
-            parallel.agree_on_setup(error, self.proc)
+            saved, name = state.get("optimizer"), str(self.resumed_from)
+            parallel.on_every_rank(partial(parallel.load_optimizer_state, self.optimizer, saved, name), self.proc)
         if self.proc.is_main:
             self.run_dir.write_run_files(cfg, self.inputs.tokenizer)
         self.stop: GracefulStop | None = None  # the SIGINT/SIGTERM handler while ``run`` loops
