@@ -151,16 +151,8 @@ class Pipeline:
 
     def corpus(self) -> None:
         a, data = self.args, self.data
-        cli_args = [
-            "--size-mb",
-            str(a.size_mb),
-            "--valid-mb",
-            str(a.valid_mb),
-            "--seed",
-            str(a.seed),
-            "--out",
-            str(data),
-        ]
+        cli_args = ["--size-mb", str(a.size_mb), "--valid-mb", str(a.valid_mb), "--seed", str(a.seed)]
+        cli_args += ["--out", str(data)]
         self.step(1, "corpus", "Write the story corpus", "lm-demo-corpus", cli_args,
                   outputs=[data / "train.txt", data / "valid.txt"])  # fmt: skip
         with open(data / "train.txt", encoding="utf-8") as f:
