@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
-        args.preset, args.steps, args.log_every, args.repeats = "debug", 12, 3, 2
+        args.preset, args.steps, args.log_every, args.repeats = "debug", 30, 5, 2
     results: dict[str, list[float]] = {"plain": [], "torchrun": []}
     with tempfile.TemporaryDirectory(prefix="bench_torchrun_") as tmp:
         root = Path(tmp)
