@@ -110,31 +110,37 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def runs(inputs, tmp_path_factory) -> dict[str, tuple[Path, int, str, str]]:
-    """Every independent torchrun run, launched together: name -> (out_dir, status, stdout, stderr).
+def runs(inputs, tmp_path_factory, request) -> dict[str, tuple[Path, int, str, str]]:
+    """Every torchrun run, launched as early as it can be: name -> (out_dir, status, stdout, stderr).
 
-    ``sigterm`` trains until its first metrics record is written, then torchrun itself gets SIGTERM.
+    ``sigterm`` trains until its first metrics record is written, then torchrun itself gets SIGTERM. Once ``ddp``
+    and ``fsdp`` finish, copies of them stopped at step 2 resume (``resumed``, ``fsdp_resumed``), and a DDP run
+    starts from the one-process reference's step-2 checkpoint (``from_single``).
     """
     root = tmp_path_factory.mktemp("runs")
     endless = {"train.parallel": "ddp", "train.max_steps": 100000, "train.ckpt_every": 0, "train.eval_every": 0}
+    ddp, fsdp = {"train.parallel": "ddp"}, {"train.parallel": "fsdp"}
     plans = {
-        "ddp": ({"train.parallel": "ddp"}, ()),
-        "fsdp": ({"train.parallel": "fsdp"}, ()),
-        "setup_failure": ({"train.parallel": "ddp"}, ("--fail-rank", "1", "--fail-at", "setup")),
-        "step_failure": ({"train.parallel": "ddp"}, ("--fail-rank", "1", "--fail-at", "step")),
+        "ddp": (ddp, ()),
+        "fsdp": (fsdp, ()),
+        "setup_failure": (ddp, ("--fail-rank", "1", "--fail-at", "setup")),
+        "step_failure": (ddp, ("--fail-rank", "1", "--fail-at", "step")),
         "sigterm": (endless, ()),
     }
     started = {name: (root / name, launch(inputs, root / name, extra, args)) for name, (extra, args) in plans.items()}
+    reference = request.getfixturevalue("reference")  # trains in this process while the others start
     out_dir, proc = started["sigterm"]
     deadline = time.monotonic() + TIMEOUT_S
     while not read_metrics(out_dir / "metrics.jsonl") and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     done = {"ddp": (root / "ddp", *finish(started.pop("ddp")[1]))}
-    started["resumed"] = (
-        root / "resumed",
-        launch(inputs, resume_copy(root / "ddp", root / "resumed"), plans["ddp"][0]),
-    )
+    started["resumed"] = (root / "resumed", launch(inputs, resume_copy(root / "ddp", root / "resumed"), ddp))
+    from_single = {**ddp, "train.resume": reference / "checkpoints" / "step_00000002.pt", "train.max_steps": 3}
+    started["from_single"] = (root / "from_single", launch(inputs, root / "from_single", from_single))
+    done["fsdp"] = (root / "fsdp", *finish(started.pop("fsdp")[1]))
+    copy = resume_copy(root / "fsdp", root / "fsdp_resumed")
+    started["fsdp_resumed"] = (copy, launch(inputs, copy, fsdp))
     return done | {name: (out_dir, *finish(proc)) for name, (out_dir, proc) in started.items()}
 
 
@@ -239,20 +245,33 @@ def test_fsdp_checkpoint_has_whole_tensors_in_the_single_process_format(runs, re
             torch.testing.assert_close(fsdp["optimizer"]["state"][i][key], value, rtol=0, atol=1e-5)
 
 
-def test_ddp_resume_is_bitwise_and_checkpoints_cross_world_sizes(runs, inputs, tmp_path, capsys):
-    out_dir, status, _, err = runs["ddp"]
+@pytest.mark.parametrize("kind", ["ddp", "fsdp"])
+def test_resume_on_two_ranks_is_bitwise(runs, kind):
+    """From the step-2 checkpoint to step 4 == the uninterrupted run (each rank's sampler and the moments restored,
+    for FSDP re-sharded from the whole tensors in the checkpoint)."""
+    out_dir, status, _, err = runs[kind]
     assert status == 0, err
-    # DDP from the step-2 checkpoint to step 4 == the uninterrupted DDP run (each rank's sampler restored)
-    resumed, status, out, err = runs["resumed"]
+    resumed, status, out, err = runs["resumed" if kind == "ddp" else "fsdp_resumed"]
     assert status == 0, err
     assert f"resuming from {resumed / 'checkpoints' / 'step_00000002.pt'} at step 2" in out
-    final, again = params(latest_checkpoint(out_dir)), params(latest_checkpoint(resumed))
-    assert all(torch.equal(again[key], value) for key, value in final.items())
-    # a DDP checkpoint continues in one plain process (samplers re-derived from (seed, rank, step), said so)
-    start = out_dir / "checkpoints" / "step_00000002.pt"
+    final, again = read_checkpoint(latest_checkpoint(out_dir)), read_checkpoint(latest_checkpoint(resumed))
+    assert all(torch.equal(again["model"][key], value) for key, value in final["model"].items())
+    for i, moments in final["optimizer"]["state"].items():
+        for key, value in moments.items():
+            theirs = again["optimizer"]["state"][i][key]
+            assert torch.equal(theirs, value) if isinstance(value, torch.Tensor) else theirs == value, (i, key)
+
+
+def test_checkpoints_cross_world_sizes(runs, inputs, tmp_path, capsys):
+    """A one-process checkpoint continues on two ranks, a DDP one in one process; samplers are re-derived."""
+    note = "each rank samples afresh from (seed, rank, step=2)"
+    out_dir, status, out, err = runs["from_single"]
+    assert status == 0, err
+    assert note in out and read_checkpoint(latest_checkpoint(out_dir))["iteration"] == 3
+    start = runs["ddp"][0] / "checkpoints" / "step_00000002.pt"
     cfg = load_config(DEBUG_CONFIG, overrides(inputs, tmp_path / "one", {"train.resume": start, "train.max_steps": 3}))
     result = train(cfg)
-    assert result.step == 3 and "each rank samples afresh from (seed, rank, step=2)" in capsys.readouterr().out
+    assert result.step == 3 and note in capsys.readouterr().out
 
 
 def test_a_setup_failure_on_one_rank_ends_both_with_one_message(runs):
