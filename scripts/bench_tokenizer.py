@@ -13,6 +13,7 @@ with an empty pre-token cache; ``encode (warm)`` encodes the same text again wit
 import argparse
 import collections
 import json
+import multiprocessing
 import os
 import platform
 import resource
@@ -97,6 +98,23 @@ def timed(fn) -> tuple[float, float]:
     start, start_cpu = time.perf_counter(), cpu()
     fn()
     return time.perf_counter() - start, cpu() - start_cpu
+
+
+def _burn(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+
+def parallel_headroom(n: int = 5_000_000) -> float:
+    """How much faster two processes finish two equal pure-Python loops than one process (2.0 on an idle
+    2-core machine). Near 1.0 means the cores are busy with other work and no parallel speed-up can show."""
+    serial = timed(lambda: (_burn(n), _burn(n)))[0]
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        pool.map(_burn, [1, 1])  # start the workers before timing
+        parallel = timed(lambda: pool.map(_burn, [n, n]))[0]
+    return serial / parallel
 
 
 def run(text: str, repeats: int, workdir: Path) -> dict[str, list[tuple[float, float]]]:
@@ -196,8 +214,11 @@ def main() -> None:
     ours, ref = gpt2_tokenizers()
     same = ours.encode(text[:2_000_000]) == ref.encode(text[:2_000_000], allowed_special="all")
     print(f"input: {source}, {mb:.1f} MB; {args.repeats} repeat(s); ids identical to tiktoken (first 2M chars): {same}")
+    headroom = [parallel_headroom()]
     with tempfile.TemporaryDirectory() as tmp:
         rows = report(run(text, args.repeats, Path(tmp)), mb)
+    headroom.append(parallel_headroom())
+    print(f"2-process speed-up of a pure-Python loop here, before/after: {headroom[0]:.2f} / {headroom[1]:.2f}")
     parts = None
     if args.profile:
         print("where a cold encode spends its time:")
@@ -213,6 +234,7 @@ def main() -> None:
             "identical_ids": same,
             "results": rows,
             "profile": parts,
+            "parallel_headroom_before_after": headroom,
             "targets": TARGETS,
         }
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
