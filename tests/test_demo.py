@@ -120,13 +120,11 @@ def test_ledger_tracks_commands_inputs_and_completion(tmp_path):
 def test_thread_choice(monkeypatch):
     thread_env = load_demo_module().thread_env
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
-    monkeypatch.setattr("os.getloadavg", lambda: (0.3, 0.0, 0.0))
-    env, why = thread_env("auto")
-    assert "OMP_NUM_THREADS" not in env and why.startswith("2 thread(s)")
-    monkeypatch.setattr("os.getloadavg", lambda: (9.5, 0.0, 0.0))
-    env, why = thread_env("auto")
-    assert env["OMP_NUM_THREADS"] == "1" and "busy" in why
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    for load, threads in [(0.2, "16"), (3.6, "12"), (15.7, "1"), (40.0, "1")]:
+        monkeypatch.setattr("os.getloadavg", lambda load=load: (load, 0.0, 0.0))
+        env, why = thread_env("auto")
+        assert env["OMP_NUM_THREADS"] == threads and "idle core" in why
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert thread_env("auto")[0]["OMP_NUM_THREADS"] == "3"
     assert thread_env("2")[0]["OMP_NUM_THREADS"] == "2"
