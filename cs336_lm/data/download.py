@@ -31,6 +31,7 @@ USER_AGENT = "cs336_lm-downloader/1.0"
 # ConnectionResetError, TimeoutError and http.client's IncompleteRead all land here), and local ones that are not.
 TRANSIENT = (OSError, http.client.HTTPException)
 LOCAL = (PermissionError, IsADirectoryError, NotADirectoryError, FileNotFoundError)
+RETRY_STATUS = {429, 500, 502, 503, 504}  # busy or failing servers: worth another try; 4xx otherwise is final
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,10 @@ def download(
 ) -> str:
     """Download ``url`` to ``dest``, resuming a previous partial download; return the file's SHA-256.
 
-    An existing ``dest`` is kept (and checked against ``sha256`` when given). Transient network errors are
-    retried up to ``retries`` times, each resuming where the last stopped, after ``backoff * attempt`` seconds.
-    A checksum mismatch deletes the ``.part`` file (its bytes are wrong, resuming would not help) and raises
-    ``DataError`` naming both digests.
+    An existing ``dest`` is kept (and checked against ``sha256`` when given). Transient network errors and
+    HTTP 429/5xx answers are retried up to ``retries`` times, each resuming where the last stopped, after
+    ``backoff * attempt`` seconds. A checksum mismatch deletes the ``.part`` file (its bytes are wrong,
+    resuming would not help) and raises ``DataError`` naming both digests.
     """
     dest = Path(dest)
     if dest.exists():
@@ -80,7 +81,10 @@ def download(
             _fetch_into(url, part, timeout, progress)
             break
         except urllib.error.HTTPError as e:
-            raise DataError(f"download of {url} failed: HTTP {e.code} {e.reason}") from e
+            if e.code not in RETRY_STATUS or attempt == retries:
+                raise DataError(f"download of {url} failed: HTTP {e.code} {e.reason}") from e
+            print(f"server answered HTTP {e.code}; trying again (attempt {attempt + 2}/{retries + 1})")
+            time.sleep(backoff * (attempt + 1))
         except LOCAL:
             raise
         except TRANSIENT as e:

@@ -25,6 +25,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         srv = self.server
         srv.requests.append(self.headers.get("Range"))
+        if srv.busy_left > 0:
+            srv.busy_left -= 1
+            self.send_error(503, "Service Unavailable")
+            return
         if self.path != "/data.bin":
             self.send_error(404, "Not Found")
             return
@@ -63,6 +67,7 @@ class Handler(BaseHTTPRequestHandler):
 def server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     srv.requests, srv.support_range, srv.drops_left, srv.drop_after, srv.bytes_served = [], True, 0, 0, 0
+    srv.busy_left = 0
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}/data.bin"
@@ -132,6 +137,15 @@ def test_existing_file_is_checked_not_downloaded(server, tmp_path):
 def test_http_error_is_reported(server, tmp_path):
     with pytest.raises(DataError, match="HTTP 404"):
         download(server.url.replace("data.bin", "missing.bin"), tmp_path / "x", progress=False)
+
+
+def test_busy_server_is_retried(server, tmp_path):
+    server.busy_left = 2
+    assert download(server.url, tmp_path / "data.bin", backoff=0, progress=False) == DIGEST
+    assert len(server.requests) == 3
+    server.busy_left = 10
+    with pytest.raises(DataError, match="HTTP 503"):
+        download(server.url, tmp_path / "other.bin", retries=1, backoff=0, progress=False)
 
 
 def test_gives_up_after_retries(server, tmp_path):
