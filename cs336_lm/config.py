@@ -142,7 +142,8 @@ class TrainConfig:
     resume: str = "auto"
     """``auto``: continue from out_dir's latest checkpoint if any; ``none``: refuse an existing run; or a path."""
     parallel: str = "none"
-    """Multi-process strategy under torchrun: ``none``, ``ddp`` or ``fsdp``."""
+    """Multi-process strategy under torchrun: ``none``, ``ddp`` (replicated model, all-reduced gradients) or ``fsdp``
+    (FSDP2, sharded per block); without torchrun ``ddp``/``fsdp`` warn and train one process. docs/training.md."""
     wandb: WandbConfig = field(default_factory=WandbConfig)
     """Optional Weights & Biases logging."""
 
