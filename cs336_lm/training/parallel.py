@@ -193,10 +193,11 @@ def clip_grad_norm(params: list[nn.Parameter], max_norm: float, eps: float = 1e-
     return total
 
 
-def _full(value: Any) -> Any:
-    """A ``DTensor`` gathered to a whole CPU tensor (a collective); other values unchanged."""
+def _full(value: Any, keep: bool) -> Any:
+    """A ``DTensor`` gathered whole (a collective every rank joins), as a CPU tensor where ``keep``, else None."""
     if hasattr(value, "full_tensor"):
-        return value.full_tensor().cpu()
+        whole = value.full_tensor()
+        return whole.cpu() if keep else None
     return value.cpu() if isinstance(value, torch.Tensor) else value
 
 
@@ -212,12 +213,14 @@ def full_model_state(model: nn.Module, sharded: bool) -> dict[str, torch.Tensor]
 def full_optimizer_state(optimizer: torch.optim.Optimizer, sharded: bool) -> dict:
     """``optimizer.state_dict()`` with every sharded moment gathered whole: the single-process format (ids 0..n−1).
 
-    Every rank must call it (each ``DTensor`` gather is a collective, taken in the same order everywhere).
+    Every rank must call it (each ``DTensor`` gather is a collective, taken in the same order everywhere); the
+    whole tensors are kept on rank 0 only (the others get ``None`` in their place).
     """
     state = optimizer.state_dict()
     if not sharded:
         return state
-    gathered = {i: {k: _full(v) for k, v in s.items()} for i, s in sorted(state["state"].items())}
+    keep = dist.get_rank() == 0  # only rank 0 writes; the others drop each gathered tensor at once
+    gathered = {i: {k: _full(v, keep) for k, v in s.items()} for i, s in sorted(state["state"].items())}
     return {"state": gathered, "param_groups": state["param_groups"]}
 
 

@@ -153,7 +153,7 @@ class Trainer:
         and checkpoints save its (gathered) state dict. ``self.wrapped`` is the module before compilation.
         """
         self.wrapped = parallel.wrap(model, self.cfg.train.parallel, self.device)
-        self.sharded = self.wrapped is model and parallel.active() and self.cfg.train.parallel == "fsdp"
+        self.sharded = parallel.active() and self.cfg.train.parallel == "fsdp"
         self.compiled = should_compile(self.cfg.train.compile, self.device)
         return torch.compile(self.wrapped) if self.compiled else self.wrapped
 
