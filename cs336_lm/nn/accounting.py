@@ -85,16 +85,18 @@ def training_flops_per_token(s: Shape, seq_len: int | None = None) -> float:
 def activation_bytes(s: Shape, batch_size: int, seq_len: int | None = None, bytes_per_element: int = 4) -> int:
     """Estimated bytes of activations autograd keeps for the backward of one training step (weights aside).
 
-    Per layer and token, in elements (our reference implementation): RMSNorm₁ input, normalised and
-    scaled output (3·d); rotated q and k and v as batched-matmul operands (3·d); merged heads (d);
-    residual sum, RMSNorm₂ normalised and scaled output (3·d); W1 x, W3 x, SiLU(W1 x) and their product
-    (4·d_ff); attention probabilities (num_heads·T). Once per token: the final norm (3·d) and the
-    logits (V). Checked against autograd's saved tensors in tests/nn/test_accounting.py.
+    Per layer and token, in elements (our reference implementation): the block input and RMSNorm₁'s
+    output (2·d); rotated q and k and v as batched-matmul operands (3·d); merged heads (d); the residual
+    sum and RMSNorm₂'s output (2·d); σ(W1 x), SiLU(W1 x), W3 x and the gated product (4·d_ff); attention
+    probabilities (num_heads·T). Once per token: the final norm's input and output (2·d) and the logits
+    (V). Per layer, once per batch: RoPE's cos/sin rows for q and k (4·T·d_head). Per-row statistics
+    (1/rms, logsumexp) are left out. Checked against autograd's saved tensors in tests/nn/test_accounting.py.
     """
     t = s.context_length if seq_len is None else seq_len
-    per_layer = 10 * s.d_model + 4 * s.d_ff + s.num_heads * t
-    per_token = s.num_layers * per_layer + 3 * s.d_model + s.vocab_size
-    return batch_size * t * per_token * bytes_per_element
+    per_layer = 8 * s.d_model + 4 * s.d_ff + s.num_heads * t
+    per_token = s.num_layers * per_layer + 2 * s.d_model + s.vocab_size
+    rope_tables = s.num_layers * 4 * t * (s.d_model // s.num_heads)
+    return (batch_size * t * per_token + rope_tables) * bytes_per_element
 
 
 def gpt2_params(s: Shape) -> int:

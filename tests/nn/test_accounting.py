@@ -46,7 +46,7 @@ def test_forward_flops_match_torch_flop_counter(name, seq):
     assert training_flops_per_token(shape, seq) == 3 * forward_flops(shape, seq)["total"] / seq
 
 
-def test_activation_estimate_within_10_percent_of_saved_tensors():
+def test_activation_estimate_within_2_percent_of_saved_tensors():
     cfg = PRESETS["debug"]
     model = TransformerLM(**cfg)
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -62,7 +62,7 @@ def test_activation_estimate_within_10_percent_of_saved_tensors():
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         F.cross_entropy(model(tokens), tokens)
     estimate = activation_bytes(Shape.from_config(cfg), batch_size=3, seq_len=64)
-    assert abs(estimate - sum(saved.values())) / sum(saved.values()) < 0.1
+    assert abs(estimate - sum(saved.values())) / sum(saved.values()) < 0.02
 
 
 @pytest.mark.parametrize("name", list(PUBLISHED_GPT2))
