@@ -84,9 +84,9 @@ def wrap(model: nn.Module, parallel: str, device: torch.device) -> nn.Module:
     """
     if not active() or parallel == "none":
         return model
-    if parallel == "ddp":  # buffers (RoPE tables) are the same computed constants on every rank: no broadcast
+    if parallel == "ddp":  # buffers (RoPE tables) are computed alike on every rank: no broadcast every forward
         device_ids = [device.index] if device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
     from torch.distributed.fsdp import fully_shard
 
     for block in model.layers:

@@ -344,3 +344,37 @@ def test_clip_grad_norm_without_shards_is_the_global_norm():
     norm = parallel.clip_grad_norm([a, b], max_norm=1.0)
     assert norm.item() == pytest.approx(5.0)
     torch.testing.assert_close(torch.cat([a.grad, b.grad]), torch.tensor([0.6, 0.0, 0.8]) * 5 / (5 + 1e-6))
+
+
+@pytest.fixture
+def one_rank_group(tmp_path):
+    """A one-process Gloo group in this process (destroyed afterwards, so later tests run without one)."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        parallel.destroy_process_group()
+
+
+@pytest.mark.parametrize("kind", ["ddp", "fsdp"])
+def test_gradient_sync_skips_the_reduction_on_non_final_micro_steps(one_rank_group, kind):
+    torch.manual_seed(0)
+    model = TransformerLM(257, 16, 32, 2, 2, 64, 10000.0)
+    wrapped = parallel.wrap(model, kind, torch.device("cpu"))
+    x = torch.randint(0, 257, (2, 16))
+    with parallel.gradient_sync(wrapped, enabled=False):
+        if kind == "ddp":
+            assert not wrapped.require_backward_grad_sync  # inside DDP's no_sync()
+        wrapped(x).sum().backward()
+    if kind == "fsdp":  # unsynchronised gradients stay in FSDP's unsharded buffers, not yet in .grad
+        assert all(p.grad is None for p in model.parameters())
+    with parallel.gradient_sync(wrapped, enabled=True):
+        wrapped(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    # both micro-steps' gradients arrive: twice one backward's (a plain model as the reference)
+    torch.manual_seed(0)
+    plain = TransformerLM(257, 16, 32, 2, 2, 64, 10000.0)
+    plain(x).sum().backward()
+    for (name, p), q in zip(model.named_parameters(), plain.parameters(), strict=True):
+        grad = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
+        torch.testing.assert_close(grad, 2 * q.grad, msg=lambda m, n=name: f"{n}: {m}")
