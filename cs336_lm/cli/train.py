@@ -4,7 +4,7 @@ The config file is read against the schema in ``cs336_lm.config``; ``key=value``
 win. ``--print-config`` shows the resolved config and exits without touching any file. The run itself is
 ``cs336_lm.training.train``. Exit status: 0 when training finished or was stopped by SIGINT/SIGTERM after
 saving, 2 for bad input (config, data, tokenizer, out_dir), 1 when the loss became NaN/inf. Under torchrun
-(``torchrun --nproc_per_node N $(which lm-train) --config … train.parallel=ddp``) a failure on any rank ends
+(``torchrun --nproc_per_node N --no-python lm-train --config … train.parallel=ddp``) a failure on any rank ends
 every rank; the main process reports it and the others exit with the same status quietly.
 """
 
@@ -28,7 +28,7 @@ resume:
   checkpoints; train.resume=PATH starts from that checkpoint. SIGINT/SIGTERM save a checkpoint and exit 0.
 
 several processes:
-  torchrun --nproc_per_node 8 $(which lm-train) --config configs/owt.yaml train.parallel=ddp   (or fsdp)
+  torchrun --nproc_per_node 8 --no-python lm-train --config configs/owt.yaml train.parallel=ddp   (or fsdp)
   Each process draws its own batches; the global batch is batch_size x grad_accum_steps x processes.
 
 outputs (in train.out_dir): config.yaml, tokenizer/, metrics.jsonl, checkpoints/step_XXXXXXXX.pt, checkpoints/latest.
