@@ -6,15 +6,22 @@ header records dtype and length). ``load_tokens`` memory-maps it, so training ne
 ``iter_eval_batches`` walks a fixed set of evenly spaced windows so validation loss is comparable across runs.
 Random starts come from a ``numpy.random.Generator`` the caller owns; its state
 (``gen.bit_generator.state``, a dict of ints and strings) goes into checkpoints as it is.
+torch is imported on first batch, not with the module, so tools that only write token files
+(``lm-tokenize``) start without it.
 """
+
+from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from jaxtyping import Int
+
+if TYPE_CHECKING:
+    import torch
 
 from cs336_lm.errors import DataError
 from cs336_lm.fileio import atomic_write
@@ -96,6 +103,8 @@ def _windows_to_device(
     dataset: np.ndarray, starts: np.ndarray, context_length: int, device: str | torch.device
 ) -> tuple[Int[torch.Tensor, "batch seq"], Int[torch.Tensor, "batch seq"]]:
     """Gather ``dataset[s : s + T + 1]`` for each start (only those ids are read) and split into inputs/targets."""
+    import torch
+
     index = starts[:, None] + np.arange(context_length + 1)  # (batch, seq + 1)
     window = torch.from_numpy(dataset[index].astype(np.int64))  # (batch, seq + 1), a copy of just these ids
     device = torch.device(device)
