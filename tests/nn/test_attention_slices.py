@@ -1,0 +1,37 @@
+"""The CPU reference attention in batch slices equals the whole-batch computation, forward and backward."""
+
+import torch
+
+from cs336_lm.nn import attention
+from cs336_lm.nn.attention import MultiHeadSelfAttention
+
+
+def _run(mha, x):
+    x = x.clone().requires_grad_(True)
+    y = mha(x)
+    y.square().sum().backward()
+    return y.detach(), x.grad, [p.grad.clone() for p in mha.parameters()]
+
+
+def test_sliced_reference_attention_equals_whole_batch(monkeypatch):
+    torch.manual_seed(0)
+    mha = MultiHeadSelfAttention(d_model=16, num_heads=4, max_seq_len=12, theta=10000.0)
+    x = torch.randn(5, 12, 16)
+    whole = _run(mha, x)
+    mha.zero_grad()
+    score_bytes_per_row = 4 * 12 * 12 * 4  # (heads, q, k) fp32
+    monkeypatch.setattr(attention, "CPU_SCORES_BYTES_PER_SLICE", 2 * score_bytes_per_row)
+    q = torch.zeros(5, 4, 12, 4)
+    assert attention._rows_per_slice(q, q) == 2  # slices of 2, 2, 1 rows
+    sliced = _run(mha, x)
+    torch.testing.assert_close(sliced[0], whole[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(sliced[1], whole[1], rtol=1e-6, atol=1e-6)
+    for got, want in zip(sliced[2], whole[2], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_rows_per_slice_keeps_small_work_whole():
+    q = torch.zeros(8, 16, 1, 32)  # one decoding step: tiny scores
+    assert attention._rows_per_slice(q, torch.zeros(8, 16, 256, 32)) >= 8
+    big = torch.zeros(8, 16, 256, 32)  # 4 MiB of scores per row → 2 rows per 8 MiB slice
+    assert attention._rows_per_slice(big, big) == 2
