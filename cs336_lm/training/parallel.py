@@ -67,6 +67,10 @@ def process_group_session() -> Iterator[None]:
     another rank died into a one-line ``PeerFailure`` (the dead rank reports its own error)."""
     try:
         yield
+        # A clean finish: wait for every rank before leaving, so no rank tears down its Gloo connections while a
+        # peer still uses them (rank 0 writing the last checkpoint); an early teardown can abort that peer.
+        if active():
+            dist.barrier()
     except RuntimeError as e:
         if not lost_peer(e):
             raise
