@@ -17,9 +17,5 @@ def model() -> TransformerLM:
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Decoding is a chain of tiny ops: one intra-op thread avoids OpenMP stalls on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Decoding is a chain of tiny ops: every generation test runs on one intra-op thread."""

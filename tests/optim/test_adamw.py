@@ -9,14 +9,8 @@ from torch import nn
 
 from cs336_lm.optim import AdamW, param_groups_for_weight_decay
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The toy tensors are far too small to split across threads; on a busy machine the extra thread only waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The toy tensors are far too small to split across threads.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Toy(nn.Module):

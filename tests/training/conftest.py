@@ -7,7 +7,6 @@ varied enough that a few steps visibly lower the loss.
 from pathlib import Path
 
 import pytest
-import torch
 
 from cs336_lm.config import load_config
 from cs336_lm.data import write_tokens
@@ -77,9 +76,5 @@ def tiny_config(run_inputs):
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and far faster than on two on a shared, oversubscribed CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every trainer test trains a tiny model: one intra-op thread (see tests/conftest.py)."""
