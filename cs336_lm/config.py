@@ -4,8 +4,11 @@
 the ``key=value`` overrides (the later wins), rejects unknown keys and wrong types with a ``ConfigError`` that
 names the key and suggests a close match, fills unset ``model`` fields from ``model.preset``
 (``cs336_lm.nn.PRESETS``; explicit fields win) and validates the values. The result is a plain ``Config``
-dataclass whose ``model`` section is fully explicit, so ``to_yaml(cfg)`` is the resolved config a run saves.
-Every field is documented where it is declared; docs/configs.md explains them for users.
+dataclass whose ``model`` section is fully explicit (no field is left unset once the preset is applied), so
+``to_yaml(cfg)`` is the resolved config a run saves. Every field is documented where it is declared;
+docs/configs.md explains them for users.
+
+Layer: above ``nn`` (it reads the presets and the backend names from there), below everything that runs a model.
 """
 
 from __future__ import annotations
@@ -22,11 +25,10 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 from cs336_lm.errors import ConfigError
+from cs336_lm.nn import ATTENTION_BACKENDS, KERNEL_BACKENDS, PRESETS
 
 # The model fields a preset may fill; ``attention`` and ``kernels`` are run-time choices with defaults.
 ARCH_FIELDS = ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff", "rope_theta")
-ATTENTION_CHOICES = ("reference", "sdpa")
-KERNELS_CHOICES = ("auto", "triton", "torch")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 DTYPE_CHOICES = ("auto", "fp32", "bf16")
 COMPILE_CHOICES = ("auto", "true", "false")
@@ -35,23 +37,26 @@ PARALLEL_CHOICES = ("none", "ddp", "fsdp")
 
 @dataclass
 class ModelConfig:
-    """The Transformer LM's shape (``TransformerLM`` constructor arguments) and how its ops run."""
+    """The Transformer LM's shape (``TransformerLM`` constructor arguments) and how its ops run.
+
+    The shape fields have no default: each comes from the YAML file, an override or ``preset``.
+    """
 
     preset: str | None = None
     """Name in ``cs336_lm.nn.PRESETS`` (``debug``, ``tinystories-17m``, ``owt-small``, …) filling unset fields."""
-    vocab_size: int | None = None
+    vocab_size: int = MISSING
     """Number of token ids; must equal the tokenizer's vocabulary size."""
-    context_length: int | None = None
+    context_length: int = MISSING
     """Longest sequence the model sees; training windows are exactly this long."""
-    d_model: int | None = None
+    d_model: int = MISSING
     """Width of the residual stream."""
-    num_layers: int | None = None
+    num_layers: int = MISSING
     """Number of Transformer blocks."""
-    num_heads: int | None = None
+    num_heads: int = MISSING
     """Attention heads per block; must divide ``d_model``."""
-    d_ff: int | None = None
+    d_ff: int = MISSING
     """Inner width of the SwiGLU feed-forward layer (about 8/3 · d_model, a multiple of 64)."""
-    rope_theta: float | None = None
+    rope_theta: float = MISSING
     """RoPE base θ: pair k of a head rotates by pos · θ^(−2k/d_head)."""
     attention: str = "reference"
     """``reference`` (our softmax attention, from scratch) or ``sdpa`` (torch's fused kernel, same math)."""
@@ -172,21 +177,37 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         merged = _merge(merged, _read_yaml(Path(path)), f"config file {path}")
     if overrides:
         merged = _merge(merged, _parse_overrides(overrides), "command-line overrides")
-    try:
-        cfg = OmegaConf.to_object(merged)
-    except MissingMandatoryValue as e:
-        key = e.full_key
-        raise ConfigError(f"missing required value {key}: set it in the YAML file or as {key}=...") from None
-    apply_preset(cfg.model)
-    validate(cfg)
-    return cfg
+    return _resolve(merged)
 
 
 def from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a resolved ``Config`` from a plain dict (e.g. the ``config`` stored in a checkpoint)."""
-    merged = _merge(OmegaConf.structured(Config), data, "stored config")
-    cfg = OmegaConf.to_object(merged)
-    apply_preset(cfg.model)
+    return _resolve(_merge(OmegaConf.structured(Config), data, "stored config"))
+
+
+def model_from_dict(data: dict[str, Any]) -> ModelConfig:
+    """A resolved ``ModelConfig`` from a plain ``model`` section (e.g. ``checkpoint["config"]["model"]``)."""
+    merged = _merge(OmegaConf.structured(ModelConfig), data, "stored model config")
+    apply_preset(merged)
+    try:
+        model = OmegaConf.to_object(merged)
+    except MissingMandatoryValue as e:
+        raise ConfigError(f"the stored model config has no {e.full_key}") from None
+    assert isinstance(model, ModelConfig)
+    return model
+
+
+def _resolve(merged: Any) -> Config:
+    """The merged ``DictConfig`` → a validated ``Config``: the preset fills the unset shape fields first."""
+    apply_preset(merged.model)
+    try:
+        cfg = OmegaConf.to_object(merged)
+    except MissingMandatoryValue as e:
+        key = e.full_key
+        if key.startswith("model.") and key.partition(".")[2] in ARCH_FIELDS:
+            raise ConfigError(f"{key} is not set: give it explicitly or choose a model.preset that has it") from None
+        raise ConfigError(f"missing required value {key}: set it in the YAML file or as {key}=...") from None
+    assert isinstance(cfg, Config)
     validate(cfg)
     return cfg
 
@@ -210,25 +231,21 @@ def summary(cfg: Config) -> str:
     return "\n".join(lines)
 
 
-def apply_preset(model: ModelConfig) -> None:
-    """Fill the unset architecture fields of ``model`` from ``PRESETS[model.preset]``; explicit fields win."""
+def apply_preset(model: Any) -> None:
+    """Fill the unset shape fields of the ``model`` section (a ``DictConfig``) from ``PRESETS[model.preset]``;
+    fields given explicitly win."""
     if model.preset is None:
         return
-    from cs336_lm.nn import PRESETS
-
     if model.preset not in PRESETS:
         raise ConfigError(f"unknown model.preset {model.preset!r}{_did_you_mean(model.preset, PRESETS)}")
     for key, value in PRESETS[model.preset].items():
-        if key in ARCH_FIELDS and getattr(model, key) is None:
-            setattr(model, key, value)
+        if key in ARCH_FIELDS and OmegaConf.is_missing(model, key):
+            model[key] = value
 
 
 def validate(cfg: Config) -> None:
     """Check values the types cannot express; raise ``ConfigError`` naming the first bad key."""
     m, o, t = cfg.model, cfg.optim, cfg.train
-    for key in ARCH_FIELDS:
-        if getattr(m, key) is None:
-            raise ConfigError(f"model.{key} is not set: give it explicitly or choose a model.preset that has it")
     positive = {
         **{f"model.{k}": getattr(m, k) for k in ARCH_FIELDS},
         "train.batch_size": t.batch_size,
@@ -276,8 +293,8 @@ def _validate_choices(cfg: Config) -> None:
     m, t = cfg.model, cfg.train
     t.compile, t.dtype, t.parallel = t.compile.lower(), t.dtype.lower(), t.parallel.lower()
     choices = {
-        "model.attention": (m.attention, ATTENTION_CHOICES),
-        "model.kernels": (m.kernels, KERNELS_CHOICES),
+        "model.attention": (m.attention, ATTENTION_BACKENDS),
+        "model.kernels": (m.kernels, KERNEL_BACKENDS),
         "train.dtype": (t.dtype, DTYPE_CHOICES),
         "train.compile": (t.compile, COMPILE_CHOICES),
         "train.parallel": (t.parallel, PARALLEL_CHOICES),

@@ -28,3 +28,16 @@ class CheckpointError(LMError):
 
 class GenerationError(LMError):
     """Invalid sampling settings or prompts."""
+
+
+class NonFiniteLossError(LMError):
+    """The training loss became NaN or infinite; the run stops without saving that state (exit status 1)."""
+
+
+class PeerFailure(LMError):
+    """Another process of a multi-process run failed; it reports the cause, so this one exits without repeating
+    it (``quiet``)."""
+
+    def __init__(self, message: str, quiet: bool = False):
+        super().__init__(message)
+        self.quiet = quiet

@@ -9,7 +9,7 @@ inside every repeat (rotating order) so load from other processes hits all of th
   it would take minutes);
 * ``HF generate``      — ``LlamaForCausalLM.generate(use_cache=True, do_sample=False)``, exactly
   ``--new-tokens`` tokens (``min_new_tokens`` = ``max_new_tokens``, no EOS), sdpa attention, built with
-  ``cs336_lm.nn.hf_llama.to_llama`` from our model (so both produce the same tokens; checked).
+  ``cs336_lm.interop.hf_llama.to_llama`` from our model (so both produce the same tokens; checked).
 
 Tokens/s = batch × new tokens / wall seconds (prefill included), medians over repeats, with ratios.
 
@@ -30,8 +30,8 @@ import torch
 from tqdm import tqdm
 
 from cs336_lm.generation import complete
+from cs336_lm.interop.hf_llama import to_llama
 from cs336_lm.nn import PRESETS, TransformerLM
-from cs336_lm.nn.hf_llama import to_llama
 
 
 def parse_args(argv=None) -> argparse.Namespace:

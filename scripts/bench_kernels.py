@@ -3,7 +3,7 @@
 For every op, dtype (bf16, fp32), row count (4K-64K) and hidden size (512-8192), the forward and the
 forward+backward are timed for four implementations, interleaved within each repeat:
 
-  triton        our kernels (``cs336_lm.kernels`` with backend "triton")
+  triton        our kernels (through ``cs336_lm.nn.dispatch`` with backend "triton")
   ref           the pure-torch reference the model runs elsewhere (``cs336_lm.nn.functional``), eager
   ref-compile   the same reference under ``torch.compile``
   native        torch's own op: ``torch.softmax`` / ``torch.nn.functional.rms_norm`` (mask + softmax, add + norm)
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from cs336_lm import kernels
+from cs336_lm.nn import dispatch
 from cs336_lm.nn import PRESETS, TransformerLM
 from cs336_lm.nn import functional as F
 from cs336_lm.optim import AdamW, clip_grad_norm_, param_groups_for_weight_decay
@@ -97,14 +97,14 @@ def build_ops() -> list[Op]:
     ref_softmax = lambda x: F.softmax(x, -1)
     ref_causal = lambda s: F.causal_softmax(s, s.shape[-1] ** -0.5, 0)
     ref_rms = lambda x, w: F.rms_norm(x, w, EPS)
-    ref_add_rms = lambda x, r, w: kernels.add_rms_norm(x, r, w, EPS, backend="torch")
+    ref_add_rms = lambda x, r, w: dispatch.add_rms_norm(x, r, w, EPS, backend="torch")
     return [
         Op(
             "softmax",
             (2, 5),
             _softmax_inputs,
             {
-                "triton": lambda x: kernels.softmax(x, -1, backend="triton"),
+                "triton": lambda x: dispatch.softmax(x, -1, backend="triton"),
                 "ref": ref_softmax,
                 "ref-compile": compile_(ref_softmax),
                 "native": lambda x: torch.softmax(x, -1),
@@ -115,7 +115,7 @@ def build_ops() -> list[Op]:
             (2, 5),
             _causal_inputs,
             {
-                "triton": lambda s: kernels.causal_softmax(s, s.shape[-1] ** -0.5, 0, backend="triton"),
+                "triton": lambda s: dispatch.causal_softmax(s, s.shape[-1] ** -0.5, 0, backend="triton"),
                 "ref": ref_causal,
                 "ref-compile": compile_(ref_causal),
                 "native": _masked_softmax,
@@ -126,7 +126,7 @@ def build_ops() -> list[Op]:
             (2, 5),
             _rms_inputs,
             {
-                "triton": lambda x, w: kernels.rms_norm(x, w, EPS, backend="triton"),
+                "triton": lambda x, w: dispatch.rms_norm(x, w, EPS, backend="triton"),
                 "ref": ref_rms,
                 "ref-compile": compile_(ref_rms),
                 "native": lambda x, w: torch.nn.functional.rms_norm(x, (x.shape[-1],), w, EPS),
@@ -137,7 +137,7 @@ def build_ops() -> list[Op]:
             (4, 8),
             _add_rms_inputs,
             {
-                "triton": lambda x, r, w: kernels.add_rms_norm(x, r, w, EPS, backend="triton"),
+                "triton": lambda x, r, w: dispatch.add_rms_norm(x, r, w, EPS, backend="triton"),
                 "ref": ref_add_rms,
                 "ref-compile": compile_(ref_add_rms),
                 "native": _native_add_rms,

@@ -1,7 +1,7 @@
 """Training-step throughput of TransformerLM (both attention backends) beside HuggingFace's LlamaForCausalLM.
 
 One step = forward, cross-entropy loss, backward (gradients reset between steps), on the same weights
-(the Llama copy is made with ``cs336_lm.nn.hf_llama.to_llama``). Ours uses our cross entropy, Llama
+(the Llama copy is made with ``cs336_lm.interop.hf_llama.to_llama``). Ours uses our cross entropy, Llama
 uses ``torch.nn.functional.cross_entropy`` on its logits. The three models take turns inside every
 repeat (in a rotating order), so load from other processes hits all of them alike; the table shows
 median tokens/s and the ratio to Llama, itself the median over repeats of the per-repeat ratio (the
@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from cs336_lm.interop.hf_llama import to_llama
 from cs336_lm.nn import PRESETS, TransformerLM
 from cs336_lm.nn import functional as F
-from cs336_lm.nn.hf_llama import to_llama
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 

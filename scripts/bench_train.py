@@ -27,9 +27,9 @@ from contextlib import nullcontext
 
 import torch
 
+from cs336_lm.interop.hf_llama import to_llama
 from cs336_lm.nn import PRESETS, TransformerLM
 from cs336_lm.nn.functional import cross_entropy
-from cs336_lm.nn.hf_llama import to_llama
 from cs336_lm.optim import AdamW, clip_grad_norm_, param_groups_for_weight_decay
 
 SETUPS = ("ours", "ours+torch", "hf")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cs336_lm.data.tinytales import EOT, iter_documents
+from cs336_lm.tinytales import EOT, iter_documents
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = [

@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 
 from cs336_lm.cli import run_main
-from cs336_lm.data.tinytales import GENERATOR_VERSION, write_corpus
 from cs336_lm.errors import DataError
 from cs336_lm.fileio import atomic_write
+from cs336_lm.tinytales import GENERATOR_VERSION, write_corpus
 
 MB = 1_000_000
 MANIFEST = "corpus.json"

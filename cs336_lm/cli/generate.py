@@ -21,9 +21,9 @@ from tqdm import tqdm
 from cs336_lm.cli import run_main
 from cs336_lm.errors import GenerationError
 from cs336_lm.generation.generate import FinishReason, check_prompts, generate, generate_batch
-from cs336_lm.generation.load import LoadedModel, load_for_generation
 from cs336_lm.generation.sampling import validate_sampling
 from cs336_lm.generation.stream import TokenTextStream
+from cs336_lm.run import LoadedRun, load_run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +74,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise GenerationError(f"--num-samples must be >= 1, got {args.num_samples}")
 
 
-def describe_finish(reason: FinishReason, loaded: LoadedModel, max_new_tokens: int) -> str:
+def describe_finish(reason: FinishReason, loaded: LoadedRun, max_new_tokens: int) -> str:
     if reason == "stop":
         return f"stopped at a special token ({', '.join(loaded.tokenizer.special_tokens)})"
     if reason == "context":
@@ -86,7 +86,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
     prompt = read_prompt(args)
-    loaded = load_for_generation(args.run, args.device)
+    loaded = load_run(args.run, args.device)
     prompt_ids = loaded.tokenizer.encode(prompt)
     if not prompt_ids:
         raise GenerationError("the prompt encodes to no tokens")
@@ -117,7 +117,7 @@ def _header(i: int, n: int) -> None:
 
 
 def _print_streams(
-    loaded: LoadedModel, prompt: str, prompt_ids: list[int], n: int, seed: int, settings: dict
+    loaded: LoadedRun, prompt: str, prompt_ids: list[int], n: int, seed: int, settings: dict
 ) -> tuple[int, float]:
     """Each sample in turn, its text written to stdout token by token."""
     total, seconds = 0, 0.0
@@ -145,7 +145,7 @@ def _print_streams(
 
 
 def _print_batch(
-    loaded: LoadedModel, prompt: str, prompt_ids: list[int], n: int, seed: int, settings: dict
+    loaded: LoadedRun, prompt: str, prompt_ids: list[int], n: int, seed: int, settings: dict
 ) -> tuple[int, float]:
     """All samples as one batch (row i seeded ``seed + i``), printed when every row has finished."""
     start = time.perf_counter()

@@ -63,8 +63,8 @@ def _main(argv: list[str] | None) -> int:
     if args.print_config:
         sys.stdout.write(to_yaml(cfg))
         return 0
-    from cs336_lm.training import NonFiniteLossError, train  # torch and the model load only when training
-    from cs336_lm.training.parallel import PeerFailure
+    from cs336_lm.errors import NonFiniteLossError, PeerFailure
+    from cs336_lm.training import train  # torch and the model load only when training
 
     try:
         train(cfg)

@@ -1,10 +1,10 @@
 """Text generation from a trained TransformerLM: sampling filters (``sampling``), a KV-cache decoder kept outside
 the training forward (``kv_cache``), the decoding loop for one prompt or a batch of prompts of different
-lengths (``generate``), streaming UTF-8 text (``stream``) and loading a run directory (``load``, imported
-on its own because it pulls in the training package).
+lengths (``generate``) and streaming UTF-8 text (``stream``). A trained run is loaded with
+``cs336_lm.run.load_run``.
 
->>> from cs336_lm.generation.load import load_for_generation
->>> run = load_for_generation("runs/debug")
+>>> from cs336_lm.run import load_run
+>>> run = load_run("runs/debug")
 >>> stream = TokenTextStream(run.tokenizer.vocab)
 >>> for token in generate(run.model, run.tokenizer.encode("Once upon a time"), 100, temperature=0.8, seed=0):
 ...     print(stream.feed(token), end="", flush=True)

@@ -9,58 +9,36 @@ then reduced over programs. A program owns tiles of ``rows × BLOCK`` elements; 
 loop over blocks. Arithmetic is fp32; outputs have the input dtype and the weight gradient the weight's.
 """
 
-from dataclasses import dataclass
-
 import torch
 import triton
 import triton.language as tl
 from jaxtyping import Float
 
+from cs336_lm.kernels.launch import LaunchParams, TileShape, rows_and_cols, sm_count
+from cs336_lm.kernels.launch import launch_params as _launch_params
+
 MAX_BLOCK = 8192  # widest row kept in registers in one piece; wider rows loop over blocks
 # Forward tiles hold about 4096 elements at 16 per thread; backward tiles, which keep more values live
 # (dy, s, the weight and the dw accumulator), about 2048 at 4 per thread. Both keep ptxas at <= ~64
 # registers for sm_90 on the benchmark shapes, i.e. 32 resident warps per SM.
-TILE_ELEMENTS = {"forward": 4096, "backward": 2048}
-ELEMENTS_PER_WARP = {"forward": 512, "backward": 128}
+TILES = {
+    "forward": TileShape(elements=4096, elements_per_warp=512, max_warps=16),
+    "backward": TileShape(elements=2048, elements_per_warp=128, max_warps=32),
+}
 PROGRAMS_PER_SM = 4  # backward programs per streaming multiprocessor (each one writes one dw partial row)
 CPU_BACKWARD_PROGRAMS = 4  # the interpreter runs programs one after another; few programs, few partials
 
 
-@dataclass(frozen=True)
-class LaunchParams:
-    block: int  # columns per block (a power of two)
-    rows: int  # rows per tile (a power of two)
-    num_warps: int
-    single_block: bool  # the whole row fits in one block: no column loop
-
-
 def launch_params(n_rows: int, n_cols: int, max_block: int = MAX_BLOCK, pass_: str = "forward") -> LaunchParams:
-    """Launch parameters from the shape, e.g. ``(4096, 768) -> block 1024, 4 rows/tile, 8 warps`` (forward).
-
-    ``block = min(next_pow2(n_cols), max_block)`` (at least 16); ``rows = TILE_ELEMENTS[pass_] // block``,
-    capped by ``next_pow2(n_rows)`` and at least 1; ``num_warps = rows·block / ELEMENTS_PER_WARP[pass_]``
-    clamped to [1, 16] forward and [1, 32] backward. ``max_block`` (a power of two) exists so tests can
-    force the loop path.
-    """
-    if max_block < 1 or max_block & (max_block - 1):
-        raise ValueError(f"max_block must be a power of two, got {max_block}")
-    block = min(max(triton.next_power_of_2(n_cols), 16), max_block)
-    rows = max(1, min(TILE_ELEMENTS[pass_] // block, triton.next_power_of_2(max(n_rows, 1))))
-    max_warps = 16 if pass_ == "forward" else 32
-    num_warps = min(max_warps, max(1, rows * block // ELEMENTS_PER_WARP[pass_]))
-    return LaunchParams(block=block, rows=rows, num_warps=num_warps, single_block=block >= n_cols)
-
-
-def _sm_count(device: torch.device) -> int:
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return torch.cuda.get_device_properties(index).multi_processor_count
+    """The launch shape of one pass, e.g. ``(4096, 768) -> block 1024, 4 rows/tile, 8 warps`` (forward)."""
+    return _launch_params(n_rows, n_cols, max_block, TILES[pass_])
 
 
 def backward_programs(n_tiles: int, device: torch.device) -> int:
     """Programs in the backward grid: ``PROGRAMS_PER_SM`` per SM on CUDA (``CPU_BACKWARD_PROGRAMS`` on the
     interpreter), never more than there are tiles; each loops over tiles ``pid, pid + P, …``."""
     if device.type == "cuda":
-        return max(1, min(n_tiles, PROGRAMS_PER_SM * _sm_count(device)))
+        return max(1, min(n_tiles, PROGRAMS_PER_SM * sm_count(device)))
     return max(1, min(n_tiles, CPU_BACKWARD_PROGRAMS))
 
 
@@ -190,8 +168,7 @@ def _rmsnorm_bwd_kernel(
 
 def _forward(x, residual, weight, eps: float, max_block: int):
     """Launch the forward kernel on contiguous inputs; returns ``(y, s, rstd)`` (``s is x`` without residual)."""
-    n_cols = x.shape[-1]
-    n_rows = x.numel() // n_cols if n_cols else 0
+    n_rows, n_cols = rows_and_cols(x)
     if weight.shape != (n_cols,):
         raise ValueError(f"RMSNorm weight has shape {tuple(weight.shape)}, expected ({n_cols},)")
     y = torch.empty_like(x)
@@ -221,8 +198,7 @@ def _forward(x, residual, weight, eps: float, max_block: int):
 
 def _backward(dy, s, weight, rstd, dsum, max_block: int):
     """Launch the backward kernel; returns ``(ds, dw)`` with ``dw`` reduced from the per-program partials."""
-    n_cols = s.shape[-1]
-    n_rows = s.numel() // n_cols if n_cols else 0
+    n_rows, n_cols = rows_and_cols(s)
     ds = torch.empty_like(s)
     if n_rows == 0 or n_cols == 0:
         return ds, torch.zeros_like(weight)

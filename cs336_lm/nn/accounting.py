@@ -2,17 +2,13 @@
 
 Counts follow the architecture in ``transformer.py`` (untied head, SwiGLU, RMSNorm gains, no biases).
 FLOPs count matrix multiplies only (2 per multiply-add); elementwise work (norms, softmax, RoPE) is left
-out, as is usual for MFU. The trainer uses ``training_flops_per_token`` for model-FLOPs utilisation.
-``python -m cs336_lm.nn.accounting --preset tinystories-17m`` (or ``--all``) prints the tables; GPT-2's
-published parameter counts are printed beside the ``gpt2-*-like`` shapes as a check (see ``gpt2_params``).
+out, as is usual for MFU. The trainer uses ``training_flops_per_token`` for model-FLOPs utilisation;
+``lm-accounting`` (``cs336_lm.cli.accounting``) prints the tables for a preset or a config file.
 """
 
-import argparse
-import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-from cs336_lm.errors import ConfigError
-from cs336_lm.nn.presets import PRESETS
+from typing import Any
 
 # Parameter counts of the released GPT-2 checkpoints (Radford et al. 2019; the HuggingFace models).
 PUBLISHED_GPT2 = {
@@ -35,7 +31,8 @@ class Shape:
     d_ff: int
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "Shape":
+    def from_config(cls, cfg: Mapping[str, Any]) -> "Shape":
+        """The shape of a model config or preset (a dict of ``TransformerLM`` keywords; extra keys are ignored)."""
         return cls(**{name: int(cfg[name]) for name in cls.__dataclass_fields__})
 
 
@@ -115,9 +112,9 @@ def _fmt(n: float) -> str:
     return f"{n:.0f}"
 
 
-def report(name: str, batch_size: int, seq_len: int | None) -> str:
-    """A printable table of parameters, forward FLOPs by matmul and the activation estimate."""
-    s = Shape.from_config(PRESETS[name])
+def report(name: str, s: Shape, batch_size: int = 8, seq_len: int | None = None) -> str:
+    """A printable table of ``s``'s parameters, forward FLOPs by matmul and the activation estimate; ``name``
+    heads it (a ``gpt2-*-like`` preset name adds the check against GPT-2's published count)."""
     t = s.context_length if seq_len is None else seq_len
     params, flops = param_counts(s), forward_flops(s, t)
     lines = [f"== {name}: {s}", f"{'parameters':<22}{'count':>16}{'share':>8}"]
@@ -135,32 +132,3 @@ def report(name: str, batch_size: int, seq_len: int | None) -> str:
             f"shared with ours (token embeddings + attention weights): {shared:,}"
         )
     return "\n".join(lines)
-
-
-def _main(argv: list[str] | None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m cs336_lm.nn.accounting",
-        description="Parameter, FLOP and activation-memory tables for the model presets.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--preset", help=f"one of: {', '.join(PRESETS)}")
-    which.add_argument("--all", action="store_true", help="every preset")
-    p.add_argument("--batch-size", type=int, default=8, help="for the activation estimate")
-    p.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: the preset's context)")
-    args = p.parse_args(argv)
-    if args.preset is not None and args.preset not in PRESETS:
-        raise ConfigError(f"unknown preset {args.preset!r}; known: {', '.join(PRESETS)}")
-    names = list(PRESETS) if args.all else [args.preset]
-    print("\n\n".join(report(name, args.batch_size, args.seq_len) for name in names))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    from cs336_lm.cli import run_main
-
-    return run_main(lambda: _main(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

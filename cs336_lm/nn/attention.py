@@ -13,9 +13,9 @@ from einops import rearrange
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from cs336_lm import kernels
+from cs336_lm.nn import dispatch
 from cs336_lm.nn import functional as F
-from cs336_lm.nn.layers import Linear, RotaryPositionalEmbedding, _check_kernels
+from cs336_lm.nn.layers import Linear, RotaryPositionalEmbedding
 
 ATTENTION_BACKENDS = ("reference", "sdpa")
 # On CPU the reference path works through the batch in slices whose fp32 score tensor stays under this size.
@@ -57,7 +57,7 @@ class MultiHeadSelfAttention(nn.Module):
         if attention not in ATTENTION_BACKENDS:
             raise ValueError(f"attention must be one of {ATTENTION_BACKENDS}, got {attention!r}")
         self.d_model, self.num_heads, self.d_head = d_model, num_heads, d_model // num_heads
-        self.attention, self.kernels = attention, _check_kernels(kernels)
+        self.attention, self.kernels = attention, dispatch.check_backend(kernels)
         self.q_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.k_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
@@ -99,7 +99,7 @@ class MultiHeadSelfAttention(nn.Module):
     def _reference_attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float, q_offset: int) -> Tensor:
         """Our own math: ``causal_softmax(scale · q kᵀ) v``, the softmax through the kernel dispatch."""
         scores = q @ k.transpose(-2, -1)  # (batch, num_heads, q_len, k_len), unscaled
-        probs = kernels.causal_softmax(scores, scale, q_offset, backend=self.kernels)
+        probs = dispatch.causal_softmax(scores, scale, q_offset, backend=self.kernels)
         return probs @ v
 
     def forward(

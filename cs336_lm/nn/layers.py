@@ -1,7 +1,7 @@
-"""Leaf modules of the Transformer LM: ``Linear``, ``Embedding``, ``RMSNorm``, ``SwiGLU`` and the rotary
-position embedding. Each owns its parameters (or, for RoPE, a cos/sin cache) under the names fixed in
-DESIGN.md, initialises them as DESIGN.md says, and calls ``nn.functional`` (RMSNorm through the kernel
-dispatch, so the Triton kernel runs on CUDA).
+"""Leaf modules of the Transformer LM: ``Linear``, ``Embedding``, ``RMSNorm`` (and ``AddRMSNorm``, the residual
+add fused into it), ``SwiGLU`` and the rotary position embedding. Each owns its parameters (or, for RoPE, a
+cos/sin cache) under the names fixed in DESIGN.md, initialises them as DESIGN.md says, and calls
+``nn.functional`` (the norms through the kernel dispatch, so the Triton kernels run on CUDA).
 """
 
 import math
@@ -10,14 +10,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from cs336_lm import kernels
+from cs336_lm.nn import dispatch
 from cs336_lm.nn import functional as F
-
-
-def _check_kernels(backend: str) -> str:
-    if backend not in kernels.BACKENDS:
-        raise ValueError(f"kernels must be one of {kernels.BACKENDS}, got {backend!r}")
-    return backend
 
 
 class Linear(nn.Module):
@@ -68,17 +62,30 @@ class RMSNorm(nn.Module):
     def __init__(self, d_model: int, eps: float = 1e-5, device=None, dtype=None, *, kernels: str = "auto"):
         super().__init__()
         self.d_model, self.eps = d_model, eps
-        self.kernels = _check_kernels(kernels)
+        self.kernels = dispatch.check_backend(kernels)
         self.weight = nn.Parameter(torch.ones(d_model, device=device, dtype=dtype))
 
     def reset_parameters(self) -> None:
         nn.init.ones_(self.weight)
 
     def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-        return kernels.rms_norm(x, self.weight, self.eps, backend=self.kernels)
+        return dispatch.rms_norm(x, self.weight, self.eps, backend=self.kernels)
 
     def extra_repr(self) -> str:
         return f"{self.d_model}, eps={self.eps}"
+
+
+class AddRMSNorm(RMSNorm):
+    """A residual add followed by RMSNorm: ``h = x + residual``, returning ``(RMSNorm(h), h)``.
+
+    The same parameter (``weight``) and math as ``RMSNorm`` applied to the sum; on CUDA one Triton kernel
+    reads both inputs once and writes both outputs, where the unfused ops would read ``h`` twice more.
+    """
+
+    def forward(  # type: ignore[override]
+        self, x: Float[Tensor, "... d_model"], residual: Float[Tensor, "... d_model"]
+    ) -> tuple[Float[Tensor, "... d_model"], Float[Tensor, "... d_model"]]:
+        return dispatch.add_rms_norm(x, residual, self.weight, self.eps, backend=self.kernels)
 
 
 class SwiGLU(nn.Module):

@@ -9,15 +9,14 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from cs336_lm import kernels
 from cs336_lm.nn.attention import MultiHeadSelfAttention
-from cs336_lm.nn.layers import Embedding, Linear, RMSNorm, SwiGLU
+from cs336_lm.nn.layers import AddRMSNorm, Embedding, Linear, RMSNorm, SwiGLU
 
 
 class TransformerBlock(nn.Module):
     """Pre-norm block: ``h = x + MHA(RMSNorm₁(x))``, then ``y = h + FFN(RMSNorm₂(h))``.
 
-    The second residual add and RMSNorm₂ run as one fused ``add_rms_norm`` (a Triton kernel on CUDA).
+    ``ln2`` is an ``AddRMSNorm``: the first residual add and RMSNorm₂ run as one op (a Triton kernel on CUDA).
     """
 
     def __init__(
@@ -39,14 +38,13 @@ class TransformerBlock(nn.Module):
         self.attn = MultiHeadSelfAttention(
             d_model, num_heads, max_seq_len, theta, **factory, attention=attention, kernels=kernels
         )
-        self.ln2 = RMSNorm(d_model, **factory, kernels=kernels)
+        self.ln2 = AddRMSNorm(d_model, **factory, kernels=kernels)
         self.ffn = SwiGLU(d_model, d_ff, **factory)
 
     def forward(
         self, x: Float[Tensor, "batch seq d_model"], token_positions: Int[Tensor, "... seq"] | None = None
     ) -> Float[Tensor, "batch seq d_model"]:
-        attn_out = self.attn(self.ln1(x), token_positions)
-        normed, h = kernels.add_rms_norm(attn_out, x, self.ln2.weight, self.ln2.eps, backend=self.ln2.kernels)
+        normed, h = self.ln2(self.attn(self.ln1(x), token_positions), residual=x)  # h = x + MHA(RMSNorm₁(x))
         return h + self.ffn(normed)
 
 

@@ -1,20 +1,21 @@
-"""What a run is built from: seeded RNGs, the model, the optimizer, per-rank batch samplers and the LR schedule.
+"""What a run is built from besides the model: seeded RNGs, the optimizer, per-rank batch samplers, the LR schedule
+and the FLOP count behind MFU.
 
-Small functions of the config that ``cs336_lm.training.trainer`` composes: ``seed_everything``, ``build_model``
-(fp32 master weights), ``build_optimizer`` (AdamW, decay on matrices only), ``batch_generator`` (one independent
-stream per rank), ``lr_at`` (the cosine schedule), ``training_flops_per_token`` (for MFU) and ``Snapshot`` (an
-already gathered state dict standing in for a module when a checkpoint is written).
+Small functions of the config that ``cs336_lm.training.setup`` composes: ``seed_everything``, ``build_optimizer``
+(AdamW, decay on matrices only), ``batch_generator`` (one independent stream per rank), ``lr_at`` (the cosine
+schedule) and ``training_flops_per_token``. The model itself comes from ``cs336_lm.run.build_model``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
 import torch
 
-from cs336_lm.config import Config, to_dict
-from cs336_lm.nn import TransformerLM
+from cs336_lm.config import Config
+from cs336_lm.nn import accounting
 from cs336_lm.optim import AdamW, cosine_lr, param_groups_for_weight_decay
 
 
@@ -34,22 +35,6 @@ def batch_generator(seed: int, rank: int, step: int | None = None) -> np.random.
     return np.random.default_rng([seed, rank] if step is None else [seed, rank, step])
 
 
-class Snapshot:
-    """A state dict already gathered, handed to ``checkpoint.save_checkpoint`` in place of a module/optimizer."""
-
-    def __init__(self, state: dict):
-        self.state = state
-
-    def state_dict(self) -> dict:
-        return self.state
-
-
-def build_model(cfg: Config, device: torch.device) -> TransformerLM:
-    """The ``TransformerLM`` of ``cfg.model`` (fp32 master weights) on ``device``."""
-    kwargs = {k: v for k, v in to_dict(cfg)["model"].items() if k != "preset"}
-    return TransformerLM(**kwargs, device=device)
-
-
 def build_optimizer(model: torch.nn.Module, cfg: Config) -> AdamW:
     """AdamW over ``model`` with weight decay on matrices only (``param_groups_for_weight_decay``)."""
     o = cfg.optim
@@ -57,13 +42,9 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> AdamW:
     return AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
 
 
-def training_flops_per_token(cfg: Config) -> float | None:
+def training_flops_per_token(cfg: Config) -> float:
     """Forward + backward matmul FLOPs per token of ``cfg.model`` (``cs336_lm.nn.accounting``), for MFU."""
-    try:
-        from cs336_lm.nn import accounting
-    except ImportError:
-        return None
-    return accounting.training_flops_per_token(accounting.Shape.from_config(to_dict(cfg)["model"]))
+    return accounting.training_flops_per_token(accounting.Shape.from_config(dataclasses.asdict(cfg.model)))
 
 
 def lr_at(step: int, cfg: Config) -> float:

@@ -3,7 +3,8 @@
 ``MetricsLog`` owns ``metrics.jsonl`` (one JSON object per log or eval step, appended and flushed as it goes;
 a resumed run first drops records past the step it resumes from, so the file reads as one uninterrupted run).
 ``format_line`` renders a record for people. ``WandbLogger`` mirrors records to Weights & Biases when that
-package is installed and enabled. Field names are listed in docs/training.md.
+package is installed and enabled. ``RunLog`` puts the three together for the main process of a run (and is
+silent on the others). Field names are listed in docs/training.md.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
+from cs336_lm.config import WandbConfig
 from cs336_lm.fileio import atomic_write
 
 
@@ -190,3 +193,60 @@ class WandbLogger:
     def finish(self) -> None:
         if self.run is not None:
             self.run.finish()
+
+
+class RunLog:
+    """Where a run reports: ``metrics.jsonl``, wandb and stdout lines for people; every method is a no-op on the
+    processes that are not the main one (``RunLog.silent()``)."""
+
+    def __init__(self, metrics: MetricsLog | None, wandb: WandbLogger | None, max_steps: int):
+        self.metrics, self.wandb, self.max_steps = metrics, wandb, max_steps
+
+    @classmethod
+    def open(
+        cls,
+        metrics_path: Path,
+        *,
+        resume_step: int | None,
+        wandb: WandbConfig,
+        name: str,
+        config: dict,
+        run_id: str | None,
+        max_steps: int,
+    ) -> RunLog:
+        """Open ``metrics_path`` (keeping records up to ``resume_step``) and, when enabled, the wandb run."""
+        metrics = MetricsLog(metrics_path, resume_step=resume_step)
+        logger = WandbLogger(
+            wandb.enabled, project=wandb.project, entity=wandb.entity, name=name, config=config, run_id=run_id
+        )
+        return cls(metrics, logger, max_steps)
+
+    @classmethod
+    def silent(cls) -> RunLog:
+        return cls(None, None, 0)
+
+    @property
+    def run_id(self) -> str | None:
+        """The wandb run id, kept in checkpoints so that a resumed run continues the same wandb run."""
+        return self.wandb.run_id if self.wandb is not None else None
+
+    def record(self, record: dict[str, Any]) -> None:
+        """Append ``record`` to metrics.jsonl, send it to wandb and print its readable line."""
+        if self.metrics is None:
+            return
+        self.metrics.write(record)
+        if self.wandb is not None:
+            self.wandb.log(record)
+        self.say(format_line(record, self.max_steps))
+
+    def say(self, message: str) -> None:
+        """Print a line for people without breaking the progress bar."""
+        if self.metrics is not None and message:
+            tqdm.write(message, file=sys.stdout)
+            sys.stdout.flush()
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.wandb is not None:
+            self.wandb.finish()

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from cs336_lm.errors import CheckpointError, ConfigError, LMError
+from cs336_lm.errors import CheckpointError, ConfigError, LMError, PeerFailure
 from cs336_lm.optim import clip_grad_norm_
 from cs336_lm.training.runtime import ProcessInfo
 
@@ -28,14 +28,6 @@ T = TypeVar("T")
 
 # How long a collective waits for a slow or lost peer before failing (a checkpoint write on rank 0 must fit).
 PROCESS_GROUP_TIMEOUT = timedelta(minutes=10)
-
-
-class PeerFailure(LMError):
-    """Another rank failed; it reports the cause, so this rank exits without repeating it (``quiet``)."""
-
-    def __init__(self, message: str, quiet: bool = False):
-        super().__init__(message)
-        self.quiet = quiet
 
 
 def active() -> bool:

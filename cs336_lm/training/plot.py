@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cs336_lm.errors import DataError, LMError
 from cs336_lm.fileio import atomic_write
+from cs336_lm.run import RunDir
 from cs336_lm.training.metrics import read_metrics
 
 MISSING_MATPLOTLIB = "lm-plot needs matplotlib: pip install 'cs336_lm[plot]' (or pip install matplotlib)"
@@ -71,7 +72,7 @@ def _is_number(x) -> bool:
 def load_curves(run_dir: str | os.PathLike) -> Curves:
     """Curves of the run in ``run_dir`` (its ``metrics.jsonl``), named after the directory."""
     run_dir = Path(run_dir)
-    path = run_dir / "metrics.jsonl" if run_dir.is_dir() else run_dir
+    path = RunDir(run_dir).metrics_file if run_dir.is_dir() else run_dir
     if not path.is_file():
         raise DataError(f"no metrics.jsonl in {run_dir}")
     curves = curves_from_records(read_metrics(path), run_dir.name if run_dir.is_dir() else run_dir.parent.name)

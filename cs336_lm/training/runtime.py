@@ -2,7 +2,8 @@
 
 Each choice is a small pure-ish function of the config and the machine so it can be tested on its own:
 ``process_info`` (rank/world size from torchrun's environment; the one place that decides "am I the main
-process"), ``select_device`` (``auto`` = cuda > mps > cpu; ``cuda:LOCAL_RANK`` under torchrun), ``select_dtype``
+process"), ``training_device`` (``cs336_lm.run.select_device`` for this process: ``cuda:LOCAL_RANK`` under
+torchrun), ``select_dtype``
 (``auto`` = bf16 autocast where bf16 matmul is native), ``autocast`` (the context the forward pass runs in),
 ``should_compile`` and ``GracefulStop`` (SIGINT/SIGTERM finish the current step instead of killing the run).
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 from cs336_lm.errors import ConfigError
+from cs336_lm.run import select_device
 
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
@@ -79,39 +81,10 @@ def _env_int(env: Mapping[str, str], name: str) -> int:
         raise ConfigError(f"{name}={env[name]!r} is not an integer") from None
 
 
-def select_device(spec: str, proc: ProcessInfo | None = None) -> torch.device:
-    """``auto`` -> cuda if available, else mps, else cpu; an explicit device must exist.
-
-    Under torchrun (``proc.distributed``) a GPU run takes ``cuda:LOCAL_RANK`` for ``auto``/``cuda``; a fixed
-    ``cuda:N`` with several processes is refused (they would all share one GPU).
-    """
-    if proc is not None and proc.distributed and spec in ("auto", "cuda") and torch.cuda.is_available():
-        if proc.local_rank >= torch.cuda.device_count():
-            raise ConfigError(
-                f"LOCAL_RANK={proc.local_rank} but only {torch.cuda.device_count()} CUDA device(s) exist; "
-                "start at most that many processes per node (torchrun --nproc_per_node)"
-            )
-        return torch.device("cuda", proc.local_rank)
-    if proc is not None and proc.world_size > 1 and spec.startswith("cuda:"):
-        raise ConfigError(
-            f"train.device={spec} with {proc.world_size} processes would put them all on one GPU; use "
-            "train.device=auto or cuda (each process takes cuda:LOCAL_RANK)"
-        )
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(spec)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.device={spec} but CUDA is not available; use train.device=auto or cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"train.device={spec} but only {torch.cuda.device_count()} CUDA device(s) exist")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"train.device={spec} but MPS is not available; use train.device=auto or cpu")
-    return device
+def training_device(spec: str, proc: ProcessInfo) -> torch.device:
+    """``train.device`` for this process: ``auto`` = cuda > mps > cpu, and ``cuda:LOCAL_RANK`` under torchrun."""
+    local_rank = proc.local_rank if proc.distributed else None
+    return select_device(spec, option="train.device", local_rank=local_rank, world_size=proc.world_size)
 
 
 def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:

@@ -9,10 +9,9 @@ import torch
 
 from cs336_lm.cli.generate import main
 from cs336_lm.generation import generate
-from cs336_lm.generation.load import load_for_generation
 from cs336_lm.nn import PRESETS, TransformerLM
+from cs336_lm.run import RunDir, load_run
 from cs336_lm.tokenizer import Tokenizer
-from cs336_lm.training.checkpoint import CheckpointManager
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 EOT = "<|endoftext|>"
@@ -26,9 +25,9 @@ def write_run(root, tokenizer: Tokenizer, steps=(3,), seed=0, edit=None):
     if edit is not None:
         edit(model)
     tokenizer.save(root / "tokenizer")
-    manager = CheckpointManager(root, keep_last=None)
+    run, keep = RunDir(root), None
     for step in steps:
-        manager.save(model, None, step, config={"model": model_cfg, "train": {"out_dir": str(root)}})
+        run.save_checkpoint(model, None, step, keep, config={"model": model_cfg, "train": {"out_dir": str(root)}})
     return model
 
 
@@ -52,7 +51,7 @@ def cli(capsys, *args):
 def test_prints_prompt_and_continuation_and_reports_speed(run_dir, capsys):
     rc, out, err = cli(capsys, run_dir, "--prompt", "Once upon", "--max-new-tokens", 12, "--temperature", 0)
     assert rc == 0
-    loaded = load_for_generation(run_dir, "cpu")
+    loaded = load_run(run_dir, "cpu")
     tokens = list(generate(loaded.model, loaded.tokenizer.encode("Once upon"), 12, temperature=0, stop_ids={256}))
     assert out == "Once upon" + loaded.tokenizer.decode(tokens) + "\n"
     assert "tokens/s" in err
@@ -75,7 +74,7 @@ def test_seeded_samples_stream_and_batch_print_the_same_text(run_dir, capsys):
 def test_checkpoint_file_and_latest_pointer(tmp_path, capsys):
     model = write_run(tmp_path, byte_tokenizer(), steps=(2, 5))
     (tmp_path / "checkpoints" / "step_00000002.pt").write_bytes(b"")  # an older, broken file is never read
-    loaded = load_for_generation(tmp_path, "cpu")
+    loaded = load_run(tmp_path, "cpu")
     assert loaded.checkpoint.name == "step_00000005.pt" and loaded.iteration == 5
     assert torch.equal(loaded.model.lm_head.weight, model.lm_head.weight)
     args = ("--prompt", "abc", "--max-new-tokens", 5, "--temperature", 0)
@@ -84,7 +83,7 @@ def test_checkpoint_file_and_latest_pointer(tmp_path, capsys):
     assert from_dir[0] == from_file[0] == 0
     assert from_dir[1] == from_file[1]
     (tmp_path / "checkpoints" / "latest").unlink()  # without the pointer: the highest step
-    assert load_for_generation(tmp_path, "cpu").iteration == 5
+    assert load_run(tmp_path, "cpu").iteration == 5
 
 
 def test_stops_at_end_of_text_and_says_so(tmp_path, capsys):
@@ -191,7 +190,7 @@ def test_cuda_requested_without_cuda(run_dir, capsys):
 def test_generates_from_a_run_of_the_trainer(tmp_path, capsys):
     from cs336_lm.cli.train import main as train_main
     from cs336_lm.data import write_tokens
-    from cs336_lm.data.tinytales import write_corpus
+    from cs336_lm.tinytales import write_corpus
     from cs336_lm.tokenizer import train_bpe
 
     write_corpus(tmp_path / "text.txt", 20_000, seed=0, progress=False)

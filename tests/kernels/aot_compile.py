@@ -19,13 +19,13 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from cs336_lm.kernels import rmsnorm, row_softmax
+from cs336_lm.kernels import rmsnorm, softmax
 
 FLOAT_ARGS = {"scale", "eps"}
 # (kernel, its boolean switches, pointer element type per pointer argument)
 KERNELS = [
-    (row_softmax._softmax_fwd_kernel, ["CAUSAL"], {}),
-    (row_softmax._softmax_bwd_kernel, ["CAUSAL"], {}),
+    (softmax._softmax_fwd_kernel, ["CAUSAL"], {}),
+    (softmax._softmax_bwd_kernel, ["CAUSAL"], {}),
     (rmsnorm._rmsnorm_fwd_kernel, ["HAS_RESIDUAL"], {"rstd_ptr": "fp32", "w_ptr": "fp32"}),
     (rmsnorm._rmsnorm_bwd_kernel, ["HAS_DSUM"], {"rstd_ptr": "fp32", "dw_partial_ptr": "fp32", "w_ptr": "fp32"}),
 ]

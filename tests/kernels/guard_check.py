@@ -61,7 +61,7 @@ def guarded_input(t: torch.Tensor) -> torch.Tensor:
 def ops(w: torch.Tensor, r: torch.Tensor, max_block: int) -> dict:
     """name -> (our op, torch's op), each a function of one tensor."""
     from cs336_lm.kernels.rmsnorm import triton_add_rms_norm, triton_rms_norm
-    from cs336_lm.kernels.row_softmax import triton_causal_softmax, triton_softmax
+    from cs336_lm.kernels.softmax import triton_causal_softmax, triton_softmax
 
     def causal_reference(a):
         hidden = torch.ones(a.shape[-2:], dtype=torch.bool).triu(2)  # key j > i + 1

@@ -1,13 +1,12 @@
 """The Triton softmax and scaled causal softmax against torch's softmax (fp32) and our nn.functional ops."""
 
-import os
-
 import pytest
 import torch
 
 pytest.importorskip("triton")
 
-from cs336_lm.kernels.row_softmax import MAX_BLOCK, launch_params, triton_causal_softmax, triton_softmax
+from cs336_lm.kernels.softmax import MAX_BLOCK, launch_params, triton_causal_softmax, triton_softmax
+from cs336_lm.nn import functional
 
 SHAPES = [(1, 7), (4, 1), (3,), (5, 123), (7, 1000), (2, 3, 37)]
 
@@ -104,14 +103,14 @@ def test_causal_softmax_rejects_negative_offset():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_matches_nn_functional(assert_close, dtype):
-    functional = pytest.importorskip("cs336_lm.nn.functional")
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("compares CPU tensors through the interpreter")
+def test_matches_nn_functional(target, assert_close, dtype):
+    # The kernels against the reference the model runs without them (on the CPU, in fp32 inside).
     torch.manual_seed(4)
     x = torch.randn(3, 6, 6).to(dtype)
-    assert_close(triton_softmax(x), functional.softmax(x, -1).float(), dtype)
-    assert_close(triton_causal_softmax(x, 0.5, 1), functional.causal_softmax(x, 0.5, 1).float(), dtype)
+    on_target = x.to(target.device)
+    assert_close(target.wrap(triton_softmax)(on_target), functional.softmax(x, -1).float(), dtype)
+    causal = target.wrap(triton_causal_softmax)(on_target, 0.5, 1)
+    assert_close(causal, functional.causal_softmax(x, 0.5, 1).float(), dtype)
 
 
 def test_launch_params_rules():

@@ -1,10 +1,13 @@
 """Accounting against things it did not compute: model.parameters(), torch's FLOP counter, autograd's
 saved tensors, GPT-2's published parameter counts (and HF's GPT2 model when installed), and the CLI."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from cs336_lm.cli.accounting import main
 from cs336_lm.nn import PRESETS, TransformerLM
 from cs336_lm.nn import functional as F
 from cs336_lm.nn.accounting import (
@@ -13,7 +16,6 @@ from cs336_lm.nn.accounting import (
     activation_bytes,
     forward_flops,
     gpt2_params,
-    main,
     param_counts,
     training_flops_per_token,
 )
@@ -97,7 +99,25 @@ def test_cli_prints_tables(capsys):
     assert "published 1,557,611,200" in capsys.readouterr().out
 
 
-def test_cli_unknown_preset_is_one_line_exit_2(capsys):
-    assert main(["--preset", "gpt5"]) == 2
+def test_cli_reads_the_model_section_of_a_config_with_overrides(capsys):
+    config = str(Path(__file__).resolve().parents[2] / "configs" / "tinystories.yaml")
+    assert main(["--config", config]) == 0
+    assert "22,696,448" in capsys.readouterr().out  # the tinystories-17m preset the config names
+    assert main(["--config", config, "model.num_layers=8"]) == 0
+    expected = param_counts(Shape.from_config({**PRESETS["tinystories-17m"], "num_layers": 8}))["total"]
+    assert f"{expected:,}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--preset", "gpt5"], "error: unknown preset 'gpt5'"),
+        (["--preset", "debug", "model.d_model=8"], "error: key=value overrides need --config"),
+        (["--config", "/nonexistent.yaml"], "error: config file not found"),
+        (["--preset", "debug", "--batch-size", "0"], "error: --batch-size"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(capsys, argv, message):
+    assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: unknown preset 'gpt5'") and err.count("\n") == 1
+    assert err.startswith(message) and err.count("\n") == 1

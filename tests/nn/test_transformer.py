@@ -54,7 +54,7 @@ def test_state_dict_names_and_shapes_are_design():
 @pytest.mark.parametrize("hf_attention", ["eager", "sdpa"])
 def test_parity_with_hf_llama(attention, hf_attention):
     pytest.importorskip("transformers")
-    from cs336_lm.nn.hf_llama import to_llama
+    from cs336_lm.interop.hf_llama import to_llama
 
     model = _model(attention, rope_theta=500.0)
     hf = to_llama(model, attn_implementation=hf_attention)

@@ -12,7 +12,7 @@ import yaml
 
 from cs336_lm.cli.train import main
 from cs336_lm.data import write_tokens
-from cs336_lm.training.checkpoint import latest_checkpoint, read_checkpoint
+from cs336_lm.run import RunDir, read_checkpoint
 from cs336_lm.training.metrics import read_metrics
 
 from .conftest import DEBUG_CONFIG, REPO, tiny_overrides
@@ -118,7 +118,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_0(tmp_path, run_inputs):
             proc.kill()
     assert proc.returncode == 0, err
     assert "received SIGTERM" in out
-    state = read_checkpoint(latest_checkpoint(out_dir))
+    state = read_checkpoint(RunDir(out_dir).latest())
     logged = [r["step"] for r in read_metrics(out_dir / "metrics.jsonl") if "loss" in r]
     assert state["iteration"] >= 1 and state["iteration"] == logged[-1]  # the step in flight was finished
 
@@ -137,4 +137,4 @@ def test_non_finite_loss_exits_1_with_one_line(tmp_path, capsys, run_inputs, mon
     assert rc == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: the training loss became") and "at step 1" in lines[0]
-    assert latest_checkpoint(tmp_path / "run") is None
+    assert RunDir(tmp_path / "run").latest() is None

@@ -116,8 +116,17 @@ def test_missing_file_and_missing_required_value(tmp_path):
 
 
 def test_unset_model_field_without_preset(tmp_path):
+    shape = {k: v for k, v in SHAPE.items() if k != "d_ff"}
     with pytest.raises(ConfigError, match=r"model\.d_ff is not set"):
+        load_config(None, [*REQUIRED, *(f"model.{k}={v}" for k, v in shape.items())])
+    with pytest.raises(ConfigError, match=r"wrong type for model\.d_ff .*got None, expected int"):
         load_config(full(tmp_path), ["model.d_ff=null"])
+
+
+def test_resolved_model_section_has_no_unset_field(tmp_path):
+    cfg = load_config(None, [*REQUIRED, "model.preset=debug"])
+    for f in dataclasses.fields(cfg.model):
+        assert getattr(cfg.model, f.name) is not None or f.name == "preset", f.name
 
 
 def test_preset_fills_unset_fields_and_explicit_fields_win(tmp_path):

@@ -23,11 +23,11 @@ from cs336_lm.data import get_batch, iter_eval_batches, load_tokens, write_token
 from cs336_lm.errors import ConfigError
 from cs336_lm.nn import TransformerLM
 from cs336_lm.nn.functional import cross_entropy
+from cs336_lm.run import RunDir, read_checkpoint
 from cs336_lm.tokenizer import Tokenizer
 from cs336_lm.training import parallel
-from cs336_lm.training.checkpoint import latest_checkpoint, read_checkpoint
 from cs336_lm.training.metrics import read_metrics
-from cs336_lm.training.runtime import ProcessInfo, process_info, select_device
+from cs336_lm.training.runtime import ProcessInfo, process_info, training_device
 from cs336_lm.training.trainer import Trainer, batch_generator, train
 
 HERE = Path(__file__).resolve().parent
@@ -168,7 +168,7 @@ def reference_run(monkeypatch, inputs, out_dir, max_steps=STEPS):
     def next_batch(self):
         samplers = self.__dict__.setdefault("rank_samplers", [batch_generator(self.cfg.train.seed, r) for r in (0, 1)])
         context = self.cfg.model.context_length
-        parts = [get_batch(self.inputs.train_tokens, B, context, self.device, generator=g) for g in samplers]
+        parts = [get_batch(self.job.inputs.train_tokens, B, context, self.job.device, generator=g) for g in samplers]
         return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
 
     monkeypatch.setattr(Trainer, "next_batch", next_batch)
@@ -196,8 +196,8 @@ def test_two_ranks_match_one_process_fed_the_same_examples(runs, reference, inpu
     assert status == 0, err
     assert f"2 processes (gloo): {'DDP' if kind == 'ddp' else 'FSDP2'}" in out
     assert f"{STEPS * 2 * B * 2 * 16:,} tokens" in out  # global batch: micro-batch x accumulation x ranks x context
-    final = params(latest_checkpoint(out_dir))
-    assert_close(final, params(latest_checkpoint(reference)), atol=1e-6)
+    final = params(RunDir(out_dir).latest())
+    assert_close(final, params(RunDir(reference).latest()), atol=1e-6)
     # the logged loss is the mean over both ranks, the grad norm the global one (clipping was active)
     ours, theirs = read_metrics(out_dir / "metrics.jsonl"), read_metrics(reference / "metrics.jsonl")
     assert [r["step"] for r in ours] == [r["step"] for r in theirs]
@@ -229,15 +229,15 @@ def test_only_rank_0_writes_and_the_checkpoint_is_whole(runs):
     steps = [(r["step"], "loss" in r) for r in read_metrics(out_dir / "metrics.jsonl")]
     assert len(steps) == len(set(steps)) == STEPS + STEPS // 2  # one line per record, none from rank 1
     assert out.count("finished 4 steps") == 1 and out.count("step 1/4 | loss") == 1
-    state = read_checkpoint(latest_checkpoint(out_dir))
+    state = read_checkpoint(RunDir(out_dir).latest())
     assert not any(k.startswith("module.") for k in state["model"])
     samplers = state["rng"]["data_by_rank"]
     assert sorted(samplers) == [0, 1] and samplers[0] != samplers[1] and state["rng"]["data"] == samplers[0]
 
 
 def test_fsdp_checkpoint_has_whole_tensors_in_the_single_process_format(runs, reference):
-    fsdp = read_checkpoint(latest_checkpoint(runs["fsdp"][0]))
-    plain = read_checkpoint(latest_checkpoint(reference))
+    fsdp = read_checkpoint(RunDir(runs["fsdp"][0]).latest())
+    plain = read_checkpoint(RunDir(reference).latest())
     assert {k: v.shape for k, v in fsdp["model"].items()} == {k: v.shape for k, v in plain["model"].items()}
     assert fsdp["optimizer"]["param_groups"] == plain["optimizer"]["param_groups"]
     for i, moments in plain["optimizer"]["state"].items():
@@ -254,7 +254,7 @@ def test_resume_on_two_ranks_is_bitwise(runs, kind):
     resumed, status, out, err = runs["resumed" if kind == "ddp" else "fsdp_resumed"]
     assert status == 0, err
     assert f"resuming from {resumed / 'checkpoints' / 'step_00000002.pt'} at step 2" in out
-    final, again = read_checkpoint(latest_checkpoint(out_dir)), read_checkpoint(latest_checkpoint(resumed))
+    final, again = read_checkpoint(RunDir(out_dir).latest()), read_checkpoint(RunDir(resumed).latest())
     assert all(torch.equal(again["model"][key], value) for key, value in final["model"].items())
     for i, moments in final["optimizer"]["state"].items():
         for key, value in moments.items():
@@ -267,7 +267,7 @@ def test_checkpoints_cross_world_sizes(runs, inputs, tmp_path, capsys):
     note = "each rank samples afresh from (seed, rank, step=2)"
     out_dir, status, out, err = runs["from_single"]
     assert status == 0, err
-    assert note in out and read_checkpoint(latest_checkpoint(out_dir))["iteration"] == 3
+    assert note in out and read_checkpoint(RunDir(out_dir).latest())["iteration"] == 3
     start = runs["ddp"][0] / "checkpoints" / "step_00000002.pt"
     cfg = load_config(DEBUG_CONFIG, overrides(inputs, tmp_path / "one", {"train.resume": start, "train.max_steps": 3}))
     result = train(cfg)
@@ -279,7 +279,7 @@ def test_a_setup_failure_on_one_rank_ends_both_with_one_message(runs):
     assert status != 0
     messages = [line for line in err.splitlines() if "error:" in line and "/nonexistent/train.npy" in line]
     assert len(messages) == 1 and "rank 1 failed: data.train_path /nonexistent/train.npy does not exist" in messages[0]
-    assert not (out_dir / "config.yaml").exists() and latest_checkpoint(out_dir) is None
+    assert not (out_dir / "config.yaml").exists() and RunDir(out_dir).latest() is None
 
 
 def test_a_failure_in_a_step_on_one_rank_ends_both(runs):
@@ -293,7 +293,7 @@ def test_sigterm_to_torchrun_stops_every_rank_after_the_same_step(runs):
     out_dir, _, out, err = runs["sigterm"]
     assert "received SIGTERM: stopped after step" in out, err
     assert "exitcode" not in err  # torchrun reports no failed worker: each rank finished its step and exited 0
-    state = read_checkpoint(latest_checkpoint(out_dir))
+    state = read_checkpoint(RunDir(out_dir).latest())
     logged = [r["step"] for r in read_metrics(out_dir / "metrics.jsonl") if "loss" in r]
     assert state["iteration"] == logged[-1] >= 1
     assert sorted(state["rng"]["data_by_rank"]) == [0, 1]
@@ -322,8 +322,8 @@ def test_ddp_without_torchrun_warns_and_trains_as_one_process():
 def test_several_processes_refuse_one_fixed_gpu():
     proc = ProcessInfo(rank=1, world_size=2, local_rank=1, distributed=True)
     with pytest.raises(ConfigError, match="would put them all on one GPU"):
-        select_device("cuda:0", proc)
-    assert select_device("cpu", proc) == torch.device("cpu")
+        training_device("cuda:0", proc)
+    assert training_device("cpu", proc) == torch.device("cpu")
 
 
 def test_helpers_are_plain_operations_without_a_process_group():

@@ -12,9 +12,9 @@ from cs336_lm.cli.tokenize import main as tokenize_main
 from cs336_lm.cli.train import main as train_main
 from cs336_lm.cli.train_bpe import main as train_bpe_main
 from cs336_lm.data import load_tokens
-from cs336_lm.data.tinytales import EOT, write_corpus
+from cs336_lm.run import RunDir, read_checkpoint
+from cs336_lm.tinytales import EOT, write_corpus
 from cs336_lm.tokenizer import Tokenizer
-from cs336_lm.training.checkpoint import latest_checkpoint, read_checkpoint
 from cs336_lm.training.metrics import read_metrics
 
 from .conftest import DEBUG_CONFIG
@@ -55,7 +55,7 @@ def test_text_to_trained_model_and_resume(tmp_path, capsys):
     assert "resuming from" in out and "step_00000020.pt at step 20" in out
     steps = [r["step"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
     assert steps == list(range(2, 41, 2))
-    assert read_checkpoint(latest_checkpoint(run))["iteration"] == 40
+    assert read_checkpoint(RunDir(run).latest())["iteration"] == 40
     assert Tokenizer.from_directory(run / "tokenizer").vocab_size == 512
     assert np.isfinite([r.get("val_loss", 0.0) for r in read_metrics(run / "metrics.jsonl")]).all()
 

@@ -8,7 +8,7 @@ import torch
 
 from cs336_lm.errors import ConfigError
 from cs336_lm.training import runtime
-from cs336_lm.training.runtime import GracefulStop, ProcessInfo, process_info, select_device, select_dtype
+from cs336_lm.training.runtime import GracefulStop, ProcessInfo, process_info, select_dtype, training_device
 
 CPU = torch.device("cpu")
 
@@ -50,12 +50,13 @@ def test_autocast_runs_matmuls_in_bf16_and_leaves_fp32_alone():
 
 
 def test_device_selection():
-    assert select_device("cpu") == CPU
+    one = ProcessInfo()
+    assert training_device("cpu", one) == CPU
     expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    assert select_device("auto").type == expected
+    assert training_device("auto", one).type == expected
     if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="CUDA is not available"):
-            select_device("cuda:0")
+        with pytest.raises(ConfigError, match=r"train\.device=cuda:0 but CUDA is not available"):
+            training_device("cuda:0", one)
 
 
 def test_compile_choice():

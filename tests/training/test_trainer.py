@@ -10,14 +10,14 @@ import torch
 from cs336_lm.config import load_config
 from cs336_lm.errors import CheckpointError, ConfigError
 from cs336_lm.nn import TransformerLM
+from cs336_lm.run import RunDir, read_checkpoint
 from cs336_lm.tokenizer import Tokenizer
 from cs336_lm.training import NonFiniteLossError, Trainer, train, trainer
-from cs336_lm.training.checkpoint import latest_checkpoint, list_checkpoints, read_checkpoint
 from cs336_lm.training.metrics import read_metrics
 
 
 def final_state(out_dir):
-    return read_checkpoint(latest_checkpoint(out_dir))
+    return read_checkpoint(RunDir(out_dir).latest())
 
 
 def assert_bitwise_equal(a, b, where="state"):
@@ -58,9 +58,9 @@ def test_run_directory_outputs(tmp_path, tiny_config):
     model_section = {k: v for k, v in vars(saved.model).items() if k != "preset"}
     model = TransformerLM(**model_section)  # every architecture field is explicit
     assert Tokenizer.from_directory(out / "tokenizer").vocab_size == 257
-    assert [p.name for p in list_checkpoints(out)] == ["step_00000006.pt"]  # keep_last=1
+    assert [p.name for p in RunDir(out).checkpoints()] == ["step_00000006.pt"]  # keep_last=1
     assert (out / "checkpoints" / "latest").read_text().strip() == "step_00000006.pt"
-    state = torch.load(latest_checkpoint(out), weights_only=True)
+    state = torch.load(RunDir(out).latest(), weights_only=True)
     model.load_state_dict(state["model"])
     assert state["iteration"] == 6 and state["config"]["train"]["max_steps"] == 6
     records = read_metrics(out / "metrics.jsonl")
@@ -146,7 +146,7 @@ def test_resume_with_another_architecture_is_refused(tmp_path, tiny_config):
 
 def test_truncated_checkpoint_is_a_clear_error(tmp_path, tiny_config):
     train(tiny_config(tmp_path / "run", {"train.max_steps": 3}))
-    path = latest_checkpoint(tmp_path / "run")
+    path = RunDir(tmp_path / "run").latest()
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         Trainer(tiny_config(tmp_path / "run"))
@@ -164,7 +164,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny
     monkeypatch.setattr(trainer, "cross_entropy", poisoned)
     with pytest.raises(NonFiniteLossError, match=r"became nan at step 5.*step_00000003\.pt"):
         train(tiny_config(tmp_path / "run", {"train.eval_every": 0}))
-    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step_00000003.pt"]
+    assert [p.name for p in RunDir(tmp_path / "run").checkpoints()] == ["step_00000003.pt"]
     assert final_state(tmp_path / "run")["iteration"] == 3
 
 

@@ -1,9 +1,9 @@
-"""tinytales: a deterministic generator of short children's stories, the corpus the demo trains on.
+"""The story generator: one story from one ``random.Random``, and a corpus of them written to a file.
 
 The project cannot ship TinyStories, so it writes a corpus in the same shape: plain English stories, each
 followed by a line ``<|endoftext|>``. A story casts a hero, a friend and a grown-up (children, animals, people
-with jobs; ``tinytales_words``), picks a place, a thing, the weather and the events of one of twelve plots
-(``tinytales_plots``: lost things, new friends, fears, sharing, storms, rescues, contests, …), and renders one
+with jobs; ``words``), picks a place, a thing, the weather and the events of one of twelve plots
+(``plots``: lost things, new friends, fears, sharing, storms, rescues, contests, …), and renders one
 alternative per stage with ``str.format_map``. Everything is drawn from one ``random.Random(seed)``, so a seed
 and a size give the same bytes on every run, and a shorter corpus is a prefix of a longer one with its seed.
 
@@ -19,14 +19,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cs336_lm.data import tinytales_plots as plots
-from cs336_lm.data import tinytales_words as words
 from cs336_lm.fileio import atomic_write
+from cs336_lm.tinytales import plots, words
 
 EOT = "<|endoftext|>"
 GENERATOR_VERSION = 1
 
-# Fields drawn afresh at every use in a template (see tinytales_plots): key -> table.
+# Fields drawn afresh at every use in a template (see plots.py): key -> table.
 _FRESH = {
     "r_adj": words.OBJ_ADJ,
     "r_move": words.MOVES,
@@ -182,7 +181,7 @@ def _sentence_case(text: str) -> str:
 def generate_story(rng: random.Random) -> str:
     """One story of three paragraphs — beginning (cast, setting), problem (with attempts), ending.
 
-    The plot is one of ``tinytales_plots.PLOTS``; each of its stages contributes one alternative (the middle
+    The plot is one of ``plots.PLOTS``; each of its stages contributes one alternative (the middle
     one or two, in order), wrapped in a shared opening and closing and the odd digression.
     """
     f = story_fields(rng)

@@ -6,7 +6,7 @@ A plot is a dict of stages — ``setup`` (the situation), ``problem``, ``middle`
 Templates are ``str.format_map`` strings. Fixed fields are chosen once per story: ``{H}``/``{he}``/``{He}``/
 ``{his}``/``{His}``/``{him}`` for the hero, ``{F}``/``{fhe}``/``{fHe}``/``{fhis}``/``{fhim}`` for the friend,
 ``{A}``/``{ahe}``/``{aHe}``/``{ahis}`` for the grown-up, plus ``{place}``, ``{a_obj}``, ``{food}``… (see
-``cs336_lm.data.tinytales.story_fields``). Fields starting with ``r_`` (``{r_adj}``, ``{r_say}``, ``{r_move}``…)
+``cs336_lm.tinytales.stories.story_fields``). Fields starting with ``r_`` (``{r_adj}``, ``{r_say}``, ``{r_move}``…)
 are drawn afresh at every use.
 """
 

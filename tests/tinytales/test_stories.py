@@ -7,8 +7,8 @@ import re
 import pytest
 
 from cs336_lm.cli.demo_corpus import main as demo_corpus_main
-from cs336_lm.data import tinytales
-from cs336_lm.data.tinytales import EOT, an, iter_documents, split_documents, write_corpus
+from cs336_lm.tinytales import EOT, an, iter_documents, split_documents, write_corpus
+from cs336_lm.tinytales import stories as tinytales
 
 WORD = re.compile(r"[A-Za-z']+")
 

@@ -1,8 +1,8 @@
 """Word banks for the tinytales story generator: the people, animals, places, things and feelings of its world.
 
 Everything here is plain data. Single words are kept in whitespace-separated strings (split once at import);
-phrases that carry more than one word are tuples. ``cs336_lm.data.tinytales`` draws from these tables to fill
-the sentence templates of ``cs336_lm.data.tinytales_plots``; growing a table here grows the corpus vocabulary.
+phrases that carry more than one word are tuples. ``cs336_lm.tinytales.stories`` draws from these tables to fill
+the sentence templates of ``cs336_lm.tinytales.plots``; growing a table here grows the corpus vocabulary.
 """
 
 

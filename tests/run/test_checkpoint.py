@@ -11,13 +11,11 @@ from torch import nn
 
 from cs336_lm.errors import CheckpointError
 from cs336_lm.optim import AdamW, param_groups_for_weight_decay
-from cs336_lm.training import checkpoint as ckpt_module
-from cs336_lm.training.checkpoint import (
-    CheckpointManager,
+from cs336_lm.run import RunDir
+from cs336_lm.run import checkpoint as ckpt_module
+from cs336_lm.run.checkpoint import (
     apply_checkpoint,
     capture_rng_state,
-    latest_checkpoint,
-    list_checkpoints,
     load_checkpoint,
     read_checkpoint,
     restore_rng_state,
@@ -157,52 +155,52 @@ def test_failed_save_leaves_previous_checkpoint_and_no_temp(tmp_path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
 
 
-def test_manager_failure_keeps_latest_pointer(tmp_path, monkeypatch):
+def test_run_dir_failure_keeps_latest_pointer(tmp_path, monkeypatch):
     model, opt = _trained()
-    manager = CheckpointManager(tmp_path, keep_last=2)
-    manager.save(model, opt, 10)
+    run, keep = RunDir(tmp_path), 2
+    run.save_checkpoint(model, opt, 10, keep)
     monkeypatch.setattr(ckpt_module.torch, "save", lambda obj, f: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
-        manager.save(model, opt, 20)
-    assert latest_checkpoint(tmp_path).name == "step_00000010.pt"
+        run.save_checkpoint(model, opt, 20, keep)
+    assert RunDir(tmp_path).latest().name == "step_00000010.pt"
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["latest", "step_00000010.pt"]
 
 
-def test_manager_keeps_last_k_and_points_at_latest(tmp_path):
+def test_run_dir_keeps_last_k_and_points_at_latest(tmp_path):
     model, opt = _trained()
-    manager = CheckpointManager(tmp_path, keep_last=2)
-    assert manager.latest() is None and latest_checkpoint(tmp_path / "nothing") is None
+    run, keep = RunDir(tmp_path), 2
+    assert run.latest() is None and RunDir(tmp_path / "nothing").latest() is None
     for step in (5, 10, 15, 20):
-        path = manager.save(model, opt, step, config={"step": step})
+        path = run.save_checkpoint(model, opt, step, keep, config={"step": step})
         assert path == tmp_path / "checkpoints" / f"step_{step:08d}.pt"
         assert (tmp_path / "checkpoints" / "latest").read_text() == path.name + "\n"
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000015.pt", "step_00000020.pt"]
-    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "step_00000020.pt"
-    assert read_checkpoint(latest_checkpoint(tmp_path))["config"] == {"step": 20}
+    assert [p.name for p in RunDir(tmp_path).checkpoints()] == ["step_00000015.pt", "step_00000020.pt"]
+    assert RunDir(tmp_path).latest() == tmp_path / "checkpoints" / "step_00000020.pt"
+    assert read_checkpoint(RunDir(tmp_path).latest())["config"] == {"step": 20}
 
 
-def test_manager_keeps_all_with_none_and_cleans_stale_temporaries(tmp_path):
+def test_run_dir_keeps_all_with_none_and_cleans_stale_temporaries(tmp_path):
     model, opt = _trained()
-    manager = CheckpointManager(tmp_path, keep_last=None)
+    run, keep = RunDir(tmp_path), None
     (tmp_path / "checkpoints").mkdir()
     stale = tmp_path / "checkpoints" / ".step_00000001.pt.abcd.tmp"
     stale.write_bytes(b"torn")
     for step in range(1, 5):
-        manager.save(model, opt, step)
-    assert len(list_checkpoints(tmp_path)) == 4 and not stale.exists()
+        run.save_checkpoint(model, opt, step, keep)
+    assert len(RunDir(tmp_path).checkpoints()) == 4 and not stale.exists()
     with pytest.raises(ValueError):
-        CheckpointManager(tmp_path, keep_last=0)
+        RunDir(tmp_path).prune(keep_last=0)
 
 
 def test_latest_falls_back_to_newest_file_when_pointer_is_stale(tmp_path):
     model, opt = _trained()
-    manager = CheckpointManager(tmp_path, keep_last=None)
-    manager.save(model, opt, 1)
-    manager.save(model, opt, 2)
+    run, keep = RunDir(tmp_path), None
+    run.save_checkpoint(model, opt, 1, keep)
+    run.save_checkpoint(model, opt, 2, keep)
     (tmp_path / "checkpoints" / "latest").write_text("step_00000099.pt\n")
-    assert latest_checkpoint(tmp_path).name == "step_00000002.pt"
+    assert RunDir(tmp_path).latest().name == "step_00000002.pt"
     (tmp_path / "checkpoints" / "latest").write_text("../../etc/passwd\n")
-    assert latest_checkpoint(tmp_path).name == "step_00000002.pt"
+    assert RunDir(tmp_path).latest().name == "step_00000002.pt"
 
 
 def test_error_missing_file_or_directory(tmp_path):

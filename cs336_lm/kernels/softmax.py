@@ -6,42 +6,25 @@ row is handled by looping over blocks with an online max/sum (two reads, one wri
 whatever the input dtype; the output has the input dtype. The causal variant hides key ``j`` from query
 ``i`` (the row's index within the last-but-one dim) when ``j > i + q_offset`` and never reads those
 scores. With ``q_offset >= 0`` key 0 is visible to every query, so no row is fully masked. This module
-imports Triton; only ``cs336_lm.kernels`` (the dispatch) imports it, and only when a Triton path runs.
+imports Triton; the model's dispatch (``cs336_lm.nn.dispatch``) imports it only when a Triton path runs.
 """
-
-from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 from jaxtyping import Float
 
+from cs336_lm.kernels.launch import LaunchParams, TileShape, rows_and_cols
+from cs336_lm.kernels.launch import launch_params as _launch_params
+
 MAX_BLOCK = 16384  # widest row kept in registers in one piece; wider rows loop over blocks
-TILE_ELEMENTS = 4096  # rows per program are chosen so that rows × BLOCK is about this
+TILE = TileShape(elements=4096, elements_per_warp=512, max_warps=16)  # about 16 fp32 values per thread
 MIN_FLOAT32 = tl.constexpr(-3.4028234663852886e38)  # floor for running maxima: padded rows stay NaN-free
 
 
-@dataclass(frozen=True)
-class LaunchParams:
-    block: int  # columns per block (a power of two)
-    rows: int  # rows per program (a power of two)
-    num_warps: int
-    single_block: bool  # the whole row fits in one block: no loop, one read
-
-
 def launch_params(n_rows: int, n_cols: int, max_block: int = MAX_BLOCK) -> LaunchParams:
-    """Launch parameters from the shape, e.g. ``(4096, 123) -> block 128, 32 rows/program, 8 warps``.
-
-    ``block = min(next_pow2(n_cols), max_block)`` (at least 16); ``rows = TILE_ELEMENTS // block``, capped
-    by ``next_pow2(n_rows)`` and at least 1; ``num_warps = rows·block / 512`` clamped to [1, 16], i.e.
-    about 16 fp32 values per thread. ``max_block`` (a power of two) exists so tests can force the loop path.
-    """
-    if max_block < 1 or max_block & (max_block - 1):
-        raise ValueError(f"max_block must be a power of two, got {max_block}")
-    block = min(max(triton.next_power_of_2(n_cols), 16), max_block)
-    rows = max(1, min(TILE_ELEMENTS // block, triton.next_power_of_2(max(n_rows, 1))))
-    num_warps = min(16, max(1, rows * block // 512))
-    return LaunchParams(block=block, rows=rows, num_warps=num_warps, single_block=block >= n_cols)
+    """The softmax's launch shape, e.g. ``(4096, 123) -> block 128, 32 rows/program, 8 warps`` (``launch``)."""
+    return _launch_params(n_rows, n_cols, max_block, TILE)
 
 
 @triton.jit
@@ -159,8 +142,7 @@ def _launch(
     max_block: int,
 ) -> torch.Tensor:
     """Run ``kernel`` over ``out.view(-1, n)``; every tensor is contiguous with the same shape."""
-    n_cols = out.shape[-1]
-    n_rows = out.numel() // n_cols if n_cols else 0
+    n_rows, n_cols = rows_and_cols(out)
     if n_rows == 0 or n_cols == 0:
         return out
     p = launch_params(n_rows, n_cols, max_block)

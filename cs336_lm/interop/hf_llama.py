@@ -9,7 +9,7 @@ Used by the parity test and the model benchmark; ``transformers`` is imported on
 
 from torch import Tensor
 
-from cs336_lm.nn.transformer import TransformerLM
+from cs336_lm.nn import TransformerLM
 
 _LAYER_NAMES = {
     "ln1.weight": "input_layernorm.weight",

@@ -6,9 +6,9 @@ A checkpoint is a dict of tensors and plain data (so ``torch.load(weights_only=T
      "config": plain dict, "rng": {"python", "numpy", "torch", ["cuda"], ["data"]}, ...extra}
 
 ``save_checkpoint`` / ``load_checkpoint`` handle one file (a path, written to a temporary sibling and renamed, or
-an open file object); ``CheckpointManager`` keeps a run directory's ``checkpoints/step_XXXXXXXX.pt`` files,
-the last K of them, and the ``checkpoints/latest`` pointer. RNG states are converted to tensors, lists and ints
-by ``capture_rng_state`` and put back by ``restore_rng_state``. Anything wrong with a file the user gives us —
+an open file object); where the files of a run live, which is the latest and which are kept is
+``cs336_lm.run.rundir``'s business. RNG states are converted to tensors, lists and ints by
+``capture_rng_state`` and put back by ``restore_rng_state``. Anything wrong with a file the user gives us —
 missing, truncated, not a checkpoint, another model's — is a ``CheckpointError`` with one clear message.
 """
 
@@ -16,7 +16,6 @@ import dataclasses
 import os
 import pickle
 import random
-import re
 import warnings
 from pathlib import Path
 from typing import IO, Any
@@ -29,15 +28,22 @@ from cs336_lm.errors import CheckpointError
 from cs336_lm.fileio import atomic_write
 
 FORMAT_VERSION = 1
-CHECKPOINT_DIR = "checkpoints"
-LATEST_POINTER = "latest"
-_STEP_FILE = re.compile(r"step_(\d{8,})\.pt")
 _ZIP_MAGIC = b"PK\x03\x04"
 _RESERVED = {"format_version", "model", "optimizer", "iteration", "config", "rng"}
 _WRAPPERS = {"DataParallel", "DistributedDataParallel", "FullyShardedDataParallel"}
 _PLAIN = (torch.Tensor, str, int, float, bool, type(None), torch.dtype, torch.device)
 
 Source = str | os.PathLike | IO[bytes]
+
+
+class Snapshot:
+    """A state dict already gathered, handed to ``save_checkpoint`` in place of a module or an optimizer."""
+
+    def __init__(self, state: dict):
+        self.state = state
+
+    def state_dict(self) -> dict:
+        return self.state
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -133,8 +139,8 @@ def _check_plain(obj: Any, where: str) -> None:
 
 
 def save_checkpoint(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None,
+    model: nn.Module | Snapshot,
+    optimizer: torch.optim.Optimizer | Snapshot | None,
     iteration: int,
     out: Source,
     *,
@@ -154,7 +160,7 @@ def save_checkpoint(
         raise ValueError(f"extra checkpoint keys {sorted(clash)} clash with the standard ones")
     ckpt = {
         "format_version": FORMAT_VERSION,
-        "model": unwrap_model(model).state_dict(),
+        "model": model.state_dict() if isinstance(model, Snapshot) else unwrap_model(model).state_dict(),
         "optimizer": None if optimizer is None else optimizer.state_dict(),
         "iteration": int(iteration),
         "config": _plain_config(config),
@@ -276,72 +282,3 @@ def load_checkpoint(
     """``apply_checkpoint(read_checkpoint(src), model, optimizer)``: restore weights (and optimizer); return the
     iteration. RNG states are not touched — call ``restore_rng_state(read_checkpoint(src)["rng"])`` to resume."""
     return apply_checkpoint(read_checkpoint(src, map_location), model, optimizer, name=_describe(src))
-
-
-# ---------------------------------------------------------------------------------------------- run directory
-
-
-def _step_of(path: Path) -> int | None:
-    match = _STEP_FILE.fullmatch(path.name)
-    return int(match.group(1)) if match else None
-
-
-def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
-    """``run_dir/checkpoints/step_XXXXXXXX.pt`` files, oldest step first (temporary files are ignored)."""
-    directory = Path(run_dir) / CHECKPOINT_DIR
-    if not directory.is_dir():
-        return []
-    found = [p for p in directory.iterdir() if _step_of(p) is not None and p.is_file()]
-    return sorted(found, key=_step_of)
-
-
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The checkpoint named by ``run_dir/checkpoints/latest``; if that pointer is missing or stale, the
-    highest-step checkpoint file; ``None`` when the run has none."""
-    pointer = Path(run_dir) / CHECKPOINT_DIR / LATEST_POINTER
-    if pointer.is_file():
-        target = pointer.parent / pointer.read_text(encoding="utf-8").strip()
-        if _step_of(target) is not None and target.parent == pointer.parent and target.is_file():
-            return target
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None
-
-
-class CheckpointManager:
-    """A run directory's checkpoints: ``save`` writes ``step_XXXXXXXX.pt``, then points ``latest`` at it, then
-    deletes all but the newest ``keep_last`` (``None`` keeps every one). A crash at any moment leaves ``latest``
-    naming a complete checkpoint."""
-
-    def __init__(self, run_dir: str | os.PathLike, keep_last: int | None = 3):
-        if keep_last is not None and keep_last < 1:
-            raise ValueError(f"keep_last must be >= 1 or None, got {keep_last}")
-        self.run_dir = Path(run_dir)
-        self.directory = self.run_dir / CHECKPOINT_DIR
-        self.keep_last = keep_last
-
-    def path_for(self, iteration: int) -> Path:
-        return self.directory / f"step_{iteration:08d}.pt"
-
-    def save(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, iteration: int, **kwargs) -> Path:
-        """``save_checkpoint(model, optimizer, iteration, path_for(iteration), **kwargs)`` + pointer + pruning."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for stale in self.directory.glob(".step_*.tmp"):  # left by a process killed mid-write
-            stale.unlink(missing_ok=True)
-        path = self.path_for(iteration)
-        save_checkpoint(model, optimizer, iteration, path, **kwargs)
-        with atomic_write(self.directory / LATEST_POINTER, "w", encoding="utf-8") as f:
-            f.write(path.name + "\n")
-        self.prune()
-        return path
-
-    def latest(self) -> Path | None:
-        return latest_checkpoint(self.run_dir)
-
-    def prune(self) -> None:
-        """Delete all but the newest ``keep_last`` checkpoints, never the one ``latest`` points at."""
-        if self.keep_last is None:
-            return
-        keep = self.latest()
-        for path in list_checkpoints(self.run_dir)[: -self.keep_last]:
-            if path != keep:
-                path.unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""Interoperation with HuggingFace ``transformers``: our model as a ``LlamaForCausalLM`` (``hf_llama``)."""

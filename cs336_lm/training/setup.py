@@ -1,0 +1,191 @@
+"""Setting a training run up: everything the loop needs, built once from the config and declared in one place.
+
+``setup(cfg)`` reads top to bottom: which process this is and on what device and dtype it computes; the
+inputs, the run directory, the model and the batch sampler (and, when resuming, the checkpoint's weights, RNG
+and sampler states), checked on every rank before anything is written; the DDP/FSDP wrapping and
+``torch.compile``; the optimizer (and its saved state); the run files. The result is a ``TrainingRun`` whose
+fields are the whole state the loop (``cs336_lm.training.trainer``) reads. ``Progress`` is the part that
+advances with every step and is saved with every checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cs336_lm.config import ARCH_FIELDS, Config
+from cs336_lm.errors import ConfigError
+from cs336_lm.nn import TransformerLM
+from cs336_lm.optim import AdamW
+from cs336_lm.run import RunDir, apply_checkpoint, build_model, read_checkpoint, restore_rng_state
+from cs336_lm.training import parallel
+from cs336_lm.training.build import batch_generator, build_optimizer, seed_everything, training_flops_per_token
+from cs336_lm.training.inputs import Inputs, check_inputs
+from cs336_lm.training.runtime import ProcessInfo, process_info, select_dtype, should_compile, training_device
+
+
+@dataclass
+class Progress:
+    """What advances as the run trains and every checkpoint carries besides weights, optimizer and RNG states."""
+
+    step: int = 0
+    """Optimizer steps completed."""
+    prior_time_s: float = 0.0
+    """Training seconds of the earlier segments of a resumed run."""
+    wandb_run_id: str | None = None
+    """The wandb run this run logs to, so a resumed run continues it."""
+
+
+@dataclass
+class TrainingRun:
+    """A run ready to train, as ``setup`` built it."""
+
+    cfg: Config
+    proc: ProcessInfo
+    device: torch.device
+    dtype: torch.dtype
+    """The autocast compute dtype (``torch.float32``: no autocast)."""
+    inputs: Inputs
+    run_dir: RunDir
+    model: TransformerLM
+    """The unwrapped model (FSDP shards it in place): clipping and checkpoints read its parameters."""
+    wrapped: nn.Module
+    """DDP or FSDP around ``model`` (``model`` itself in one process): gradient sync is switched on it."""
+    forward: nn.Module
+    """What a step calls: ``wrapped``, or ``torch.compile(wrapped)`` when ``compiled``."""
+    compiled: bool
+    sharded: bool
+    """FSDP: parameters, gradients and optimizer state are sharded DTensors."""
+    optimizer: AdamW
+    sampler: np.random.Generator
+    """This rank's batch sampler."""
+    progress: Progress
+    resumed_from: Path | None
+    """The checkpoint the run continues from, or None for a fresh run."""
+    flops_per_token: float
+    """Training matmul FLOPs per token, for MFU."""
+    notes: list[str] = field(default_factory=list)
+    """Lines for the opening message (e.g. samplers re-derived on another world size)."""
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens in one optimizer step over all ranks."""
+        t = self.cfg.train
+        return t.batch_size * t.grad_accum_steps * self.cfg.model.context_length * self.proc.world_size
+
+
+@dataclass
+class _Loaded:
+    """What every rank loads before the first collective: checked inputs, the model and its checkpoint."""
+
+    inputs: Inputs
+    run_dir: RunDir
+    model: TransformerLM
+    sampler: np.random.Generator
+    progress: Progress
+    checkpoint: dict[str, Any] | None
+    resumed_from: Path | None
+    notes: list[str]
+
+
+def setup(cfg: Config) -> TrainingRun:
+    """Everything a run needs, in order (see the module docstring); nothing is written before all is checked."""
+    proc = process_info(cfg.train.parallel)
+    device = training_device(cfg.train.device, proc)
+    parallel.init_process_group(proc, device)
+    dtype = select_dtype(cfg.train.dtype, device)
+    # every rank checks its inputs and the checkpoint; all go on or all stop, before any file is written
+    loaded = parallel.on_every_rank(partial(_load, cfg, proc, device), proc)
+    wrapped = parallel.wrap(loaded.model, cfg.train.parallel, device)
+    compiled = should_compile(cfg.train.compile, device)
+    optimizer = build_optimizer(loaded.model, cfg)  # after wrapping: FSDP replaces the parameters
+    if loaded.checkpoint is not None:
+        saved, name = loaded.checkpoint.get("optimizer"), str(loaded.resumed_from)
+        parallel.on_every_rank(partial(parallel.load_optimizer_state, optimizer, saved, name), proc)
+    if proc.is_main:
+        loaded.run_dir.write_run_files(cfg, loaded.inputs.tokenizer)
+    return TrainingRun(
+        cfg=cfg,
+        proc=proc,
+        device=device,
+        dtype=dtype,
+        inputs=loaded.inputs,
+        run_dir=loaded.run_dir,
+        model=loaded.model,
+        wrapped=wrapped,
+        forward=torch.compile(wrapped) if compiled else wrapped,
+        compiled=compiled,
+        sharded=parallel.active() and cfg.train.parallel == "fsdp",
+        optimizer=optimizer,
+        sampler=loaded.sampler,
+        progress=loaded.progress,
+        resumed_from=loaded.resumed_from,
+        flops_per_token=training_flops_per_token(cfg),
+        notes=loaded.notes,
+    )
+
+
+def _load(cfg: Config, proc: ProcessInfo, device: torch.device) -> _Loaded:
+    """Check the inputs, open the run directory, build the model and apply the checkpoint's weights, RNG and
+    sampler states (its optimizer state follows once the model is wrapped)."""
+    inputs = check_inputs(cfg)
+    run_dir = RunDir(cfg.train.out_dir)
+    if proc.is_main:
+        run_dir.create()
+    resumed_from = run_dir.resume_source(cfg.train.resume)
+    seed_everything(cfg.train.seed)
+    model = build_model(cfg.model, device)
+    sampler = batch_generator(cfg.train.seed, proc.rank)
+    if resumed_from is None:
+        return _Loaded(inputs, run_dir, model, sampler, Progress(), None, None, [])
+    checkpoint = read_checkpoint(resumed_from)
+    check_compatible(cfg, checkpoint.get("config"), resumed_from)
+    step = apply_checkpoint(checkpoint, model, None, name=str(resumed_from))
+    if step > cfg.train.max_steps:
+        max_steps = cfg.train.max_steps
+        raise ConfigError(f"{resumed_from} is at step {step}, past train.max_steps={max_steps}; raise max_steps")
+    restore_rng_state(checkpoint["rng"])
+    sampler, notes = _restored_sampler(checkpoint["rng"], cfg.train.seed, proc, step)
+    progress = Progress(step, float(checkpoint.get("wall_time_s", 0.0)), checkpoint.get("wandb_run_id"))
+    return _Loaded(inputs, run_dir, model, sampler, progress, checkpoint, resumed_from, notes)
+
+
+def _restored_sampler(rng: dict, seed: int, proc: ProcessInfo, step: int) -> tuple[np.random.Generator, list[str]]:
+    """This rank's sampler from the checkpoint when the world size matches, else a fresh stream from ``step``.
+
+    A checkpoint stores every rank's sampler state (``rng["data_by_rank"]``, one process: ``rng["data"]``). On
+    another world size those streams do not map onto the ranks, so each rank starts a fresh stream from
+    ``(seed, rank, step)``: the run goes on correctly but draws other batches than an uninterrupted one.
+    """
+    saved = rng.get("data_by_rank") or ({0: rng["data"]} if "data" in rng else {})
+    if len(saved) == proc.world_size and proc.rank in saved:
+        sampler = batch_generator(seed, proc.rank)
+        sampler.bit_generator.state = saved[proc.rank]
+        return sampler, []
+    note = (
+        f"the checkpoint holds batch samplers for {len(saved)} process(es), this run has {proc.world_size}: "
+        f"each rank samples afresh from (seed, rank, step={step})"
+    )
+    return batch_generator(seed, proc.rank, step), [note]
+
+
+def check_compatible(cfg: Config, stored: dict[str, Any] | None, path: Path) -> None:
+    """A checkpoint resumes only into the same architecture: compare its stored ``model`` section."""
+    if not stored or "model" not in stored:
+        return
+    differences = [
+        f"model.{key}={stored['model'].get(key)} (config: {getattr(cfg.model, key)})"
+        for key in ARCH_FIELDS
+        if stored["model"].get(key) != getattr(cfg.model, key)
+    ]
+    if differences:
+        raise ConfigError(
+            f"cannot resume from {path}: it was trained with {', '.join(differences)}; "
+            "use the same model settings or a new train.out_dir with train.resume=none"
+        )
