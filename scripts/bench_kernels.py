@@ -31,8 +31,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from cs336_lm.nn import dispatch
-from cs336_lm.nn import PRESETS, TransformerLM
+from cs336_lm.nn import PRESETS, TransformerLM, dispatch
 from cs336_lm.nn import functional as F
 from cs336_lm.optim import AdamW, clip_grad_norm_, param_groups_for_weight_decay
 
