@@ -203,7 +203,7 @@ def _resolve(merged: Any) -> Config:
     try:
         cfg = OmegaConf.to_object(merged)
     except MissingMandatoryValue as e:
-        key = e.full_key
+        key = e.full_key or "?"
         if key.startswith("model.") and key.partition(".")[2] in ARCH_FIELDS:
             raise ConfigError(f"{key} is not set: give it explicitly or choose a model.preset that has it") from None
         raise ConfigError(f"missing required value {key}: set it in the YAML file or as {key}=...") from None
@@ -336,9 +336,11 @@ def _parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} must look like section.key=value (e.g. optim.lr=1e-3)")
     try:
-        return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
+        parsed = OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
     except (OmegaConfBaseException, yaml.YAMLError) as e:
         raise ConfigError(f"cannot parse overrides {' '.join(overrides)}: {str(e).splitlines()[0]}") from None
+    assert isinstance(parsed, dict)
+    return {str(k): v for k, v in parsed.items()}
 
 
 def _merge(base: Any, data: Any, source: str) -> Any:

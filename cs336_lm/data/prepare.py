@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,7 +130,7 @@ def _encode_chunks(tok: Tokenizer, jobs: list, workers: int, total_bytes: int, p
     with contextlib.ExitStack() as stack:
         if context is None:
             _init_worker(tok)
-            results = map(_encode_chunk, jobs)
+            results: Iterator[tuple[int, int, int]] = map(_encode_chunk, jobs)
         else:
             pool = stack.enter_context(context.Pool(workers, initializer=_init_worker, initargs=(tok,)))
             results = pool.imap_unordered(_encode_chunk, jobs)
@@ -154,6 +154,7 @@ def _encode_chunk(job: tuple[int, str, int, int, str, str]) -> tuple[int, int, i
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read(end - start)
+    assert _worker_tokenizer is not None, "_init_worker runs first in every worker"
     ids = _worker_tokenizer.encode(decode_utf8(data, path, start))
     dtype = np.dtype(dtype_str)
     try:

@@ -38,7 +38,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= UINT16_VOCAB_LIMIT else np.uint32)
 
 
-def load_tokens(path: str | os.PathLike) -> np.memmap:
+def load_tokens(path: str | os.PathLike) -> np.ndarray:
     """Memory-map a token file (``np.load(path, mmap_mode="r", allow_pickle=False)``) and check it is 1-D ints.
 
     Raises ``DataError`` naming the file when it is missing, truncated, not a ``.npy`` array, or has the wrong

@@ -7,6 +7,8 @@ rows are reordered even-then-odd. Scores ``q·k`` are unchanged because both sid
 Used by the parity test and the model benchmark; ``transformers`` is imported only when called.
 """
 
+from typing import Any
+
 from torch import Tensor
 
 from cs336_lm.nn import TransformerLM
@@ -70,6 +72,7 @@ def to_llama(model: TransformerLM, attn_implementation: str = "sdpa", eps: float
     )
     config._attn_implementation = attn_implementation
     weight = model.lm_head.weight
-    hf = LlamaForCausalLM(config).to(device=weight.device, dtype=weight.dtype)
+    hf: Any = LlamaForCausalLM(config)
+    hf.to(device=weight.device, dtype=weight.dtype)
     hf.load_state_dict(to_llama_state_dict(model), strict=True)
     return hf.eval()

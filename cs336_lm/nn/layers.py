@@ -113,6 +113,9 @@ class RotaryPositionalEmbedding(nn.Module):
     ``x.shape[:-1]``: (seq,) or, with a head dim in x, (batch, 1, seq).
     """
 
+    cos: Tensor
+    sin: Tensor
+
     def __init__(self, theta: float, d_k: int, max_seq_len: int, device=None, dtype=None):
         super().__init__()
         if d_k % 2:

@@ -106,7 +106,7 @@ class AdamW(torch.optim.Optimizer):
         lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
         for (_, _, t), items in buckets.items():
             ps = [p for p, _ in items]
-            grads = [p.grad for p in ps]
+            grads = [p.grad for p in ps if p.grad is not None]  # the buckets hold parameters with gradients
             ms = [s["exp_avg"] for _, s in items]
             vs = [s["exp_avg_sq"] for _, s in items]
             if wd != 0:
@@ -129,7 +129,8 @@ def param_groups_for_weight_decay(model: nn.Module, weight_decay: float) -> list
     "weight_decay": weight_decay}, {"name": "no_decay", "params": [...], "weight_decay": 0.0}]``, leaving out an
     empty group; pass the list straight to ``AdamW``. Shared (tied) parameters appear once.
     """
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for _, p in model.named_parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)

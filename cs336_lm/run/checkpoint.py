@@ -18,7 +18,7 @@ import pickle
 import random
 import warnings
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 import torch
@@ -50,12 +50,12 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     """The module whose parameters are the model's: strips ``torch.compile`` (``_orig_mod``) and DDP/FSDP/
     DataParallel (``.module``) wrappers, in any nesting, so state-dict keys carry no wrapper prefix."""
     while True:
-        if isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
-            model = model._orig_mod
-        elif type(model).__name__ in _WRAPPERS and isinstance(getattr(model, "module", None), nn.Module):
-            model = model.module
-        else:
+        inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
+        if not isinstance(inner, nn.Module) and type(model).__name__ in _WRAPPERS:
+            inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
             return model
+        model = inner
 
 
 # ---------------------------------------------------------------------------------------------- RNG states
@@ -68,7 +68,7 @@ def capture_rng_state(data_generator: np.random.Generator | None = None) -> dict
     device, when CUDA is available) and ``data`` (``data_generator.bit_generator.state``, when given).
     """
     version, internal, gauss_next = random.getstate()
-    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    name, keys, pos, has_gauss, cached_gaussian = cast(tuple, np.random.get_state(legacy=True))
     state = {
         "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
         "numpy": {
@@ -117,11 +117,14 @@ def _plain_config(config: Any) -> dict | None:
     """A resolved OmegaConf config, a dataclass or a dict → a plain dict (``None`` stays ``None``)."""
     if config is None or isinstance(config, dict):
         return config
-    if dataclasses.is_dataclass(config):
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
         return dataclasses.asdict(config)
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_container(config, resolve=True)
+    plain = OmegaConf.to_container(config, resolve=True)
+    if not isinstance(plain, dict):
+        raise TypeError(f"config must be a mapping, got {type(plain).__name__}")
+    return plain
 
 
 def _check_plain(obj: Any, where: str) -> None:

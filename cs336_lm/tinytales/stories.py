@@ -227,7 +227,7 @@ def write_corpus(path: str | Path, size_bytes: int, seed: int | str = 0, progres
 
     Returns ``{"bytes": …, "stories": …, "seed": …}``.
     """
-    stats = {"bytes": 0, "stories": 0, "seed": seed}
+    stats: dict = {"bytes": 0, "stories": 0, "seed": seed}
     with (
         atomic_write(path, "w", encoding="utf-8", newline="\n") as out,
         tqdm(total=size_bytes, unit="B", unit_scale=True, desc=Path(path).name, disable=not progress) as bar,

@@ -67,7 +67,7 @@ eager daring dreamy giggly jolly lucky merry nimble plucky sunny spirited sprigh
 """)
 
 # (job, what they do, a thing they carry)
-PROFESSIONS = (
+PROFESSIONS: tuple[tuple[str, str, str], ...] = (
     ("baker", "baked warm bread for the whole town", "a basket of buns"),
     ("farmer", "grew corn and pumpkins in the big field", "a bucket of apples"),
     ("firefighter", "drove the shiny red fire truck", "a long ladder"),
@@ -121,7 +121,7 @@ HOMES = (
 )
 
 # (place, a detail about it)
-PLACES = (
+PLACES: tuple[tuple[str, str], ...] = (
     ("the park", "where the swings creaked in the wind"),
     ("the beach", "where the waves rolled over the smooth pebbles"),
     ("the forest", "where the tall trees whispered to each other"),
@@ -161,7 +161,7 @@ PLACES = (
     ("the swimming pool", "where the water was cool and blue"),
 )
 
-OBJECTS = (
+OBJECTS: tuple[str, ...] = (
     "kite", "ball", "teddy bear", "toy boat", "toy train", "doll", "music box", "red wagon", "scooter", "bike", "drum",
     "whistle", "yo-yo", "spinning top", "jump rope", "marble", "crayon", "paintbrush", "storybook", "diary", "hat",
     "scarf", "mitten", "sock", "shoe", "backpack", "lunch box", "umbrella", "lantern", "flashlight", "compass", "map",
@@ -184,7 +184,7 @@ red blue green yellow orange purple pink white black brown gray golden silver vi
 lavender teal navy cream peach mint lemon rosy amber maroon
 """)
 
-FOODS = (
+FOODS: tuple[str, ...] = (
     "apple pie", "honey cake", "carrot soup", "cheese sandwich", "strawberry jam", "blueberry muffins",
     "chocolate cookies", "banana bread", "lemonade", "warm milk", "hot cocoa", "pancakes", "waffles", "spaghetti",
     "vegetable stew", "rice pudding", "popcorn", "pumpkin pie", "cherry tart", "fruit salad", "oatmeal",
@@ -205,7 +205,7 @@ sad worried scared upset lonely grumpy cross nervous frightened gloomy tired con
 disappointed anxious puzzled
 """)
 
-WEATHER = (
+WEATHER: tuple[str, ...] = (
     "The sun was warm and bright.", "Fluffy white clouds drifted across the blue sky.",
     "A soft breeze made the leaves dance.", "It had rained all night, and the puddles shone like mirrors.",
     "Snow lay thick and white on the ground.", "The morning was misty and quiet.",
@@ -255,7 +255,7 @@ SOUNDS = (
 )
 
 # Things a character plans to do (bare verb phrases).
-ACTIVITIES = (
+ACTIVITIES: tuple[str, ...] = (
     "fly a kite", "build a sandcastle", "have a picnic", "go fishing", "paint a picture", "plant seeds", "ride a bike",
     "go swimming", "play hide and seek", "climb a tree", "collect shells", "pick berries", "bake cookies",
     "build a snowman", "go sledding", "watch the boats", "read stories", "play catch", "jump in puddles",
@@ -495,7 +495,7 @@ DREAMS = (
     "drive a steam train across the country", "paint a mural on the town hall", "visit every zoo on Earth",
 )
 
-SCENES = (
+SCENES: tuple[str, ...] = (
     "A heron stood on one leg in the reeds, waiting patiently for a fish.",
     "Ripe blackberries glistened in the hedgerow.", "Somewhere a woodpecker was drumming on a hollow trunk.",
     "Dew drops trembled on a spider's web like tiny pearls.",

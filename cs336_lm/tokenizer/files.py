@@ -116,9 +116,10 @@ def read_merges(path: str | os.PathLike) -> list[tuple[bytes, bytes]]:
             continue
         parts = line.split(" ")
         pair = [text_to_token(p) for p in parts]
-        if len(parts) != 2 or not all(parts) or None in pair:
+        first, second = [*pair, None, None][:2]
+        if len(parts) != 2 or not all(parts) or first is None or second is None:
             raise TokenizerError(f"{path}:{lineno}: expected two GPT-2 tokens separated by a space, got {line!r}")
-        merges.append((pair[0], pair[1]))
+        merges.append((first, second))
     return merges
 
 

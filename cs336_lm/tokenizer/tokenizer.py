@@ -93,12 +93,12 @@ class Tokenizer:
         ranks: dict[tuple[int, int], int] = {}
         merged_ids: list[int] = []
         for rank, (a, b) in enumerate(self.merges):
-            ids = [self._token_ids.get(a), self._token_ids.get(b), self._token_ids.get(a + b)]
-            if None in ids:
-                unknown = next(t for t, i in zip((a, b, a + b), ids, strict=True) if i is None)
+            left, right, merged = (self._token_ids.get(t) for t in (a, b, a + b))
+            if left is None or right is None or merged is None:
+                unknown = next(t for t in (a, b, a + b) if t not in self._token_ids)
                 raise TokenizerError(f"merge {rank} ({a!r}, {b!r}) needs {unknown!r}, which is not in the vocabulary")
-            ranks.setdefault((ids[0], ids[1]), rank)
-            merged_ids.append(ids[2])
+            ranks.setdefault((left, right), rank)
+            merged_ids.append(merged)
         return byte_ids, ranks, merged_ids
 
     # ---- files ---------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ class MetricsLog:
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """All records of a ``metrics.jsonl`` file, in order; a torn last line (from a hard kill) is skipped."""
-    records = []
+    records: list[dict[str, Any]] = []
     path = Path(path)
     if not path.is_file():
         return records
@@ -79,7 +79,7 @@ class StepWindow:
     def take(self) -> tuple[int, float, int, float]:
         """``(steps, loss_sum, timed_steps, seconds)`` since the last call."""
         result = (self.steps, self.loss_sum, self.timed_steps, self.seconds)
-        self.__init__()
+        self.steps, self.loss_sum, self.timed_steps, self.seconds = 0, 0.0, 0, 0.0
         return result
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from cs336_lm.errors import CheckpointError, ConfigError, LMError, PeerFailure
+from cs336_lm.nn import TransformerLM
 from cs336_lm.optim import clip_grad_norm_
 from cs336_lm.training.runtime import ProcessInfo
 
@@ -72,7 +73,7 @@ def process_group_session() -> Iterator[None]:
         destroy_process_group()
 
 
-def wrap(model: nn.Module, parallel: str, device: torch.device) -> nn.Module:
+def wrap(model: TransformerLM, parallel: str, device: torch.device) -> nn.Module:
     """``ddp``: a ``DistributedDataParallel`` around ``model``; ``fsdp``: ``fully_shard`` per block, then the root.
 
     ``fully_shard`` works in place (the returned module is ``model``, its parameters become sharded DTensors), so
@@ -92,7 +93,7 @@ def wrap(model: nn.Module, parallel: str, device: torch.device) -> nn.Module:
 
 
 @contextlib.contextmanager
-def gradient_sync(wrapped: nn.Module, enabled: bool) -> Iterator[None]:
+def gradient_sync(wrapped: Any, enabled: bool) -> Iterator[None]:
     """Run a micro-step's backward with (``enabled``) or without the cross-rank gradient reduction.
 
     DDP: ``no_sync()`` (gradients accumulate locally and are all-reduced by the final micro-step's backward).
@@ -151,7 +152,7 @@ def on_every_rank(setup: Callable[[], T], proc: ProcessInfo) -> T:
     except LMError as e:
         error = e
     agree_on_setup(error, proc)
-    return result
+    return cast(T, result)
 
 
 def agree_on_setup(error: LMError | None, proc: ProcessInfo) -> None:
@@ -178,7 +179,7 @@ def clip_grad_norm(params: list[nn.Parameter], max_norm: float, eps: float = 1e-
     gradients are ``DTensor`` shards with no overlap: ``Σ g²`` is summed over the local shards and then over
     ranks, and every shard is scaled by ``min(1, max_norm / (‖g‖ + eps))``.
     """
-    grads = [p.grad for p in params if p.grad is not None]
+    grads: list[Any] = [p.grad for p in params if p.grad is not None]  # plain tensors, or DTensor shards
     if not grads or not hasattr(grads[0], "to_local"):
         return clip_grad_norm_(params, max_norm, eps)
     with torch.no_grad():
@@ -197,7 +198,7 @@ def _full(value: Any, keep: bool) -> Any:
     return value.cpu() if isinstance(value, torch.Tensor) else value
 
 
-def full_model_state(model: nn.Module, sharded: bool) -> dict[str, torch.Tensor]:
+def full_model_state(model: nn.Module, sharded: bool) -> dict[str, Any]:
     """The whole, unwrapped state dict (CPU); with FSDP gathered on every rank's call, kept on rank 0 only."""
     if not sharded:
         return model.state_dict()
@@ -234,7 +235,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict | None, n
         raise CheckpointError(f"{name}: optimizer state does not match this optimizer: {e}") from None
 
 
-def _shard_like(param: torch.Tensor, value: Any) -> Any:
+def _shard_like(param: Any, value: Any) -> Any:
     """``value`` placed like ``param``: a whole tensor of ``param``'s shape becomes a DTensor with its placements."""
     if not hasattr(param, "device_mesh") or not isinstance(value, torch.Tensor) or value.shape != param.shape:
         return value

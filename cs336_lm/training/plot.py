@@ -48,9 +48,9 @@ def curves_from_records(records: list[dict], name: str) -> Curves:
     """
     c = Curves(name)
     for r in records:
-        step = r.get("step")
-        if not _is_number(step):
+        if not _is_number(r.get("step")):
             continue
+        step = int(r["step"])
         if _is_number(r.get("loss")):
             c.train_steps.append(step)
             c.train_tokens.append(r.get("tokens") if _is_number(r.get("tokens")) else None)

@@ -57,7 +57,7 @@ class TrainingRun:
     """The unwrapped model (FSDP shards it in place): clipping and checkpoints read its parameters."""
     wrapped: nn.Module
     """DDP or FSDP around ``model`` (``model`` itself in one process): gradient sync is switched on it."""
-    forward: nn.Module
+    forward: Any
     """What a step calls: ``wrapped``, or ``torch.compile(wrapped)`` when ``compiled``."""
     compiled: bool
     sharded: bool
