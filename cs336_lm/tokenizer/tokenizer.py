@@ -146,7 +146,7 @@ class Tokenizer:
         return {"vocab": self.vocab, "merges": self.merges, "specials": self.special_tokens, "cache": self._cache_size}
 
     def __setstate__(self, state):
-        self.__init__(state["vocab"], state["merges"], state["specials"], cache_size=state["cache"])
+        Tokenizer.__init__(self, state["vocab"], state["merges"], state["specials"], cache_size=state["cache"])
 
     # ---- encoding ------------------------------------------------------------------------------------------
 
