@@ -28,7 +28,16 @@ from cs336_lm.errors import ConfigError
 from cs336_lm.nn import ATTENTION_BACKENDS, KERNEL_BACKENDS, PRESETS
 
 # The model fields a preset may fill; ``attention`` and ``kernels`` are run-time choices with defaults.
-ARCH_FIELDS = ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff", "rope_theta")
+ARCH_FIELDS = (
+    "vocab_size",
+    "context_length",
+    "d_model",
+    "num_layers",
+    "num_heads",
+    "num_kv_heads",
+    "d_ff",
+    "rope_theta",
+)
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 DTYPE_CHOICES = ("auto", "fp32", "bf16")
 COMPILE_CHOICES = ("auto", "true", "false")
@@ -54,6 +63,8 @@ class ModelConfig:
     """Number of Transformer blocks."""
     num_heads: int = MISSING
     """Attention heads per block; must divide ``d_model``."""
+    num_kv_heads: int = MISSING
+    """Key/value heads (grouped-query attention); must divide ``num_heads``. Unset: the preset's, else ``num_heads``."""
     d_ff: int = MISSING
     """Inner width of the SwiGLU feed-forward layer (about 8/3 · d_model, a multiple of 64)."""
     rope_theta: float = MISSING
@@ -189,6 +200,7 @@ def model_from_dict(data: dict[str, Any]) -> ModelConfig:
     """A resolved ``ModelConfig`` from a plain ``model`` section (e.g. ``checkpoint["config"]["model"]``)."""
     merged = _merge(OmegaConf.structured(ModelConfig), data, "stored model config")
     apply_preset(merged)
+    apply_defaults(merged)
     try:
         model = OmegaConf.to_object(merged)
     except MissingMandatoryValue as e:
@@ -200,6 +212,7 @@ def model_from_dict(data: dict[str, Any]) -> ModelConfig:
 def _resolve(merged: Any) -> Config:
     """The merged ``DictConfig`` → a validated ``Config``: the preset fills the unset shape fields first."""
     apply_preset(merged.model)
+    apply_defaults(merged.model)
     try:
         cfg = OmegaConf.to_object(merged)
     except MissingMandatoryValue as e:
@@ -243,6 +256,12 @@ def apply_preset(model: Any) -> None:
             model[key] = value
 
 
+def apply_defaults(model: Any) -> None:
+    """Fill what has a default once the preset is applied: ``num_kv_heads`` = ``num_heads`` (plain attention)."""
+    if OmegaConf.is_missing(model, "num_kv_heads") and not OmegaConf.is_missing(model, "num_heads"):
+        model.num_kv_heads = model.num_heads
+
+
 def validate(cfg: Config) -> None:
     """Check values the types cannot express; raise ``ConfigError`` naming the first bad key."""
     m, o, t = cfg.model, cfg.optim, cfg.train
@@ -260,6 +279,10 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key} must be positive, got {value}")
     if m.d_model % m.num_heads:
         raise ConfigError(f"model.d_model ({m.d_model}) must be divisible by model.num_heads ({m.num_heads})")
+    if m.num_heads % m.num_kv_heads:
+        raise ConfigError(
+            f"model.num_heads ({m.num_heads}) must be a multiple of model.num_kv_heads ({m.num_kv_heads})"
+        )
     if (m.d_model // m.num_heads) % 2:
         raise ConfigError(f"model.d_model / model.num_heads = {m.d_model // m.num_heads} must be even for RoPE")
     non_negative = {

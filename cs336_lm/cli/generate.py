@@ -1,28 +1,31 @@
-"""``lm-generate``: sample text from a trained run, streaming it to stdout as it is produced.
+"""``lm-generate``: sample text from a trained run, one prompt streamed to stdout or a file of prompts to JSONL.
 
     lm-generate runs/tinystories --prompt "Once upon a time" --max-new-tokens 200 --temperature 0.8 --top-p 0.95
+    lm-generate runs/tinystories --prompts-file prompts.jsonl --out completions.jsonl
 
-Loads the run's latest checkpoint (or the checkpoint file given) with its tokenizer and config, prints the
-prompt followed by the generated text, and reports tokens/s and why generation stopped (a special token such
-as ``<|endoftext|>``, ``--max-new-tokens``, or the model's context length) on stderr. Sample ``i`` of
-``--num-samples`` uses seed ``S + i``, so streamed samples and a ``--no-stream`` batch print the same text.
+Loads the run's latest checkpoint (or the checkpoint file given) with its tokenizer and config and decodes with
+the engine (``cs336_lm.engine``: paged KV cache, continuous batching). One prompt: prints the prompt followed by
+the generated text as it is produced, and reports tokens/s and why generation stopped on stderr. Sample ``i`` of
+``--num-samples`` uses seed ``S + i``, so streamed samples and a ``--no-stream`` batch print the same text. A
+prompts file: every prompt (and sample) decodes together, and one JSON line per completion is written.
 """
 
 import argparse
+import json
 import os
 import random
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from tqdm import tqdm
-
 from cs336_lm.cli import run_main
+from cs336_lm.engine import Engine, SamplingParams
 from cs336_lm.errors import GenerationError
-from cs336_lm.generation.generate import FinishReason, check_prompts, generate, generate_batch
+from cs336_lm.fileio import atomic_write
+from cs336_lm.generation.prompts import read_prompts
 from cs336_lm.generation.sampling import validate_sampling
-from cs336_lm.generation.stream import TokenTextStream
 from cs336_lm.run import LoadedRun, load_run
 
 
@@ -36,13 +39,27 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt", default=argparse.SUPPRESS, help="prompt text")
     source.add_argument("--prompt-file", type=Path, default=argparse.SUPPRESS, help="UTF-8 file holding the prompt")
+    source.add_argument(
+        "--prompts-file",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help='many prompts: one per line, or JSONL ({"prompt": …, per-prompt settings}) when named *.jsonl',
+    )
     parser.add_argument("--max-new-tokens", type=int, default=256, help="most tokens to generate per sample")
     parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = greedy (argmax)")
     parser.add_argument("--top-k", type=int, default=None, help="sample only among the k most likely tokens")
     parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling: smallest set with mass >= p")
+    parser.add_argument(
+        "--repetition-penalty", type=float, default=1.0, help="> 1 discourages tokens already in prompt or output"
+    )
+    parser.add_argument(
+        "--stop", action="append", default=[], metavar="TEXT", help="end a sample at this text (repeatable)"
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed (sample i uses seed+i); random if unset")
-    parser.add_argument("--num-samples", type=int, default=1, help="number of samples for the prompt")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N, mps")
+    parser.add_argument("--num-samples", type=int, default=1, help="number of samples per prompt")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps")
+    parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer directory (default: RUN/tokenizer)")
+    parser.add_argument("--out", type=Path, default=None, help="with --prompts-file: JSONL file (default: stdout)")
     parser.add_argument(
         "--no-stream", action="store_true", help="generate all samples as one batch and print them at the end"
     )
@@ -72,42 +89,68 @@ def check_args(args: argparse.Namespace) -> None:
         raise GenerationError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     if args.num_samples < 1:
         raise GenerationError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if not args.repetition_penalty > 0:
+        raise GenerationError(f"--repetition-penalty must be > 0, got {args.repetition_penalty}")
+    if any(not s for s in args.stop):
+        raise GenerationError("--stop needs a non-empty text")
+    if args.out is not None and not hasattr(args, "prompts_file"):
+        raise GenerationError("--out goes with --prompts-file (one prompt is printed to stdout)")
 
 
-def describe_finish(reason: FinishReason, loaded: LoadedRun, max_new_tokens: int) -> str:
+def describe_finish(reason: str, loaded: LoadedRun, params: SamplingParams) -> str:
     if reason == "stop":
-        return f"stopped at a special token ({', '.join(loaded.tokenizer.special_tokens)})"
+        specials = f"a special token ({', '.join(loaded.tokenizer.special_tokens)})"
+        return f"stopped at {specials} or a --stop text" if params.stop else f"stopped at {specials}"
     if reason == "context":
         return f"stopped at the model's context length ({loaded.model.context_length} tokens)"
-    return f"stopped after --max-new-tokens {max_new_tokens}"
+    return f"stopped after --max-new-tokens {params.max_new_tokens}"
 
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
-    prompt = read_prompt(args)
-    loaded = load_run(args.run, args.device)
-    prompt_ids = loaded.tokenizer.encode(prompt)
-    if not prompt_ids:
-        raise GenerationError("the prompt encodes to no tokens")
-    try:
-        check_prompts([prompt_ids], loaded.model.context_length, loaded.model.vocab_size)
-    except GenerationError as e:
-        raise GenerationError(f"{e} (trim --prompt/--prompt-file)") from None
+    specs = read_prompts(args.prompts_file) if hasattr(args, "prompts_file") else None
+    prompt = read_prompt(args) if specs is None else ""
+    loaded = load_run(args.run, args.device, args.tokenizer)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
+    params = SamplingParams(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        stop=tuple(args.stop),
+        repetition_penalty=args.repetition_penalty,
+        seed=seed,
+        stop_ids=tuple(loaded.tokenizer.special_token_ids.values()),
+    )
+    # every prompt is checked before anything is printed
+    planned = _plan_file(loaded, specs, params, args) if specs is not None else None
+    prompt_ids = _prompt_ids(loaded, prompt) if specs is None else []
     device = loaded.model.lm_head.weight.device
     print(f"{loaded.checkpoint} (iteration {loaded.iteration}) on {device}, seed {seed}", file=sys.stderr)
-    settings = {
-        "max_new_tokens": args.max_new_tokens,
-        "temperature": args.temperature,
-        "top_k": args.top_k,
-        "top_p": args.top_p,
-        "stop_ids": set(loaded.tokenizer.special_token_ids.values()),
-    }
-    run = _print_batch if args.no_stream else _print_streams
-    total, seconds = run(loaded, prompt, prompt_ids, args.num_samples, seed, settings)
+    engine = Engine(loaded.model, tokenizer=loaded.tokenizer)
+    start = time.perf_counter()
+    if planned is not None:
+        total = _write_completions(engine, specs, planned, args)
+    else:
+        run = _print_batch if args.no_stream else _print_streams
+        total = run(engine, loaded, prompt, prompt_ids, args.num_samples, params)
+    seconds = time.perf_counter() - start
     print(f"{total} tokens in {seconds:.2f} s: {total / max(seconds, 1e-9):.1f} tokens/s", file=sys.stderr)
     return 0
+
+
+def _prompt_ids(loaded: LoadedRun, prompt: str, where: str = "trim --prompt/--prompt-file") -> list[int]:
+    ids = loaded.tokenizer.encode(prompt)
+    if not ids:
+        raise GenerationError("the prompt encodes to no tokens")
+    context = loaded.model.context_length
+    if len(ids) >= context:
+        raise GenerationError(
+            f"prompt has {len(ids)} tokens but the model's context is {context}, which leaves no room to generate "
+            f"({where})"
+        )
+    return ids
 
 
 def _header(i: int, n: int) -> None:
@@ -117,57 +160,80 @@ def _header(i: int, n: int) -> None:
 
 
 def _print_streams(
-    loaded: LoadedRun, prompt: str, prompt_ids: list[int], n: int, seed: int, settings: dict
-) -> tuple[int, float]:
-    """Each sample in turn, its text written to stdout token by token."""
-    total, seconds = 0, 0.0
+    engine: Engine, loaded: LoadedRun, prompt: str, prompt_ids: list[int], n: int, params: SamplingParams
+) -> int:
+    """Each sample in turn, its text written to stdout as the engine releases it."""
+    total = 0
     for i in range(n):
         _header(i, n)
         sys.stdout.write(prompt)
         sys.stdout.flush()
-        stream = TokenTextStream(loaded.tokenizer.vocab)
-        count, start = 0, time.perf_counter()
-        tokens = generate(loaded.model, prompt_ids, seed=seed + i, **settings)
-        while True:
-            try:
-                token = next(tokens)
-            except StopIteration as end:
-                reason = end.value
-                break
-            count += 1
-            sys.stdout.write(stream.feed(token))
-            sys.stdout.flush()
-        elapsed = time.perf_counter() - start
-        print(stream.flush(), flush=True)
-        _report(i, n, count, describe_finish(reason, loaded, settings["max_new_tokens"]))
-        total, seconds = total + count, seconds + elapsed
-    return total, seconds
+        engine.add_request(prompt_ids, replace(params, seed=(params.seed or 0) + i))
+        count, reason = 0, "length"
+        while engine.has_unfinished:
+            for event in engine.step():
+                count += event.token is not None
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+                reason = event.finish_reason or reason
+        print(flush=True)
+        _report(i, n, count, describe_finish(reason, loaded, params))
+        total += count
+    return total
 
 
 def _print_batch(
-    loaded: LoadedRun, prompt: str, prompt_ids: list[int], n: int, seed: int, settings: dict
-) -> tuple[int, float]:
-    """All samples as one batch (row i seeded ``seed + i``), printed when every row has finished."""
-    start = time.perf_counter()
-    rows = generate_batch(loaded.model, [prompt_ids] * n, seed=seed, **settings)
-    tokens: list[list[int]] = [[] for _ in range(n)]
-    with tqdm(total=settings["max_new_tokens"], desc="generating", unit="step", disable=None, leave=False) as bar:
-        while True:
-            try:
-                step = next(rows)
-            except StopIteration as end:
-                reasons = end.value
-                break
-            for row, token in zip(tokens, step, strict=True):
-                if token is not None:
-                    row.append(token)
-            bar.update()
-    elapsed = time.perf_counter() - start
-    for i, row in enumerate(tokens):
+    engine: Engine, loaded: LoadedRun, prompt: str, prompt_ids: list[int], n: int, params: SamplingParams
+) -> int:
+    """All samples decoded together (sample i seeded ``seed + i``), printed when every one has finished."""
+    samples = [replace(params, seed=(params.seed or 0) + i) for i in range(n)]
+    completions = engine.generate([prompt_ids] * n, samples, progress=True)
+    for i, done in enumerate(completions):
         _header(i, n)
-        print(prompt + loaded.tokenizer.decode(row), flush=True)
-        _report(i, n, len(row), describe_finish(reasons[i], loaded, settings["max_new_tokens"]))
-    return sum(len(row) for row in tokens), elapsed
+        print(prompt + (done.text or ""), flush=True)
+        _report(i, n, len(done.tokens), describe_finish(done.finish_reason, loaded, params))
+    return sum(len(done.tokens) for done in completions)
+
+
+def _plan_file(loaded: LoadedRun, specs, params: SamplingParams, args: argparse.Namespace):
+    """``(prompt ids, SamplingParams)`` of every prompt and sample of the file: line j's sample i is seeded
+    ``seed + j·N + i`` (N = ``--num-samples``), or from the line's own ``seed``."""
+    n, planned = args.num_samples, []
+    for j, spec in enumerate(specs):
+        where = f"{args.prompts_file}:{spec.line}"
+        overrides = dict(spec.settings)
+        if "stop" in overrides:
+            overrides["stop"] = tuple(overrides["stop"])
+        base = overrides.pop("seed", None)
+        base = (params.seed or 0) + j * n if base is None else base
+        try:
+            line_params = replace(params, **overrides)
+        except GenerationError as e:
+            raise GenerationError(f"{where}: {e}") from None
+        ids = _prompt_ids(loaded, spec.text, where=where)
+        planned += [(ids, replace(line_params, seed=base + i)) for i in range(n)]
+    return planned
+
+
+def _write_completions(engine: Engine, specs, planned, args: argparse.Namespace) -> int:
+    """Every prompt of the file (and sample) through the engine at once; one JSON line each, in file order."""
+    n = args.num_samples
+    completions = engine.generate([ids for ids, _ in planned], [p for _, p in planned], progress=True)
+    lines = []
+    for k, done in enumerate(completions):
+        spec = specs[k // n]
+        record = {"prompt": spec.text, "text": done.text, "tokens": done.tokens, "finish_reason": done.finish_reason}
+        if n > 1:
+            record["sample"] = k % n
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    if args.out is None:
+        sys.stdout.writelines(lines)
+        sys.stdout.flush()
+    else:
+        with atomic_write(args.out, "w", encoding="utf-8") as f:
+            f.writelines(lines)
+        print(f"wrote {len(lines)} completions to {args.out}", file=sys.stderr)
+    return sum(len(done.tokens) for done in completions)
 
 
 def _report(i: int, n: int, count: int, finish: str) -> None:

@@ -1,6 +1,7 @@
-"""Text generation from a trained TransformerLM: sampling filters (``sampling``), a KV-cache decoder kept outside
-the training forward (``kv_cache``), the decoding loop for one prompt or a batch of prompts of different
-lengths (``generate``) and streaming UTF-8 text (``stream``). A trained run is loaded with
+"""Text generation from a trained TransformerLM: sampling filters (``sampling``), a contiguous KV cache the model's
+own forward fills (``kv_cache``), the decoding loop for one prompt or a static batch of prompts of different
+lengths (``generate``) and streaming UTF-8 text (``stream``). Continuous batching over a paged cache is
+``cs336_lm.engine``. A trained run is loaded with
 ``cs336_lm.run.load_run``.
 
 >>> from cs336_lm.run import load_run
@@ -11,8 +12,9 @@ lengths (``generate``) and streaming UTF-8 text (``stream``). A trained run is l
 """
 
 from cs336_lm.generation.generate import Completion, FinishReason, complete, generate, generate_batch
-from cs336_lm.generation.kv_cache import KVCache, cached_forward
+from cs336_lm.generation.kv_cache import ContiguousKVCache
 from cs336_lm.generation.sampling import (
+    apply_repetition_penalty,
     apply_temperature,
     filter_logits,
     sample_next,
@@ -24,12 +26,12 @@ from cs336_lm.generation.stream import TokenTextStream, Utf8StreamDecoder
 
 __all__ = [
     "Completion",
+    "ContiguousKVCache",
     "FinishReason",
-    "KVCache",
     "TokenTextStream",
     "Utf8StreamDecoder",
+    "apply_repetition_penalty",
     "apply_temperature",
-    "cached_forward",
     "complete",
     "filter_logits",
     "generate",

@@ -1,9 +1,10 @@
 """The decoding loop: prompts in, token ids out one step at a time, with a reason for stopping.
 
 ``generate`` streams the tokens of one prompt; ``generate_batch`` runs several prompts of different lengths
-together (left-padded, see ``kv_cache``) and yields one list per step; ``complete`` collects a batch into
-``Completion`` s. A sequence stops at the first stop id (which is not yielded; reason ``"stop"``), after
-``max_new_tokens`` (``"length"``), or when prompt plus output fill the model's context (``"context"``).
+together as one static batch (left-padded, see ``kv_cache``) and yields one list per step; ``complete``
+collects a batch into ``Completion`` s. A sequence stops at the first stop id (which is not yielded; reason
+``"stop"``), after ``max_new_tokens`` (``"length"``), or when prompt plus output fill the model's context
+(``"context"``).
 The finish reasons are the generators' return values. Row ``b`` of a seeded batch samples from its own
 generator seeded ``seed + b``, so it produces exactly what ``generate`` produces for that prompt alone with
 that seed.
@@ -16,18 +17,21 @@ from typing import Literal
 import torch
 
 from cs336_lm.errors import GenerationError
-from cs336_lm.generation.kv_cache import KVCache, cached_forward
+from cs336_lm.generation.kv_cache import ContiguousKVCache
 from cs336_lm.generation.sampling import make_generators, sample_next, validate_sampling
+from cs336_lm.nn import TransformerLM
 
-FinishReason = Literal["stop", "length", "context"]
+FinishReason = Literal["stop", "length", "context", "abort"]
 
 
 @dataclass
 class Completion:
-    """The generated ids of one prompt (stop id excluded) and why generation ended."""
+    """The generated ids of one prompt (stop id excluded), why generation ended and, when a tokenizer decoded
+    them, the text (cut before a stop string)."""
 
     tokens: list[int]
     finish_reason: FinishReason
+    text: str | None = None
 
 
 def check_prompts(prompts: Sequence[Sequence[int]], context_length: int, vocab_size: int) -> None:
@@ -48,7 +52,7 @@ def check_prompts(prompts: Sequence[Sequence[int]], context_length: int, vocab_s
 
 
 def generate_batch(
-    model: torch.nn.Module,
+    model: TransformerLM,
     prompts: Sequence[Sequence[int]],
     max_new_tokens: int,
     temperature: float = 1.0,
@@ -107,7 +111,7 @@ def _left_padded(prompts: list[list[int]], columns: int, device: torch.device) -
 
 
 def _decode(
-    model: torch.nn.Module,
+    model: TransformerLM,
     prompts: list[list[int]],
     max_new_tokens: int,
     sampling: dict,
@@ -123,11 +127,11 @@ def _decode(
     if steps == 0:
         return rows.reasons
     tokens = _left_padded(prompts, width + steps, device)  # (batch, width + steps)
-    cache = KVCache(model, len(prompts), width + steps - 1)  # the last sampled token is never fed back
+    cache = ContiguousKVCache(model, len(prompts), width + steps - 1)  # the last sampled token is never fed back
     cache.set_padding(torch.tensor([width - n for n in lengths]))
     generators = make_generators(seed, len(prompts), device)
     with torch.inference_mode():
-        logits = cached_forward(model, cache, tokens[:, :width])  # prefill
+        logits = model(tokens[:, :width], kv_cache=cache.extend(width))  # prefill: (batch, vocab_size)
     for column in range(width, width + steps):
         with torch.inference_mode():
             next_ids = sample_next(logits, **sampling, generators=generators)
@@ -138,12 +142,12 @@ def _decode(
             tokens[:, column] = next_ids
             if not use_cache:
                 cache.reset()  # the baseline: re-run the whole sequence
-            logits = cached_forward(model, cache, tokens[:, cache.length : column + 1])
+            logits = model(tokens[:, cache.length : column + 1], kv_cache=cache.extend(column + 1 - cache.length))
     return rows.reasons
 
 
 def generate(
-    model: torch.nn.Module,
+    model: TransformerLM,
     prompt_ids: Sequence[int],
     max_new_tokens: int,
     temperature: float = 1.0,
@@ -174,7 +178,7 @@ def _single_row(rows: Generator[list[int | None], None, list[FinishReason]]) -> 
 
 
 def complete(
-    model: torch.nn.Module,
+    model: TransformerLM,
     prompts: Sequence[Sequence[int]],
     max_new_tokens: int,
     temperature: float = 1.0,

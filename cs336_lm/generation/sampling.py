@@ -73,6 +73,23 @@ def top_p_filter(logits: Float[torch.Tensor, "batch vocab_size"], p: float) -> t
     return logits.masked_fill(~keep, -math.inf)
 
 
+def apply_repetition_penalty(
+    logits: Float[torch.Tensor, "... vocab_size"], seen: Int[torch.Tensor, " n"], penalty: float
+) -> torch.Tensor:
+    """CTRL's repetition penalty (Keskar et al. 2019): the logit of every id in ``seen`` is divided by ``penalty``
+    when positive and multiplied by it when negative, so ``penalty > 1`` makes repeats less likely.
+
+    Example: logits ``[2, -2, 1]``, seen ``[0, 1]``, penalty 2 → ``[1, -4, 1]``.
+    """
+    if penalty == 1 or seen.numel() == 0:
+        return logits
+    ids = seen.unique().to(logits.device)
+    picked = logits[..., ids]
+    out = logits.clone()
+    out[..., ids] = torch.where(picked > 0, picked / penalty, picked * penalty)
+    return out
+
+
 def filter_logits(
     logits: Float[torch.Tensor, "batch vocab_size"],
     temperature: float = 1.0,

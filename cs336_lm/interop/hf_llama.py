@@ -28,10 +28,10 @@ _LAYER_NAMES = {
 
 def adjacent_to_half_split(weight: Tensor, num_heads: int) -> Tensor:
     """Reorder each head's rows ``0 1 2 3 … → 0 2 4 … 1 3 5 …`` (adjacent-pair RoPE → half-split RoPE)."""
-    d_model = weight.shape[0]
-    d_head = d_model // num_heads
+    width = weight.shape[0]
+    d_head = width // num_heads
     rows = weight.reshape(num_heads, d_head // 2, 2, -1)  # (heads, pairs, 2, d_in)
-    return rows.transpose(1, 2).reshape(d_model, -1)  # (heads · [evens, odds], d_in)
+    return rows.transpose(1, 2).reshape(width, -1)  # (heads · [evens, odds], d_in)
 
 
 def to_llama_state_dict(model: TransformerLM) -> dict[str, Tensor]:
@@ -45,8 +45,10 @@ def to_llama_state_dict(model: TransformerLM) -> dict[str, Tensor]:
     for i in range(model.num_layers):
         for name, theirs in _LAYER_NAMES.items():
             w = ours[f"layers.{i}.{name}"]
-            if name in ("attn.q_proj.weight", "attn.k_proj.weight"):
+            if name == "attn.q_proj.weight":
                 w = adjacent_to_half_split(w, model.num_heads)
+            elif name == "attn.k_proj.weight":
+                w = adjacent_to_half_split(w, model.num_kv_heads)
             out[f"model.layers.{i}.{theirs}"] = w
     return out
 
@@ -61,7 +63,7 @@ def to_llama(model: TransformerLM, attn_implementation: str = "sdpa", eps: float
         intermediate_size=model.d_ff,
         num_hidden_layers=model.num_layers,
         num_attention_heads=model.num_heads,
-        num_key_value_heads=model.num_heads,
+        num_key_value_heads=model.num_kv_heads,
         max_position_embeddings=model.context_length,
         rms_norm_eps=model.ln_final.eps if eps is None else eps,
         rope_parameters={"rope_type": "default", "rope_theta": float(model.rope_theta)},

@@ -29,20 +29,33 @@ class Shape:
     num_layers: int
     num_heads: int
     d_ff: int
+    num_kv_heads: int = 0  # 0: as many as num_heads (see ``kv_heads``)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "Shape":
         """The shape of a model config or preset (a dict of ``TransformerLM`` keywords; extra keys are ignored)."""
-        return cls(**{name: int(cfg[name]) for name in cls.__dataclass_fields__})
+        kv_heads = cfg.get("num_kv_heads") or cfg["num_heads"]
+        fields = {name: int(cfg[name]) for name in cls.__dataclass_fields__ if name != "num_kv_heads"}
+        return cls(**fields, num_kv_heads=int(kv_heads))
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads or self.num_heads
+
+    @property
+    def kv_width(self) -> int:
+        """Width of the key and value projections: ``num_kv_heads · d_head``."""
+        return self.kv_heads * (self.d_model // self.num_heads)
 
 
 def param_counts(s: Shape) -> dict[str, int]:
-    """Parameters by part: per-layer attention 4·d², FFN 3·d·d_ff, two RMSNorm gains 2·d; embeddings and
-    head V·d each. ``non_embedding`` leaves out only the token embeddings (a lookup, no FLOPs); the
-    untied ``lm_head`` is a matmul and stays in."""
+    """Parameters by part: per-layer attention 2·d² + 2·d·w (query and output, key and value of width
+    w = num_kv_heads·d_head; 4·d² without grouping), FFN 3·d·d_ff, two RMSNorm gains 2·d; embeddings and head
+    V·d each. ``non_embedding`` leaves out only the token embeddings (a lookup, no FLOPs); the untied
+    ``lm_head`` is a matmul and stays in."""
     counts = {
         "token_embeddings": s.vocab_size * s.d_model,
-        "attention": s.num_layers * 4 * s.d_model**2,
+        "attention": s.num_layers * (2 * s.d_model**2 + 2 * s.d_model * s.kv_width),
         "ffn": s.num_layers * 3 * s.d_model * s.d_ff,
         "norms": (2 * s.num_layers + 1) * s.d_model,
         "lm_head": s.vocab_size * s.d_model,
@@ -55,14 +68,14 @@ def param_counts(s: Shape) -> dict[str, int]:
 def forward_flops(s: Shape, seq_len: int | None = None) -> dict[str, int]:
     """Forward matmul FLOPs for one sequence of ``seq_len`` tokens (default: the context), by matmul.
 
-    Per layer: QKV 3·2·T·d², scores Q·Kᵀ 2·T²·d, attention·V 2·T²·d, output 2·T·d², FFN 3·2·T·d·d_ff;
-    then the head 2·T·d·V. Scores and attention·V count the full T×T square, as the reference
-    attention computes it (causal masking discards half of it).
+    Per layer: QKV 2·T·d·(d + 2w) (w = num_kv_heads·d_head; 3·2·T·d² without grouping), scores Q·Kᵀ 2·T²·d,
+    attention·V 2·T²·d, output 2·T·d², FFN 3·2·T·d·d_ff; then the head 2·T·d·V. Scores and attention·V count
+    the full T×T square, as the reference attention computes it (causal masking discards half of it).
     """
     t = s.context_length if seq_len is None else seq_len
     d, n = s.d_model, s.num_layers
     flops = {
-        "qkv_proj": n * 3 * 2 * t * d * d,
+        "qkv_proj": n * 2 * t * d * (d + 2 * s.kv_width),
         "attn_scores": n * 2 * t * t * d,
         "attn_values": n * 2 * t * t * d,
         "output_proj": n * 2 * t * d * d,
@@ -83,17 +96,23 @@ def activation_bytes(s: Shape, batch_size: int, seq_len: int | None = None, byte
     """Estimated bytes of activations autograd keeps for the backward of one training step (weights aside).
 
     Per layer and token, in elements (our reference implementation): the block input and RMSNorm₁'s
-    output (2·d); rotated q and k and v as batched-matmul operands (3·d); merged heads (d); the residual
+    output (2·d); rotated q, k and v as batched-matmul operands (d + 2w, w = num_kv_heads·d_head); merged
+    heads (d); the residual
     sum and RMSNorm₂'s output (2·d); σ(W1 x), SiLU(W1 x), W3 x and the gated product (4·d_ff); attention
     probabilities (num_heads·T). Once per token: the final norm's input and output (2·d) and the logits
     (V). Per layer, once per batch: RoPE's cos/sin rows for q and k (4·T·d_head). Per-row statistics
     (1/rms, logsumexp) are left out. Checked against autograd's saved tensors in tests/nn/test_accounting.py.
     """
     t = s.context_length if seq_len is None else seq_len
-    per_layer = 8 * s.d_model + 4 * s.d_ff + s.num_heads * t
+    per_layer = 6 * s.d_model + 2 * s.kv_width + 4 * s.d_ff + s.num_heads * t
     per_token = s.num_layers * per_layer + 2 * s.d_model + s.vocab_size
     rope_tables = s.num_layers * 4 * t * (s.d_model // s.num_heads)
     return (batch_size * t * per_token + rope_tables) * bytes_per_element
+
+
+def kv_cache_bytes_per_token(s: Shape, bytes_per_element: int = 4) -> int:
+    """Bytes a decoder keeps per cached token: a key and a value of width num_kv_heads·d_head in every layer."""
+    return 2 * s.num_layers * s.kv_width * bytes_per_element
 
 
 def gpt2_params(s: Shape) -> int:
@@ -125,6 +144,8 @@ def report(name: str, s: Shape, batch_size: int = 8, seq_len: int | None = None)
     lines.append(f"  {'6N (non-embedding)':<20}{'':>16}{_fmt(6 * params['non_embedding']):>12}")
     act = activation_bytes(s, batch_size, t)
     lines.append(f"activations, batch {batch_size} x {t}, fp32: {act / 2**30:.2f} GiB (estimate)")
+    kv = kv_cache_bytes_per_token(s)
+    lines.append(f"KV cache, fp32: {kv / 2**10:.1f} KiB per token, {kv * t / 2**20:.2f} MiB per {t}-token sequence")
     if name in PUBLISHED_GPT2:
         shared = params["token_embeddings"] + params["attention"]
         lines.append(

@@ -1,21 +1,30 @@
-"""Causal multi-head self-attention with rotary positions and two interchangeable attention backends.
+"""Causal self-attention with rotary positions, grouped-query heads and two interchangeable attention backends.
 
-``reference`` is our own math: scores ``Q Kᵀ`` → causal softmax (through the kernel dispatch, so the
-Triton kernel runs on CUDA) → ``· V``. ``sdpa`` calls ``torch.nn.functional.scaled_dot_product_attention``,
-the fused baseline. The pieces (projections, ``split_heads``, ``rope``, ``attend``, ``merge_heads``) are
-separate so a KV-cache decoder can reuse them around its own cache.
+``reference`` is our own math: scores ``Q Kᵀ`` → causal softmax (through the kernel dispatch, so the Triton
+kernel runs on CUDA) → ``· V``. ``sdpa`` calls ``torch.nn.functional.scaled_dot_product_attention``, the fused
+baseline. With ``num_kv_heads < num_heads`` (grouped-query attention, Ainslie et al. 2023) each key/value head
+serves ``num_heads / num_kv_heads`` query heads; ``num_kv_heads == 1`` is multi-query attention.
+
+One forward serves training and decoding: without a cache the queries attend causally to the keys of the same
+call; with a ``kv_cache`` (``cs336_lm.nn.cache``) the new keys and values are handed to the cache, which stores
+them and runs ``attend`` — the same backend — over everything cached for each sequence.
 """
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING
 
 import torch
-from einops import rearrange
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from cs336_lm.nn import dispatch
 from cs336_lm.nn import functional as F
-from cs336_lm.nn.layers import Linear, RotaryPositionalEmbedding
+from cs336_lm.nn.layers import Linear, RotaryPositionalEmbedding, fused_inference_weight
+
+if TYPE_CHECKING:
+    from cs336_lm.nn.cache import LayerKVCache
 
 ATTENTION_BACKENDS = ("reference", "sdpa")
 # On CPU the reference path works through the batch in slices whose fp32 score tensor stays under this size.
@@ -25,18 +34,12 @@ CPU_SCORES_BYTES_PER_SLICE = 8 * 2**20
 
 
 class MultiHeadSelfAttention(nn.Module):
-    """``MHA(x) = W_O · concat_h softmax(Q_h K_hᵀ / sqrt(d_head) + causal) V_h`` (Vaswani et al. 2017).
+    """``MHA(x) = W_O · concat_h softmax(Q_h K_{g(h)}ᵀ / sqrt(d_head) + causal) V_{g(h)}`` (Vaswani et al. 2017).
 
-    ``q_proj``/``k_proj``/``v_proj``/``output_proj`` are (d_model, d_model) Linears whose rows are ordered
-    head by head (rows ``h·d_head … (h+1)·d_head − 1`` belong to head h). RoPE is applied to queries and
-    keys iff ``theta`` is given (then ``max_seq_len`` sizes its cache and ``self.rope`` is set, else None).
-
-    A KV-cache decoder can run the same math step by step::
-
-        q = attn.split_heads(attn.q_proj(x))            # (batch, num_heads, new, d_head); same for k, v
-        q, k = attn.rope(q, pos), attn.rope(k, pos)     # pos: (new,) or (batch, 1, new) absolute positions
-        out = attn.attend(q, k_all, v_all, q_offset=past_len)   # keys: cached + new
-        y = attn.output_proj(attn.merge_heads(out))     # (batch, new, d_model)
+    ``q_proj`` and ``output_proj`` are (d_model, d_model); ``k_proj``/``v_proj`` are (num_kv_heads·d_head,
+    d_model). Rows are ordered head by head (rows ``h·d_head … (h+1)·d_head − 1`` belong to head h); query head h
+    reads key/value head ``g(h) = h // (num_heads / num_kv_heads)``. RoPE is applied to queries and keys iff
+    ``theta`` is given (then ``max_seq_len`` sizes its cache and ``self.rope`` is set, else None).
     """
 
     def __init__(
@@ -48,19 +51,25 @@ class MultiHeadSelfAttention(nn.Module):
         device=None,
         dtype=None,
         *,
+        num_kv_heads: int | None = None,
         attention: str = "reference",
         kernels: str = "auto",
     ):
         super().__init__()
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
         if d_model % num_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
+        if num_kv_heads < 1 or num_heads % num_kv_heads:
+            raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})")
         if attention not in ATTENTION_BACKENDS:
             raise ValueError(f"attention must be one of {ATTENTION_BACKENDS}, got {attention!r}")
         self.d_model, self.num_heads, self.d_head = d_model, num_heads, d_model // num_heads
+        self.num_kv_heads = num_kv_heads
         self.attention, self.kernels = attention, dispatch.check_backend(kernels)
+        kv_width = num_kv_heads * self.d_head
         self.q_proj = Linear(d_model, d_model, device=device, dtype=dtype)
-        self.k_proj = Linear(d_model, d_model, device=device, dtype=dtype)
-        self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.k_proj = Linear(d_model, kv_width, device=device, dtype=dtype)
+        self.v_proj = Linear(d_model, kv_width, device=device, dtype=dtype)
         self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.rope = None
         if theta is not None:
@@ -68,54 +77,95 @@ class MultiHeadSelfAttention(nn.Module):
                 raise ValueError("RoPE (theta given) needs max_seq_len to size its cos/sin cache")
             self.rope = RotaryPositionalEmbedding(theta, self.d_head, max_seq_len, device=device)
 
-    def split_heads(self, x: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "batch num_heads seq d_head"]:
-        """(batch, seq, d_model) → (batch, num_heads, seq, d_head), head h taking features h·d_head…"""
-        return rearrange(x, "... seq (h d) -> ... h seq d", h=self.num_heads)
+    def forward(
+        self,
+        x: Float[Tensor, "batch seq d_model"],
+        token_positions: Int[Tensor, "... seq"] | None = None,
+        kv_cache: LayerKVCache | None = None,
+    ) -> Float[Tensor, "batch seq d_model"]:
+        """Causal self-attention over ``x``; ``token_positions`` ((seq,) or (batch, seq)) default to 0…seq−1.
+
+        With ``kv_cache`` the new keys and values go into the cache and each query attends to its own sequence's
+        cached keys up to its position (the cache decides which sequence a row or token belongs to).
+        """
+        q, k, v = self.project(x)  # (batch, heads, seq, d_head); k, v with num_kv_heads heads
+        if self.rope is not None:
+            positions = head_positions(token_positions, x.shape[-2], x.device)
+            q, k = self.rope.rotate_both(q, k, positions)  # RoPE(q), RoPE(k) at the tokens' positions
+        out = self.attend(q, k, v) if kv_cache is None else kv_cache.attend(q, k, v, self)
+        return self.output_proj(self.merge_heads(out))
+
+    def project(self, x: Float[Tensor, "batch seq d_model"]) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values split into heads: (batch, num_heads | num_kv_heads, seq, d_head) each.
+
+        Decoding on a CPU (inference mode) multiplies by one fused (d_model, (heads + 2·kv heads)·d_head) copy of
+        the three weights, laid out (in, out): one matmul instead of three, each faster in that layout.
+        """
+        if x.device.type == "cpu" and torch.is_inference_mode_enabled():
+            weight = fused_inference_weight(self, (self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))
+            kv_width = self.num_kv_heads * self.d_head
+            q, k, v = (x @ weight).split((self.d_model, kv_width, kv_width), dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        return self.split_heads(q), self.split_heads(k), self.split_heads(v)
+
+    def split_heads(self, x: Float[Tensor, "batch seq width"]) -> Float[Tensor, "batch heads seq d_head"]:
+        """(batch, seq, heads·d_head) → (batch, heads, seq, d_head), head h taking features h·d_head…"""
+        return x.unflatten(-1, (-1, self.d_head)).transpose(-3, -2)  # "... seq (h d) -> ... h seq d"
 
     def merge_heads(self, x: Float[Tensor, "batch num_heads seq d_head"]) -> Float[Tensor, "batch seq d_model"]:
         """Inverse of ``split_heads``: (batch, num_heads, seq, d_head) → (batch, seq, d_model)."""
-        return rearrange(x, "... h seq d -> ... seq (h d)")
+        return x.transpose(-3, -2).flatten(-2)  # "... h seq d -> ... seq (h d)"
 
     def attend(
         self,
         q: Float[Tensor, "batch num_heads q_len d_head"],
-        k: Float[Tensor, "batch num_heads k_len d_head"],
-        v: Float[Tensor, "batch num_heads k_len d_head"],
+        k: Float[Tensor, "batch num_kv_heads k_len d_head"],
+        v: Float[Tensor, "batch num_kv_heads k_len d_head"],
         q_offset: int = 0,
+        mask: Bool[Tensor, "batch 1 q_len k_len"] | None = None,
     ) -> Float[Tensor, "batch num_heads q_len d_head"]:
         """Causal ``softmax(q kᵀ / sqrt(d_head)) v`` where query i sits at key position ``q_offset + i``.
 
         ``q_offset = k_len − q_len`` when the keys hold a cache of earlier tokens followed by the queries'.
+        ``mask`` (broadcast to (batch, 1, q_len, k_len), True = may attend) hides more keys, e.g. padding or
+        the unused end of a gathered cache; every query must keep at least one key.
         """
         scale = 1.0 / math.sqrt(q.shape[-1])
         if self.attention == "sdpa":
-            return _torch_sdpa(q, k, v, scale, q_offset)
+            return _torch_sdpa(q, k, v, scale, q_offset, mask)
         rows = _rows_per_slice(q, k)
         if rows >= q.shape[0]:
-            return self._reference_attend(q, k, v, scale, q_offset)
-        slices = [slice(i, i + rows) for i in range(0, q.shape[0], rows)]
-        return torch.cat([self._reference_attend(q[s], k[s], v[s], scale, q_offset) for s in slices])
+            return self._reference_attend(q, k, v, scale, q_offset, mask)
+        parts = []
+        for i in range(0, q.shape[0], rows):
+            s = slice(i, i + rows)
+            part_mask = mask if mask is None or mask.shape[0] == 1 else mask[s]
+            parts.append(self._reference_attend(q[s], k[s], v[s], scale, q_offset, part_mask))
+        return torch.cat(parts)
 
-    def _reference_attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float, q_offset: int) -> Tensor:
-        """Our own math: ``causal_softmax(scale · q kᵀ) v``, the softmax through the kernel dispatch."""
-        scores = q @ k.transpose(-2, -1)  # (batch, num_heads, q_len, k_len), unscaled
+    def _reference_attend(
+        self, q: Tensor, k: Tensor, v: Tensor, scale: float, q_offset: int, mask: Tensor | None
+    ) -> Tensor:
+        """Our own math: ``causal_softmax(scale · q kᵀ) v``, the softmax through the kernel dispatch.
+
+        Grouped heads: the ``g`` query heads of a key/value head are stacked along the query axis, so one
+        batched matmul per key/value head serves all of them and keys are never repeated in memory.
+        """
+        batch, heads, q_len, d_head = q.shape
+        kv_heads = k.shape[1]
+        group = heads // kv_heads
+        grouped = q.reshape(batch, kv_heads, group * q_len, d_head)  # (batch, kv_heads, g·q, d_head)
+        scores = (grouped @ k.transpose(-2, -1)).view(batch, kv_heads, group, q_len, -1)  # (b, kvh, g, q, k)
+        if mask is not None:
+            scores = scores.masked_fill(~mask.unsqueeze(2), -math.inf)  # mask (b, 1, q, k) → (b, 1, 1, q, k)
         probs = dispatch.causal_softmax(scores, scale, q_offset, backend=self.kernels)
-        return probs @ v
-
-    def forward(
-        self, x: Float[Tensor, "batch seq d_model"], token_positions: Int[Tensor, "... seq"] | None = None
-    ) -> Float[Tensor, "batch seq d_model"]:
-        """Causal self-attention over ``x``; ``token_positions`` ((seq,) or (batch, seq)) default to 0…seq−1."""
-        q = self.split_heads(self.q_proj(x))  # (batch, num_heads, seq, d_head)
-        k = self.split_heads(self.k_proj(x))
-        v = self.split_heads(self.v_proj(x))
-        if self.rope is not None:
-            positions = head_positions(token_positions, x.shape[-2], x.device)
-            q, k = self.rope(q, positions), self.rope(k, positions)
-        return self.output_proj(self.merge_heads(self.attend(q, k, v)))
+        out = probs.view(batch, kv_heads, group * q_len, -1) @ v  # (batch, kv_heads, g·q, d_head)
+        return out.view(batch, heads, q_len, d_head)
 
     def extra_repr(self) -> str:
-        return f"num_heads={self.num_heads}, d_head={self.d_head}, attention={self.attention!r}"
+        kv = f", num_kv_heads={self.num_kv_heads}" if self.num_kv_heads != self.num_heads else ""
+        return f"num_heads={self.num_heads}{kv}, d_head={self.d_head}, attention={self.attention!r}"
 
 
 def head_positions(token_positions: Tensor | None, seq_len: int, device=None) -> Tensor:
@@ -135,12 +185,14 @@ def _rows_per_slice(q: Tensor, k: Tensor) -> int:
     return max(1, CPU_SCORES_BYTES_PER_SLICE // score_bytes_per_row)
 
 
-def _torch_sdpa(q: Tensor, k: Tensor, v: Tensor, scale: float, q_offset: int) -> Tensor:
+def _torch_sdpa(q: Tensor, k: Tensor, v: Tensor, scale: float, q_offset: int, mask: Tensor | None) -> Tensor:
     """The fused PyTorch kernel (the one sanctioned use of torch.nn.functional, as a baseline)."""
     sdpa = torch.nn.functional.scaled_dot_product_attention
-    if q_offset == 0 and q.shape[-2] == k.shape[-2]:
-        return sdpa(q, k, v, is_causal=True, scale=scale)
-    if q.shape[-2] == 1 and q_offset >= k.shape[-2] - 1:  # one new token that sees every key
-        return sdpa(q, k, v, scale=scale)
-    mask = F.causal_mask(q.shape[-2], k.shape[-2], q_offset, q.device)  # (q_len, k_len), True = may attend
-    return sdpa(q, k, v, attn_mask=mask, scale=scale)
+    gqa = k.shape[1] != q.shape[1]
+    q_len, k_len = q.shape[-2], k.shape[-2]
+    if mask is None and q_offset == 0 and q_len == k_len:
+        return sdpa(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
+    if mask is None and q_len == 1 and q_offset >= k_len - 1:  # one new token that sees every key
+        return sdpa(q, k, v, scale=scale, enable_gqa=gqa)
+    causal = F.causal_mask(q_len, k_len, q_offset, q.device)  # (q_len, k_len), True = may attend
+    return sdpa(q, k, v, attn_mask=causal if mask is None else causal & mask, scale=scale, enable_gqa=gqa)

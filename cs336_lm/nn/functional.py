@@ -4,9 +4,10 @@ Softmax, log-softmax, SiLU, RMSNorm, rotary position embedding, scaled dot-produ
 entropy. None of them calls ``torch.nn.functional``. The ops whose autograd graph would otherwise keep
 several full-size temporaries (softmax, causal softmax, log-softmax, SiLU, RMSNorm, cross entropy) are
 ``torch.autograd.Function`` s with a hand-written backward: the forward works in place on one fresh
-buffer and saves only what the backward formula needs. This file is also the CPU performance path: the
-kernel dispatch (``cs336_lm.kernels``) falls back to it whenever Triton is not used. Half-precision
-inputs are computed in float32 inside and returned in their own dtype.
+buffer and saves only what the backward formula needs. Without gradients (evaluation, decoding) the same
+forward arithmetic runs without the Function's bookkeeping, so both give bit-identical values. This file is
+also the CPU performance path: the kernel dispatch (``cs336_lm.nn.dispatch``) falls back to it whenever
+Triton is not used. Half-precision inputs are computed in float32 inside and returned in their own dtype.
 """
 
 import math
@@ -37,11 +38,15 @@ def _softmax_backward(grad: Tensor, y: Tensor, dim: int) -> Tensor:
     return gy.addcmul_(y, gy.sum(dim, keepdim=True), value=-1)
 
 
+def _softmax_value(x: Tensor, dim: int) -> Tensor:
+    z = _shifted(x, dim).exp_()
+    return z.div_(z.sum(dim, keepdim=True)).to(x.dtype)
+
+
 class _Softmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, dim: int) -> Tensor:
-        z = _shifted(x, dim).exp_()
-        y = z.div_(z.sum(dim, keepdim=True)).to(x.dtype)
+        y = _softmax_value(x, dim)
         ctx.save_for_backward(y)
         ctx.dim = dim
         return y
@@ -58,22 +63,32 @@ def softmax(x: Float[Tensor, "..."], dim: int = -1) -> Float[Tensor, "..."]:
     Subtracting the maximum keeps it exact for logits of any size: ``softmax([1e4, 1e4 - 1])`` is
     ``[0.7311, 0.2689]``. A slice whose entries are all −inf gives NaN.
     """
+    if not torch.is_grad_enabled():
+        return _softmax_value(x, dim)
     return _Softmax.apply(x, dim)
+
+
+def _causal_softmax_value(scores: Tensor, scale: float, q_offset: int) -> Tensor:
+    q_len, k_len = scores.shape[-2:]
+    if q_offset + 1 >= k_len:  # every query sees every key (a decoding step): nothing to mask
+        z = scores.float() if scores.dtype in _LOW_PRECISION else scores.clone()
+    else:
+        future = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).triu_(q_offset + 1)  # (q, k)
+        if scores.dtype in _LOW_PRECISION:
+            z = scores.float().masked_fill_(future, -math.inf)
+        else:
+            z = scores.masked_fill(future, -math.inf)  # (..., q, k): the one fresh buffer, then in place
+    m = z.amax(-1, keepdim=True)  # max over visible keys (key 0 is always visible when q_offset ≥ 0)
+    torch.add(m.mul_(-scale), z, alpha=scale, out=z)  # z = scale · (z − m) in one pass
+    z.exp_()
+    # normalise, writing straight into the output dtype (no separate cast pass for bf16/fp16)
+    return torch.div(z, z.sum(-1, keepdim=True), out=z if z.dtype == scores.dtype else torch.empty_like(scores))
 
 
 class _CausalSoftmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, scores: Tensor, scale: float, q_offset: int) -> Tensor:
-        future = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device).triu_(q_offset + 1)  # (q, k)
-        if scores.dtype in _LOW_PRECISION:
-            z = scores.float().masked_fill_(future, -math.inf)
-        else:
-            z = scores.masked_fill(future, -math.inf)  # (..., q, k): the one fresh buffer, then in place
-        m = z.amax(-1, keepdim=True)  # max over visible keys (key 0 is always visible when q_offset ≥ 0)
-        torch.add(m.mul_(-scale), z, alpha=scale, out=z)  # z = scale · (z − m) in one pass
-        z.exp_()
-        # normalise, writing straight into the output dtype (no separate cast pass for bf16/fp16)
-        y = torch.div(z, z.sum(-1, keepdim=True), out=z if z.dtype == scores.dtype else torch.empty_like(scores))
+        y = _causal_softmax_value(scores, scale, q_offset)
         ctx.save_for_backward(y)
         ctx.scale = scale
         return y
@@ -106,6 +121,8 @@ def causal_softmax(scores: Float[Tensor, "... q k"], scale: float, q_offset: int
     One fresh buffer, written in place (scale, mask fill, softmax); the backward needs only the output.
     ``q_offset`` is the number of keys before query 0 (the KV-cache length when decoding).
     """
+    if not torch.is_grad_enabled():
+        return _causal_softmax_value(scores, scale, q_offset)
     return _CausalSoftmax.apply(scores, scale, q_offset)
 
 
@@ -149,17 +166,25 @@ class _SiLU(torch.autograd.Function):
 
 def silu(x: Float[Tensor, "..."]) -> Float[Tensor, "..."]:
     """SiLU (swish): ``x · σ(x)`` with σ the logistic sigmoid; ``silu(0) = 0``, ``silu(x) → x`` for large x."""
+    if not torch.is_grad_enabled():
+        return x * torch.sigmoid(x)
     return _SiLU.apply(x)
+
+
+def _rms_norm_value(x: Tensor, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """``(rms_norm(x) · weight, r)`` with ``r = 1 / sqrt(mean(x²) + eps)`` per row."""
+    x32 = _float32(x)
+    # r = 1 / sqrt(mean(x²) + eps), from the 2-norm: one read of x, no temporary
+    r = torch.linalg.vector_norm(x32, dim=-1, keepdim=True).square_().div_(x.shape[-1]).add_(eps).rsqrt_()
+    return torch.mul(x32, r).mul_(_float32(weight)).to(x.dtype), r
 
 
 class _RMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, eps: float) -> Tensor:
-        x32 = _float32(x)
-        # r = 1 / sqrt(mean(x²) + eps), from the 2-norm: one read of x, no temporary
-        r = torch.linalg.vector_norm(x32, dim=-1, keepdim=True).square_().div_(x.shape[-1]).add_(eps).rsqrt_()
+        y, r = _rms_norm_value(x, weight, eps)
         ctx.save_for_backward(x, weight, r)
-        return torch.mul(x32, r).mul_(_float32(weight)).to(x.dtype)
+        return y
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -184,6 +209,8 @@ def rms_norm(
     Computed in float32 (float64 stays float64) and returned in the input dtype. The backward keeps
     only x and the per-row ``1/rms``: ``dx = r · (g·w − n · mean(g·w ⊙ n))`` with ``n = x · r``.
     """
+    if not torch.is_grad_enabled():
+        return _rms_norm_value(x, weight, eps)[0]
     return _RMSNorm.apply(x, weight, eps)
 
 
@@ -201,10 +228,27 @@ def rope(
     Written as ``x · cos' + swap(x) · sin'`` where ``swap`` exchanges each pair, ``cos'`` repeats every
     cosine twice and ``sin'`` interleaves ``(−sin, +sin)``: three passes over ``x``.
     """
-    c = cos[token_positions].to(x.dtype)  # (..., seq, d_head/2)
-    s = sin[token_positions].to(x.dtype)
+    return rope_rotate(x, *rope_tables(token_positions, cos, sin, x.dtype))
+
+
+def rope_tables(
+    token_positions: Int[Tensor, "... seq"],
+    cos: Float[Tensor, "max_seq_len half_d_head"],
+    sin: Float[Tensor, "max_seq_len half_d_head"],
+    dtype: torch.dtype,
+) -> tuple[Float[Tensor, "... seq d_head"], Float[Tensor, "... seq d_head"]]:
+    """``(cos', sin')`` of ``rope`` at these positions, to rotate several tensors (queries and keys) alike."""
+    c = cos[token_positions].to(dtype)  # (..., seq, d_head/2)
+    s = sin[token_positions].to(dtype)
     cos2 = torch.stack((c, c), dim=-1).flatten(-2)  # (..., seq, d_head): c0 c0 c1 c1 ...
     sin2 = torch.stack((-s, s), dim=-1).flatten(-2)  # (..., seq, d_head): -s0 s0 -s1 s1 ...
+    return cos2, sin2
+
+
+def rope_rotate(
+    x: Float[Tensor, "... seq d_head"], cos2: Float[Tensor, "... seq d_head"], sin2: Float[Tensor, "... seq d_head"]
+) -> Float[Tensor, "... seq d_head"]:
+    """``x · cos' + swap(x) · sin'`` with the tables of ``rope_tables``."""
     swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (..., seq, d_head): x1 x0 x3 x2 ...
     return torch.addcmul(x * cos2, swapped, sin2)
 

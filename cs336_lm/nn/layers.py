@@ -2,9 +2,16 @@
 add fused into it), ``SwiGLU`` and the rotary position embedding. Each owns its parameters (or, for RoPE, a
 cos/sin cache) under the names fixed in DESIGN.md, initialises them as DESIGN.md says, and calls
 ``nn.functional`` (the norms through the kernel dispatch, so the Triton kernels run on CUDA).
+
+Decoding on a CPU multiplies few rows by every weight matrix, and there ``x @ W`` with ``W`` stored (in, out) is
+up to twice as fast as ``x @ Wᵀ`` from the (out, in) layout of a ``Linear`` (measured in docs/bench/engine.md).
+So in inference mode on a CPU the projections use ``fused_inference_weight``: a transposed copy of their
+weights (several matrices side by side where one input feeds them all), kept beside the parameters, outside
+the state dict, and rebuilt whenever a parameter changes. Training and every other device use the parameters.
 """
 
 import math
+from collections.abc import Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -12,6 +19,25 @@ from torch import Tensor, nn
 
 from cs336_lm.nn import dispatch
 from cs336_lm.nn import functional as F
+
+
+def fused_inference_weight(owner: nn.Module, weights: Sequence[Tensor]) -> Tensor:
+    """``cat(weights).T`` as one contiguous (d_in, Σ d_out) tensor, so ``x @ result`` equals the Linears side by side.
+
+    Kept on ``owner`` and rebuilt when any weight is replaced or updated in place (``.to``, ``load_state_dict``
+    or an optimizer step change its storage or bump its version). For inference only: no gradient flows.
+    """
+    stamp = tuple((w.data_ptr(), w._version, w.dtype, w.device) for w in weights)
+    cached = owner.__dict__.get("_inference_weight")
+    if cached is None or cached[0] != stamp:
+        with torch.no_grad():
+            fused = torch.cat([w.detach() for w in weights]).T.contiguous()
+        cached = owner.__dict__["_inference_weight"] = (stamp, fused)
+    return cached[1]
+
+
+def _decoding_on_cpu(x: Tensor) -> bool:
+    return x.device.type == "cpu" and torch.is_inference_mode_enabled()
 
 
 class Linear(nn.Module):
@@ -31,6 +57,8 @@ class Linear(nn.Module):
         nn.init.trunc_normal_(self.weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
 
     def forward(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_out"]:
+        if _decoding_on_cpu(x):
+            return x @ fused_inference_weight(self, (self.weight,))
         return x @ self.weight.T
 
     def extra_repr(self) -> str:
@@ -101,6 +129,9 @@ class SwiGLU(nn.Module):
         self.w3 = Linear(d_model, d_ff, device=device, dtype=dtype)
 
     def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        if _decoding_on_cpu(x):  # W1 and W3 read the same input: one matmul on their fused copy
+            gate, up = (x @ fused_inference_weight(self, (self.w1.weight, self.w3.weight))).chunk(2, dim=-1)
+            return self.w2(F.silu(gate) * up)
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
@@ -139,6 +170,11 @@ class RotaryPositionalEmbedding(nn.Module):
         self, x: Float[Tensor, "... seq d_k"], token_positions: Int[Tensor, "... seq"]
     ) -> Float[Tensor, "... seq d_k"]:
         return F.rope(x, token_positions, self.cos, self.sin)
+
+    def rotate_both(self, q: Tensor, k: Tensor, token_positions: Tensor) -> tuple[Tensor, Tensor]:
+        """``(self(q, positions), self(k, positions))``, the position tables looked up once for both."""
+        cos2, sin2 = F.rope_tables(token_positions, self.cos, self.sin, q.dtype)
+        return F.rope_rotate(q, cos2, sin2), F.rope_rotate(k, cos2, sin2)
 
     def extra_repr(self) -> str:
         return f"theta={self.theta}, d_k={self.d_k}, max_seq_len={self.max_seq_len}"

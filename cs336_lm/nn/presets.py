@@ -1,9 +1,9 @@
 """Named model shapes: ``PRESETS[name]`` is a dict of ``TransformerLM`` constructor keywords.
 
 ``debug`` is tiny enough for unit tests; ``tinystories-17m`` and ``owt-small`` are the CS336 training
-shapes; the ``gpt2-*-like`` entries take GPT-2's published shapes (vocabulary, context, width, depth,
-heads, d_ff = 4·d_model) into this architecture (SwiGLU, RoPE, RMSNorm, untied head, no biases), for
-FLOP and memory accounting.
+shapes (``tinystories-17m-gqa`` is the first with 4 key/value heads); the ``gpt2-*-like`` entries take
+GPT-2's published shapes (vocabulary, context, width, depth, heads, d_ff = 4·d_model) into this architecture
+(SwiGLU, RoPE, RMSNorm, untied head, no biases), for FLOP and memory accounting.
 """
 
 
@@ -35,6 +35,16 @@ PRESETS: dict[str, dict] = {
         "d_model": 512,
         "num_layers": 4,
         "num_heads": 16,
+        "d_ff": 1344,
+        "rope_theta": 10000.0,
+    },
+    "tinystories-17m-gqa": {  # the same shape with grouped-query attention: 4 key/value heads for 16 query heads
+        "vocab_size": 10000,
+        "context_length": 256,
+        "d_model": 512,
+        "num_layers": 4,
+        "num_heads": 16,
+        "num_kv_heads": 4,
         "d_ff": 1344,
         "rope_theta": 10000.0,
     },

@@ -10,6 +10,7 @@ advances with every step and is saved with every checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cs336_lm.config import ARCH_FIELDS, Config
+from cs336_lm.config import ARCH_FIELDS, Config, model_from_dict
 from cs336_lm.errors import ConfigError
 from cs336_lm.nn import TransformerLM
 from cs336_lm.optim import AdamW
@@ -176,13 +177,18 @@ def _restored_sampler(rng: dict, seed: int, proc: ProcessInfo, step: int) -> tup
 
 
 def check_compatible(cfg: Config, stored: dict[str, Any] | None, path: Path) -> None:
-    """A checkpoint resumes only into the same architecture: compare its stored ``model`` section."""
-    if not stored or "model" not in stored:
+    """A checkpoint resumes only into the same architecture: compare its stored ``model`` section (with the
+    defaults of fields added since it was written filled in)."""
+    if not stored or not isinstance(stored.get("model"), dict):
         return
+    try:
+        saved = dataclasses.asdict(model_from_dict(stored["model"]))
+    except ConfigError:
+        saved = stored["model"]
     differences = [
-        f"model.{key}={stored['model'].get(key)} (config: {getattr(cfg.model, key)})"
+        f"model.{key}={saved.get(key)} (config: {getattr(cfg.model, key)})"
         for key in ARCH_FIELDS
-        if stored["model"].get(key) != getattr(cfg.model, key)
+        if saved.get(key) != getattr(cfg.model, key)
     ]
     if differences:
         raise ConfigError(

@@ -1,5 +1,6 @@
 """``lm-generate`` end to end on tiny run directories: output, streaming == batch, finish reasons, each error."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def test_prints_prompt_and_continuation_and_reports_speed(run_dir, capsys):
     assert rc == 0
     loaded = load_run(run_dir, "cpu")
     tokens = list(generate(loaded.model, loaded.tokenizer.encode("Once upon"), 12, temperature=0, stop_ids={256}))
-    assert out == "Once upon" + loaded.tokenizer.decode(tokens) + "\n"
+    assert out == "Once upon" + loaded.tokenizer.decode(tokens) + "\n"  # the engine's tokens are generate's
     assert "tokens/s" in err
     assert "--max-new-tokens 12" in err or "special token" in err
 
@@ -219,3 +220,71 @@ def test_generates_from_a_run_of_the_trainer(tmp_path, capsys):
     assert rc == 0, err
     assert out.startswith("Once upon a time")
     assert "iteration 4" in err and "tokens/s" in err
+
+
+def test_prompts_file_writes_one_json_line_per_completion_equal_to_single_runs(run_dir, tmp_path, capsys):
+    (tmp_path / "p.txt").write_text("Once upon\n\nHello there\nabc\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    args = ("--max-new-tokens", 9, "--temperature", 0.9, "--seed", 5)
+    rc, stdout, err = cli(capsys, run_dir, "--prompts-file", tmp_path / "p.txt", "--out", out, *args)
+    assert rc == 0 and stdout == "" and "wrote 3 completions" in err
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["prompt"] for r in records] == ["Once upon", "Hello there", "abc"]
+    for j, record in enumerate(records):  # line j alone, with its seed seed + j
+        rc, single, _ = cli(capsys, run_dir, "--prompt", record["prompt"], *args[:4], "--seed", 5 + j)
+        assert single == record["prompt"] + record["text"] + "\n"
+        assert record["finish_reason"] in ("length", "stop") and len(record["tokens"]) <= 9
+
+
+def test_jsonl_prompts_carry_their_own_settings(run_dir, tmp_path, capsys):
+    lines = [{"prompt": "Hi", "max_new_tokens": 3, "seed": 1}, {"prompt": "Yo", "temperature": 0, "stop": ["q"]}]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    rc, stdout, _ = cli(
+        capsys, run_dir, "--prompts-file", tmp_path / "p.jsonl", "--max-new-tokens", 6, "--num-samples", 2
+    )
+    assert rc == 0
+    records = [json.loads(line) for line in stdout.splitlines()]
+    assert [(r["prompt"], r["sample"]) for r in records] == [("Hi", 0), ("Hi", 1), ("Yo", 0), ("Yo", 1)]
+    assert all(len(r["tokens"]) <= 3 for r in records[:2]) and records[2]["tokens"] == records[3]["tokens"]
+    assert all("q" not in r["text"] for r in records[2:])
+
+
+def test_stop_text_and_repetition_penalty_on_the_command_line(run_dir, capsys):
+    rc, free, _ = cli(capsys, run_dir, "--prompt", "ab", "--max-new-tokens", 30, "--temperature", 0)
+    text = free[2:-1]
+    stop = text[6:8]
+    rc, out, err = cli(capsys, run_dir, "--prompt", "ab", "--max-new-tokens", 30, "--temperature", 0, "--stop", stop)
+    assert rc == 0 and out == "ab" + text[: text.index(stop)] + "\n" and "--stop text" in err
+    rc, penalised, _ = cli(capsys, run_dir, "--prompt", "ab", "--max-new-tokens", 30, "--temperature", 0,
+                           "--repetition-penalty", 3)  # fmt: skip
+    assert rc == 0 and penalised != free
+
+
+def test_a_checkpoint_moved_out_of_its_run_takes_tokenizer(run_dir, tmp_path, capsys):
+    moved = tmp_path / "model.pt"
+    shutil.copy(run_dir / "checkpoints" / "step_00000003.pt", moved)
+    rc, _, err = cli(capsys, moved, "--prompt", "a", "--max-new-tokens", 2)
+    assert rc == 2 and "no tokenizer" in err
+    rc, out, _ = cli(capsys, moved, "--prompt", "a", "--max-new-tokens", 2, "--tokenizer", run_dir / "tokenizer")
+    assert rc == 0 and out.startswith("a")
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "message"),
+    [
+        (b"", "p.txt", "holds no prompt"),
+        (b"\xff\xfe", "p.txt", "not UTF-8"),
+        (b"{not json\n", "p.jsonl", "p.jsonl:1: not JSON"),
+        (b"[1, 2]\n", "p.jsonl", "expected a JSON object"),
+        (b'{"text": "x"}\n', "p.jsonl", '"prompt" must be'),
+        (b'{"prompt": "x", "temprature": 1}\n', "p.jsonl", "unknown key 'temprature'"),
+        (b'{"prompt": "x", "top_k": "5"}\n', "p.jsonl", "top_k has the wrong type"),
+        (b'{"prompt": "x"}\n{"prompt": "y", "top_p": 0}\n', "p.jsonl", "p.jsonl:2: top_p"),
+        (b'{"prompt": "' + b"z" * 80 + b'"}\n', "p.jsonl", "context is 64"),
+    ],
+)
+def test_bad_prompts_files_are_one_line_errors(run_dir, tmp_path, capsys, content, name, message):
+    (tmp_path / name).write_bytes(content)
+    rc, out, err = cli(capsys, run_dir, "--prompts-file", tmp_path / name)
+    assert rc == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err

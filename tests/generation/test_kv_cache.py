@@ -1,13 +1,23 @@
-"""The cached forward against the model's own full forward, step by step, with and without padding."""
+"""The model's forward over a contiguous cache against its own full forward, step by step, with and without
+padding, on both attention backends and with grouped-query attention."""
 
 import pytest
 import torch
 
-from cs336_lm.generation.kv_cache import KVCache, cached_forward, decode_weights
+from cs336_lm.generation.kv_cache import ContiguousKVCache
 
 from .conftest import make_model
 
 ATOL = 1e-5
+
+
+def cached_forward(model, cache, ids):
+    """The next ``ids.shape[1]`` columns through the model; the logits of the last one, (batch, vocab)."""
+    return model(ids, kv_cache=cache.extend(ids.shape[1]))
+
+
+def KVCache(model, batch, max_len):
+    return ContiguousKVCache(model, batch, max_len)
 
 
 def random_ids(n: int, seed: int, vocab: int = 512) -> torch.Tensor:
@@ -65,15 +75,26 @@ def test_left_padded_rows_equal_each_row_alone(model):
     assert torch.isfinite(got).all()
 
 
-def test_sdpa_attention_backend_gives_the_same_logits():
-    model = make_model(attention="sdpa")
+@pytest.mark.parametrize("attention", ["reference", "sdpa"])
+@pytest.mark.parametrize("num_kv_heads", [4, 2, 1])
+def test_each_backend_and_grouped_heads_decode_through_the_cache(monkeypatch, attention, num_kv_heads):
+    model = make_model(attention=attention, num_kv_heads=num_kv_heads)
+    calls = []
+    real = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(
+        torch.nn.functional, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
     ids = random_ids(20, seed=4)[None]
     with torch.inference_mode():
         full = model(ids)
+        calls.clear()
         cache = KVCache(model, 1, 20)
+        assert cache.keys[0].shape[1] == num_kv_heads  # the cache holds key/value heads only
         got = [cached_forward(model, cache, ids[:, :6])]
         got += [cached_forward(model, cache, ids[:, t : t + 1]) for t in range(6, 20)]
     torch.testing.assert_close(torch.stack(got, dim=1), full[:, 5:], atol=ATOL, rtol=0)
+    # the cached path runs the backend the model was built with: 15 forwards x 2 layers through sdpa, or none
+    assert len(calls) == (15 * len(model.layers) if attention == "sdpa" else 0)
 
 
 def test_lm_head_only_on_the_last_position(model):
@@ -103,10 +124,12 @@ def test_training_forward_is_untouched(model):
     assert before.requires_grad  # the model's own forward still builds a graph for training
 
 
-def test_decode_weights_are_reused_and_rebuilt_after_the_model_changes():
+def test_decoding_follows_weights_changed_in_place():
+    # the CPU inference layout (transposed copies of the projections) is rebuilt when the parameters change
     model = make_model(seed=1)
-    assert decode_weights(model) is decode_weights(model)
     ids = random_ids(12, seed=6)[None]
+    with torch.inference_mode():
+        cached_forward(model, KVCache(model, 1, 12), ids)
     other = make_model(seed=2)
     with torch.no_grad():
         model.load_state_dict(other.state_dict())  # in-place copies: same tensors, new values

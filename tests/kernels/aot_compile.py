@@ -19,7 +19,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from cs336_lm.kernels import rmsnorm, softmax
+from cs336_lm.kernels import paged_attention, rmsnorm, softmax
 
 FLOAT_ARGS = {"scale", "eps"}
 # (kernel, its boolean switches, pointer element type per pointer argument)
@@ -59,7 +59,23 @@ def main(arch: int, all_switches: bool) -> int:
             except Exception as e:
                 failures += 1
                 print(f"FAIL {label}: {type(e).__name__}: {e}")
+    for constexprs in PAGED_VARIANTS:
+        label = f"{paged_attention._paged_decode_kernel.__name__} {constexprs}"
+        try:
+            pointers = {"table_ptr": "i32", "lens_ptr": "i32"}
+            compile_variant(paged_attention._paged_decode_kernel, constexprs, pointers, "bf16", target)
+            print(f"ok   {label}")
+        except Exception as e:
+            failures += 1
+            print(f"FAIL {label}: {type(e).__name__}: {e}")
     return 1 if failures else 0
+
+
+# grouped (4 query heads per key/value head, d_head 64, blocks of 16) and one head per group with odd sizes
+PAGED_VARIANTS = [
+    {"GROUP": 4, "GROUP_P2": 4, "D_HEAD": 64, "D_P2": 64, "BLOCK_SIZE": 16, "BLOCK_P2": 16},
+    {"GROUP": 1, "GROUP_P2": 1, "D_HEAD": 24, "D_P2": 32, "BLOCK_SIZE": 5, "BLOCK_P2": 8},
+]
 
 
 if __name__ == "__main__":

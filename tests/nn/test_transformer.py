@@ -217,3 +217,40 @@ def test_cuda_kernels_and_backends_agree(dtype):
             logits = model(tokens.cuda())
         tol = 1e-4 if dtype == torch.float32 else 0.1
         torch.testing.assert_close(logits.float().cpu(), expected, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("attention", ["reference", "sdpa"])
+@pytest.mark.parametrize("num_kv_heads", [1, 2])
+def test_grouped_query_attention_matches_hf_llama(attention, num_kv_heads):
+    pytest.importorskip("transformers")
+    from cs336_lm.interop.hf_llama import to_llama
+
+    model = _model(attention, num_kv_heads=num_kv_heads, rope_theta=500.0)
+    d_head = DEBUG["d_model"] // DEBUG["num_heads"]
+    assert model.layers[0].attn.k_proj.weight.shape == (num_kv_heads * d_head, DEBUG["d_model"])
+    hf = to_llama(model, attn_implementation="eager")
+    assert hf.config.num_key_value_heads == num_kv_heads
+    tokens = _tokens(2, DEBUG["context_length"])
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), hf(tokens).logits, atol=1e-4, rtol=0)
+
+
+def test_grouped_query_attention_is_repeated_key_value_heads():
+    # GQA equals plain attention whose key/value heads are the grouped ones repeated, head by head.
+    torch.manual_seed(3)
+    gqa = MultiHeadSelfAttention(32, 8, 16, 10000.0, num_kv_heads=2)
+    full = MultiHeadSelfAttention(32, 8, 16, 10000.0)
+    d_head = 4
+    with torch.no_grad():
+        full.q_proj.weight.copy_(gqa.q_proj.weight)
+        full.output_proj.weight.copy_(gqa.output_proj.weight)
+        for name in ("k_proj", "v_proj"):
+            heads = getattr(gqa, name).weight.view(2, d_head, 32)
+            getattr(full, name).weight.copy_(heads.repeat_interleave(4, dim=0).reshape(32, 32))
+    x = torch.randn(3, 16, 32)
+    torch.testing.assert_close(gqa(x), full(x), atol=1e-6, rtol=1e-5)
+
+
+def test_num_kv_heads_must_divide_num_heads():
+    with pytest.raises(ValueError, match="multiple of num_kv_heads"):
+        MultiHeadSelfAttention(32, 8, 16, 10000.0, num_kv_heads=3)

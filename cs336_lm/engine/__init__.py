@@ -1,0 +1,20 @@
+"""The inference engine: continuous batching over a paged KV cache, on the model's own forward.
+
+>>> from cs336_lm.engine import Engine, SamplingParams
+>>> engine = Engine(model, block_size=16, max_batch_tokens=512, max_kv_tokens=8192, tokenizer=tok)
+>>> rid = engine.add_request(tok.encode("Once upon a time"), SamplingParams(temperature=0.8, max_new_tokens=64))
+>>> while engine.has_unfinished:
+...     for event in engine.step():      # Event(request_id, token, finish_reason, text)
+...         print(event.text, end="")
+>>> engine.generate(["Once", "Hello"], SamplingParams(max_new_tokens=20))   # a Completion per prompt
+
+Modules: ``params`` (SamplingParams), ``blocks`` (block manager and prefix cache), ``scheduler`` (continuous
+batching, preemption), ``paged`` (the KV pool and one step's view of it), ``graphs`` (CUDA-graph replay),
+``text`` (stop strings), ``engine`` (the API). docs/engine.md describes them for users.
+"""
+
+from cs336_lm.engine.engine import Engine, EngineStats, Event
+from cs336_lm.engine.params import SamplingParams
+from cs336_lm.generation.generate import Completion
+
+__all__ = ["Completion", "Engine", "EngineStats", "Event", "SamplingParams"]

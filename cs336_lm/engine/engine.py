@@ -1,0 +1,312 @@
+"""The engine: requests in, tokens out, many sequences decoded together over a paged KV cache.
+
+``Engine(model)`` owns a pool of KV blocks (``paged``), a block manager with a prefix cache (``blocks``) and a
+continuous-batching scheduler (``scheduler``). ``add_request`` queues a prompt; every ``step`` runs one forward
+of the model over the tokens the scheduler packed — prompt chunks of new requests beside one token of each
+running one — samples the next token of every sequence whose known tokens are all computed, and reports an
+``Event`` per such sequence. A request ends at its ``max_new_tokens``, a stop id, a stop string or the end of
+the model's context, or when it is aborted, and its blocks go back to the pool at once. ``generate`` does all
+of that for a list of prompts and returns their completions. On CUDA, decode-only steps replay CUDA graphs
+(``graphs``) captured for common batch sizes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from cs336_lm.engine.blocks import BlockManager
+from cs336_lm.engine.paged import PagedKVCache, PagedStep, triton_decode_available
+from cs336_lm.engine.params import SamplingParams
+from cs336_lm.engine.scheduler import Chunk, Scheduler
+from cs336_lm.engine.sequence import Sequence, Status
+from cs336_lm.engine.text import StopText
+from cs336_lm.errors import GenerationError
+from cs336_lm.generation.generate import Completion
+from cs336_lm.generation.sampling import apply_repetition_penalty, sample_next
+from cs336_lm.nn import TransformerLM
+from cs336_lm.tokenizer import Tokenizer
+
+DEFAULT_MAX_BATCH_TOKENS = 512
+DEFAULT_MAX_NUM_SEQS = 256
+
+
+@dataclass(frozen=True)
+class Event:
+    """What one step did for one request: the token it produced (None when it ended without one) and the finish
+    reason (None while it goes on). ``text`` is the text the token made final (with a tokenizer, else "").
+
+    Unpacks as the triple ``request_id, token, finish_reason``.
+    """
+
+    request_id: int
+    token: int | None
+    finish_reason: str | None
+    text: str = ""
+
+    def __iter__(self) -> Iterator:
+        return iter((self.request_id, self.token, self.finish_reason))
+
+    def __len__(self) -> int:
+        return 3
+
+    def __getitem__(self, index: int):
+        return (self.request_id, self.token, self.finish_reason)[index]
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot of the engine's load."""
+
+    running: int
+    waiting: int
+    blocks_used: int
+    blocks_free: int
+    block_size: int
+    preemptions: int
+    steps: int
+    kv_tokens: int
+    """Tokens whose keys and values the running sequences hold (shared prefix blocks counted once per holder)."""
+    kv_bytes: int
+    """Memory of the whole pool (allocated once)."""
+
+
+class Engine:
+    """Continuous batching over a paged KV cache (see the module docstring).
+
+    ``max_kv_tokens`` bounds the pool (default: 32 full-context sequences; ``max_kv_bytes`` sets it in bytes
+    instead); ``max_batch_tokens`` bounds the tokens of one forward (prompt chunks plus one per decoding
+    sequence); ``max_num_seqs`` the sequences running at once. ``tokenizer`` decodes text for stop strings
+    and ``Event.text``. ``cuda_graphs`` ("auto": on CUDA with the Triton kernels) replays captured decode steps.
+    """
+
+    def __init__(
+        self,
+        model: TransformerLM,
+        *,
+        block_size: int = 16,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        max_kv_tokens: int | None = None,
+        max_kv_bytes: int | None = None,
+        max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
+        tokenizer: Tokenizer | None = None,
+        cuda_graphs: bool | str = "auto",
+    ):
+        for name, value in (("block_size", block_size), ("max_batch_tokens", max_batch_tokens)):
+            _check_positive(name, value)
+        _check_positive("max_num_seqs", max_num_seqs)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        tokens = self._pool_tokens(model, max_kv_tokens, max_kv_bytes)
+        num_blocks = 1 + math.ceil(tokens / block_size)  # + the sink block
+        self.cache = PagedKVCache(model, num_blocks, block_size)
+        self.blocks = BlockManager(num_blocks, block_size)
+        self.scheduler = Scheduler(self.blocks, max_batch_tokens, max_num_seqs)
+        self.requests: dict[int, Sequence] = {}
+        self._next_id = 0
+        self._aborted: list[Event] = []
+        self.triton_decode = triton_decode_available(model)
+        self.graphs = None
+        if cuda_graphs is True or (cuda_graphs == "auto" and self.triton_decode):
+            from cs336_lm.engine.graphs import DecodeGraphs
+
+            self.graphs = DecodeGraphs(self, max_num_seqs)
+
+    @staticmethod
+    def _pool_tokens(model: TransformerLM, max_kv_tokens: int | None, max_kv_bytes: int | None) -> int:
+        if max_kv_tokens is not None and max_kv_bytes is not None:
+            raise GenerationError("give max_kv_tokens or max_kv_bytes, not both")
+        if max_kv_bytes is not None:
+            _check_positive("max_kv_bytes", max_kv_bytes)
+            per_token = 2 * model.num_layers * model.num_kv_heads * model.d_head * model.lm_head.weight.element_size()
+            return max(1, max_kv_bytes // per_token)
+        if max_kv_tokens is None:
+            return 32 * model.context_length
+        _check_positive("max_kv_tokens", max_kv_tokens)
+        return max_kv_tokens
+
+    # ---- requests -------------------------------------------------------------------------------------------
+
+    def add_request(self, prompt_ids: Seq[int] | str, params: SamplingParams | None = None) -> int:
+        """Queue a prompt (token ids, or text when the engine has a tokenizer); returns its request id."""
+        params = SamplingParams() if params is None else params
+        prompt = self._prompt_ids(prompt_ids)
+        ctx = self.model.context_length
+        if len(prompt) >= ctx:
+            raise GenerationError(
+                f"the prompt has {len(prompt)} tokens but the model's context is {ctx}, "
+                "which leaves no room to generate"
+            )
+        max_len = min(ctx, len(prompt) + params.max_new_tokens)
+        if math.ceil(max_len / self.blocks.block_size) > self.blocks.capacity:
+            capacity = self.blocks.capacity * self.blocks.block_size
+            raise GenerationError(f"the request needs up to {max_len} tokens of KV cache; the pool holds {capacity}")
+        if params.stop and self.tokenizer is None:
+            raise GenerationError("stop strings need the engine's tokenizer (Engine(model, tokenizer=...))")
+        rid = self._next_id
+        self._next_id += 1
+        seq = Sequence(rid, list(prompt), len(prompt), params, self._generator(params.seed), max_len)
+        if self.tokenizer is not None:
+            seq.text = StopText(self.tokenizer.vocab, params.stop)
+        self.requests[rid] = seq
+        self.scheduler.add(seq)
+        return rid
+
+    def abort(self, request_id: int) -> None:
+        """End a request now and free its blocks; its final event (reason ``"abort"``) comes with the next step."""
+        seq = self.requests.pop(request_id, None)
+        if seq is None or seq.status is Status.FINISHED:
+            return
+        self.scheduler.finish(seq, "abort")
+        self._aborted.append(Event(request_id, None, "abort"))
+
+    @property
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_work or bool(self._aborted)
+
+    def _prompt_ids(self, prompt: Seq[int] | str) -> list[int]:
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise GenerationError("a text prompt needs the engine's tokenizer; give token ids instead")
+            prompt = self.tokenizer.encode(prompt)
+        ids = list(prompt)
+        if not ids:
+            raise GenerationError("the prompt is empty: give at least one token")
+        vocab = self.model.vocab_size
+        bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab]
+        if bad:
+            raise GenerationError(f"the prompt has token id {bad[0]!r} outside the vocabulary (size {vocab})")
+        return ids
+
+    def _generator(self, seed: int | None) -> torch.Generator:
+        generator = torch.Generator(device=self.cache.device)
+        generator.manual_seed(int(torch.randint(0, 2**62, ())) if seed is None else seed)
+        return generator
+
+    # ---- one step -------------------------------------------------------------------------------------------
+
+    def step(self) -> list[Event]:
+        """Run one forward over the scheduled tokens; an event for every request that produced a token or ended."""
+        events, self._aborted = self._aborted, []
+        chunks = self.scheduler.schedule()
+        if not chunks:
+            return events
+        logits = self._forward(chunks)  # (sampling sequences, vocab_size)
+        self.scheduler.commit(chunks)
+        sampling = [c.seq for c in chunks if c.samples]
+        for seq, token in zip(sampling, self._sample(logits, sampling), strict=True):
+            events.append(self._advance(seq, token))
+        return events
+
+    def _forward(self, chunks: list[Chunk]) -> torch.Tensor:
+        with torch.inference_mode():
+            if self.graphs is not None and all(c.count == 1 and c.samples for c in chunks):
+                logits = self.graphs.run(chunks)
+                if logits is not None:
+                    return logits
+            step = PagedStep.build(self.cache, chunks, self.triton_decode)
+            return self.model(step.token_ids, kv_cache=step)
+
+    @staticmethod
+    def _sample(logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
+        """One token per sequence, each with its own settings and generator (its draws ignore the others)."""
+        with torch.inference_mode():
+            out = logits.argmax(dim=-1).tolist()  # greedy rows keep these
+            for i, seq in enumerate(seqs):
+                p = seq.params
+                if p.temperature == 0 and p.repetition_penalty == 1:
+                    continue
+                row = logits[i : i + 1]
+                if p.repetition_penalty != 1:
+                    seen = torch.tensor(seq.tokens, dtype=torch.long)
+                    row = apply_repetition_penalty(row, seen, p.repetition_penalty)
+                out[i] = int(sample_next(row, p.temperature, p.top_k, p.top_p, generators=[seq.generator])[0])
+        return out
+
+    def _advance(self, seq: Sequence, token: int) -> Event:
+        """Append ``token`` to ``seq`` (or end it at a stop id) and say what happened."""
+        p = seq.params
+        if token in p.stop_ids:  # a stop id ends the request and is not part of the output
+            return self._end(seq, None, "stop", seq.text.finish() if seq.text else "")
+        seq.tokens.append(token)
+        text = seq.text.feed(token) if seq.text else ""
+        reason = None
+        if seq.text is not None and seq.text.stopped:
+            reason = "stop"
+        elif len(seq.tokens) - seq.prompt_len >= p.max_new_tokens:
+            reason = "length"
+        elif len(seq.tokens) >= self.model.context_length:
+            reason = "context"
+        if reason is None:
+            return Event(seq.request_id, token, None, text)
+        if reason != "stop" and seq.text is not None:
+            text += seq.text.finish()
+        return self._end(seq, token, reason, text)
+
+    def _end(self, seq: Sequence, token: int | None, reason: str, text: str) -> Event:
+        self.scheduler.finish(seq, reason)
+        self.requests.pop(seq.request_id, None)
+        return Event(seq.request_id, token, reason, text)
+
+    # ---- many prompts at once -------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: Seq[Seq[int] | str],
+        params: SamplingParams | Seq[SamplingParams] | None = None,
+        *,
+        progress: bool = False,
+    ) -> list[Completion]:
+        """Run ``prompts`` to completion (``params``: one for all, or one per prompt); completions in prompt order."""
+        if isinstance(params, SamplingParams) or params is None:
+            per_prompt = [params or SamplingParams()] * len(prompts)
+        else:
+            per_prompt = list(params)
+            if len(per_prompt) != len(prompts):
+                raise GenerationError(f"{len(prompts)} prompts but {len(per_prompt)} SamplingParams")
+        ids = [self.add_request(p, sp) for p, sp in zip(prompts, per_prompt, strict=True)]
+        order = {rid: i for i, rid in enumerate(ids)}
+        tokens: list[list[int]] = [[] for _ in prompts]
+        texts = ["" for _ in prompts]
+        reasons: list[str | None] = [None] * len(prompts)
+        with tqdm(total=len(prompts), desc="generating", unit="prompt", disable=not progress, leave=False) as bar:
+            while any(r is None for r in reasons):
+                for event in self.step():
+                    i = order.get(event.request_id)
+                    if i is None:
+                        continue
+                    if event.token is not None:
+                        tokens[i].append(event.token)
+                    texts[i] += event.text
+                    if event.finish_reason is not None:
+                        reasons[i] = event.finish_reason
+                        bar.update()
+        with_text = self.tokenizer is not None
+        return [
+            Completion(t, r, texts[i] if with_text else None)  # type: ignore[arg-type]
+            for i, (t, r) in enumerate(zip(tokens, reasons, strict=True))
+        ]
+
+    def stats(self) -> EngineStats:
+        s = self.scheduler
+        return EngineStats(
+            running=len(s.running),
+            waiting=len(s.waiting),
+            blocks_used=self.blocks.num_used,
+            blocks_free=self.blocks.num_free,
+            block_size=self.blocks.block_size,
+            preemptions=s.preemptions,
+            steps=s.steps,
+            kv_tokens=sum(seq.num_computed for seq in s.running),
+            kv_bytes=self.cache.bytes,
+        )
+
+
+def _check_positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise GenerationError(f"{name} must be an integer >= 1, got {value!r}")

@@ -1,0 +1,42 @@
+"""What ``TransformerLM.forward`` asks of a key/value cache: the contract between the model and its decoders.
+
+A cache holds, for every layer, the keys and values of the tokens already seen by each sequence of a batch. The
+model calls it in one place per layer: ``MultiHeadSelfAttention.forward`` computes the new tokens' queries, keys
+and values (after RoPE) and hands them to ``kv_cache.attend(q, k, v, attention)``, which stores the keys and
+values and returns the attention of the queries over each sequence's cached keys, computed by
+``attention.attend`` — the module's own backend, so decoding runs the same math and kernels as training — or by a
+kernel that reads the cache in place. Two caches implement it: a contiguous buffer per layer for a static batch
+(``cs336_lm.generation.kv_cache``) and a paged pool of blocks for continuous batching (``cs336_lm.engine``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from cs336_lm.nn.attention import MultiHeadSelfAttention
+
+
+class LayerKVCache(Protocol):
+    """One layer's view of a cache, for one forward call."""
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, attention: MultiHeadSelfAttention) -> Tensor:
+        """Store ``k``/``v`` (batch, num_kv_heads, new, d_head) of the new tokens; return the attention of ``q``
+        (batch, num_heads, new, d_head) over each query's own sequence, up to and including its own position."""
+        ...
+
+
+class KVCache(Protocol):
+    """A cache prepared for one forward call over some new tokens of each sequence.
+
+    ``positions`` are the new tokens' absolute positions (broadcastable to the token ids, as ``token_positions``);
+    ``last_rows`` index the rows of the flattened (batch · new) tokens whose logits the forward returns — the last
+    new token of each sequence that samples next.
+    """
+
+    positions: Tensor
+    last_rows: Tensor
+
+    def layer(self, index: int) -> LayerKVCache: ...

@@ -1,0 +1,189 @@
+"""The engine against things it did not compute: the model's full forward, ``generate`` on each prompt alone, the
+block pool's own accounting, and hand-made cases for every way a request ends."""
+
+import random
+
+import pytest
+import torch
+
+from cs336_lm.engine import Engine, SamplingParams
+from cs336_lm.errors import GenerationError
+from cs336_lm.generation import generate
+from cs336_lm.tokenizer import Tokenizer
+
+from .conftest import make_model
+
+
+class RecordingEngine(Engine):
+    """Keeps the logits every request sampled from, in order."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.logits: dict[int, list[torch.Tensor]] = {}
+
+    def _sample(self, logits, seqs):
+        for row, seq in zip(logits, seqs, strict=True):
+            self.logits.setdefault(seq.request_id, []).append(row.clone())
+        return super()._sample(logits, seqs)
+
+
+def random_prompts(n, seed, vocab=512, longest=40):
+    rng = random.Random(seed)
+    return [[rng.randrange(vocab) for _ in range(rng.randint(1, longest))] for _ in range(n)]
+
+
+def alone(model, prompt, p: SamplingParams):
+    return list(generate(model, prompt, p.max_new_tokens, p.temperature, p.top_k, p.top_p, set(p.stop_ids), p.seed))
+
+
+@pytest.mark.parametrize("attention", ["reference", "sdpa"])
+@pytest.mark.parametrize("num_kv_heads", [4, 1])
+def test_paged_logits_equal_full_sequence_and_contiguous_cache(attention, num_kv_heads):
+    model = make_model(dtype=torch.float32, attention=attention, num_kv_heads=num_kv_heads)
+    prompts = random_prompts(6, seed=1)
+    engine = RecordingEngine(model, block_size=4, max_batch_tokens=24, max_kv_tokens=400)
+    outs = engine.generate(prompts, SamplingParams(max_new_tokens=12))
+    for rid, (prompt, out) in enumerate(zip(prompts, outs, strict=True)):
+        tokens = torch.tensor([prompt + out.tokens])
+        with torch.inference_mode():
+            full = model(tokens)[0, len(prompt) - 1 : -1]  # (12, vocab): the rows each new token came from
+        torch.testing.assert_close(torch.stack(engine.logits[rid]), full, atol=2e-5, rtol=0)
+        assert out.tokens == alone(model, prompt, SamplingParams(max_new_tokens=12))  # the contiguous cache
+
+
+def test_greedy_and_seeded_requests_equal_generate_alone_whatever_shares_the_batch(model):
+    prompts = random_prompts(10, seed=2)
+    params = [
+        SamplingParams(max_new_tokens=5 + i, temperature=[0.0, 0.8, 1.3][i % 3], top_k=[None, 40][i % 2], seed=i)
+        for i in range(10)
+    ]
+    for max_batch_tokens in (8, 64):
+        engine = Engine(model, block_size=4, max_batch_tokens=max_batch_tokens, max_kv_tokens=600)
+        outs = engine.generate(prompts, params)
+        assert [o.tokens for o in outs] == [alone(model, pr, p) for pr, p in zip(prompts, params, strict=True)]
+        assert all(o.finish_reason == "length" for o in outs)
+
+
+def test_a_tiny_pool_preempts_and_loses_nothing(model):
+    prompts = random_prompts(12, seed=3, longest=30)
+    params = [SamplingParams(max_new_tokens=20, temperature=0.9, seed=i) for i in range(12)]
+    engine = Engine(model, block_size=4, max_batch_tokens=32, max_kv_tokens=64)
+    outs = engine.generate(prompts, params)
+    assert engine.stats().preemptions > 0
+    assert [o.tokens for o in outs] == [alone(model, pr, p) for pr, p in zip(prompts, params, strict=True)]
+    stats = engine.stats()
+    assert stats.blocks_used == 0 and stats.blocks_free == engine.blocks.capacity
+
+
+def test_samples_of_one_prompt_share_its_blocks(model):
+    prompt = list(range(30))  # 30 tokens: 7 full blocks of 4
+    engine = Engine(model, block_size=4, max_batch_tokens=64, max_kv_tokens=400)
+    ids = [engine.add_request(prompt, SamplingParams(max_new_tokens=6, temperature=1.0, seed=s)) for s in range(4)]
+    used = []
+    while engine.has_unfinished:
+        engine.step()
+        used.append(engine.stats().blocks_used)
+    # alone, 4 samples hold 4 x 9 blocks at the end; sharing the 7 full prompt blocks leaves 7 + 4 x 2
+    assert max(used) == 7 + 4 * 2
+    assert ids == [0, 1, 2, 3]
+
+
+def test_a_common_prefix_is_computed_once(model, monkeypatch):
+    prefix = list(range(100, 124))  # 6 full blocks of 4
+    engine = Engine(model, block_size=4, max_batch_tokens=64, max_kv_tokens=400)
+    engine.generate([[*prefix, 1, 2, 3]], SamplingParams(max_new_tokens=3))
+    planned = []
+    schedule = engine.scheduler.schedule
+    monkeypatch.setattr(engine.scheduler, "schedule", lambda: planned.append(schedule()) or planned[-1])
+    second = engine.generate([[*prefix, 9, 8]], SamplingParams(max_new_tokens=3))[0]
+    assert (planned[0][0].start, planned[0][0].count) == (24, 2)  # only the two new tokens are computed
+    assert second.tokens == alone(model, [*prefix, 9, 8], SamplingParams(max_new_tokens=3))
+
+
+def test_abort_frees_blocks_at_once_and_reports_it(model):
+    engine = Engine(model, block_size=4, max_batch_tokens=64, max_kv_tokens=200)
+    keep = engine.add_request(list(range(20)), SamplingParams(max_new_tokens=30))
+    gone = engine.add_request(list(range(50, 70)), SamplingParams(max_new_tokens=30))
+    engine.step()
+    held = engine.stats().blocks_used
+    engine.abort(gone)
+    assert engine.stats().blocks_used < held and engine.stats().running == 1
+    events = engine.step()
+    assert (gone, None, "abort") in [tuple(e) for e in events]
+    assert any(e.request_id == keep and e.token is not None for e in events)
+    engine.abort(gone)  # twice, or an unknown id: nothing happens
+    engine.abort(12345)
+
+
+def test_stop_ids_end_without_output_and_context_ends_long_requests(model):
+    prompt = list(range(10))
+    free = alone(model, prompt, SamplingParams(max_new_tokens=8))
+    engine = Engine(model, block_size=4)
+    stopped = engine.generate([prompt], SamplingParams(max_new_tokens=8, stop_ids=(free[3],)))[0]
+    assert stopped.tokens == free[: free.index(free[3])] and stopped.finish_reason == "stop"
+    long = engine.generate([list(range(60))], SamplingParams(max_new_tokens=50))[0]  # context 64
+    assert len(long.tokens) == 4 and long.finish_reason == "context"
+
+
+def test_stop_strings_spanning_tokens_cut_the_text(model):
+    tok = Tokenizer({i: bytes([i]) for i in range(256)} | {i: b"ab" for i in range(256, 512)}, [])
+    engine = Engine(model, block_size=4, tokenizer=tok)
+    prompt = list(range(300, 310))
+    free = engine.generate([prompt], SamplingParams(max_new_tokens=20))[0]
+    text = tok.decode(free.tokens)
+    stop = text[5:8]  # three characters from the middle: spans tokens whenever one is a single byte
+    out = engine.generate([prompt], SamplingParams(max_new_tokens=20, stop=(stop,)))[0]
+    assert out.finish_reason == "stop" and out.text == text[: text.index(stop)]
+    streamed = []
+    rid = engine.add_request(prompt, SamplingParams(max_new_tokens=20, stop=(stop,)))
+    while engine.has_unfinished:
+        streamed += [e.text for e in engine.step() if e.request_id == rid]
+    assert "".join(streamed) == out.text
+
+
+def test_text_prompts_and_repetition_penalty(model):
+    tok = Tokenizer({i: bytes([i]) for i in range(256)} | {i: b"ab" for i in range(256, 512)}, [])
+    engine = Engine(model, tokenizer=tok)
+    by_text = engine.generate(["Once upon"], SamplingParams(max_new_tokens=6))[0]
+    by_ids = engine.generate([tok.encode("Once upon")], SamplingParams(max_new_tokens=6))[0]
+    assert by_text.tokens == by_ids.tokens and by_text.text == tok.decode(by_ids.tokens)
+    plain = engine.generate([[5] * 20], SamplingParams(max_new_tokens=30))[0].tokens
+    penalised = engine.generate([[5] * 20], SamplingParams(max_new_tokens=30, repetition_penalty=5.0))[0].tokens
+    assert len(set(penalised)) > len(set(plain)) or penalised != plain
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"top_k": 0}, "top_k"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"repetition_penalty": 0}, "repetition_penalty"),
+        ({"stop": ("",)}, "stop"),
+        ({"stop_ids": (-1,)}, "stop_ids"),
+        ({"seed": 1.5}, "seed"),
+    ],
+)
+def test_bad_sampling_params_are_refused(kwargs, message):
+    with pytest.raises(GenerationError, match=message):
+        SamplingParams(**kwargs)
+
+
+def test_bad_requests_are_refused(model):
+    engine = Engine(model, block_size=4, max_kv_tokens=32)
+    with pytest.raises(GenerationError, match="empty"):
+        engine.add_request([])
+    with pytest.raises(GenerationError, match="outside the vocabulary"):
+        engine.add_request([512])
+    with pytest.raises(GenerationError, match="no room to generate"):
+        engine.add_request(list(range(64)))
+    with pytest.raises(GenerationError, match="pool holds 32"):
+        engine.add_request([1, 2], SamplingParams(max_new_tokens=60))
+    with pytest.raises(GenerationError, match="tokenizer"):
+        engine.add_request("text")
+    with pytest.raises(GenerationError, match="stop strings need"):
+        engine.add_request([1], SamplingParams(max_new_tokens=5, stop=("x",)))
+    with pytest.raises(GenerationError, match="max_batch_tokens"):
+        Engine(model, max_batch_tokens=0)
+    assert engine.stats().waiting == 0
