@@ -31,9 +31,10 @@ class PagedKVCache:
         self.num_blocks, self.block_size = num_blocks, block_size
         self.num_kv_heads, self.d_head = model.num_kv_heads, model.d_head
         shape = (num_blocks * block_size, model.num_kv_heads, model.d_head)
-        # zeros, not empty: padding rows read the sink block, whose values must stay finite
-        self.keys = [torch.zeros(shape, device=weight.device, dtype=weight.dtype) for _ in model.layers]
-        self.values = [torch.zeros(shape, device=weight.device, dtype=weight.dtype) for _ in model.layers]
+        self.keys = [torch.empty(shape, device=weight.device, dtype=weight.dtype) for _ in model.layers]
+        self.values = [torch.empty(shape, device=weight.device, dtype=weight.dtype) for _ in model.layers]
+        for pool in self.keys + self.values:  # only the sink block is read before it is written: padding reads it
+            pool[:block_size].zero_()
         self.device = weight.device
 
     @property

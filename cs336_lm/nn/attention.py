@@ -88,30 +88,40 @@ class MultiHeadSelfAttention(nn.Module):
         With ``kv_cache`` the new keys and values go into the cache and each query attends to its own sequence's
         cached keys up to its position (the cache decides which sequence a row or token belongs to).
         """
-        q, k, v = self.project(x)  # (batch, heads, seq, d_head); k, v with num_kv_heads heads
-        if self.rope is not None:
-            positions = head_positions(token_positions, x.shape[-2], x.device)
-            q, k = self.rope.rotate_both(q, k, positions)  # RoPE(q), RoPE(k) at the tokens' positions
+        q, k, v = self.project(x, token_positions)  # (batch, heads, seq, d_head); k, v with num_kv_heads heads
         out = self.attend(q, k, v) if kv_cache is None else kv_cache.attend(q, k, v, self)
         return self.output_proj(self.merge_heads(out))
 
-    def project(self, x: Float[Tensor, "batch seq d_model"]) -> tuple[Tensor, Tensor, Tensor]:
-        """Queries, keys and values split into heads: (batch, num_heads | num_kv_heads, seq, d_head) each.
+    def project(
+        self, x: Float[Tensor, "batch seq d_model"], token_positions: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``RoPE(x W_Qᵀ)``, ``RoPE(x W_Kᵀ)`` and ``x W_Vᵀ`` split into heads: (batch, heads, seq, d_head) each.
 
         Decoding on a CPU (inference mode) multiplies by one fused (d_model, (heads + 2·kv heads)·d_head) copy of
-        the three weights, laid out (in, out): one matmul instead of three, each faster in that layout.
+        the three weights, laid out (in, out), and rotates queries and keys in one pass: fewer, faster ops.
         """
         if x.device.type == "cpu" and torch.is_inference_mode_enabled():
-            weight = fused_inference_weight(self, (self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))
-            kv_width = self.num_kv_heads * self.d_head
-            q, k, v = (x @ weight).split((self.d_model, kv_width, kv_width), dim=-1)
-        else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        return self.split_heads(q), self.split_heads(k), self.split_heads(v)
+            return self._project_fused(x, token_positions)
+        q, k, v = self.split_heads(self.q_proj(x)), self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
+        if self.rope is not None:
+            positions = head_positions(token_positions, x.shape[-2], x.device)
+            q, k = self.rope.rotate_both(q, k, positions)  # RoPE(q), RoPE(k) at the tokens' positions
+        return q, k, v
+
+    def _project_fused(self, x: Tensor, token_positions: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        weight = fused_inference_weight(self, (self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))
+        fused = x @ weight  # (batch, seq, (heads + 2·kv_heads)·d_head)
+        heads = fused.view(*fused.shape[:-1], -1, self.d_head)  # (batch, seq, heads + 2·kv_heads, d_head)
+        qk, v = heads.split((self.num_heads + self.num_kv_heads, self.num_kv_heads), dim=-2)
+        if self.rope is not None:
+            positions = token_positions if token_positions is not None else torch.arange(x.shape[-2])
+            qk = self.rope(qk, positions.unsqueeze(-1))  # positions (..., seq, 1) broadcast over the heads
+        q, k = qk.split((self.num_heads, self.num_kv_heads), dim=-2)
+        return q.transpose(-3, -2), k.transpose(-3, -2), v.transpose(-3, -2)  # (batch, heads, seq, d_head)
 
     def split_heads(self, x: Float[Tensor, "batch seq width"]) -> Float[Tensor, "batch heads seq d_head"]:
         """(batch, seq, heads·d_head) → (batch, heads, seq, d_head), head h taking features h·d_head…"""
-        return x.unflatten(-1, (-1, self.d_head)).transpose(-3, -2)  # "... seq (h d) -> ... h seq d"
+        return x.view(*x.shape[:-1], -1, self.d_head).transpose(-3, -2)  # "... seq (h d) -> ... h seq d"
 
     def merge_heads(self, x: Float[Tensor, "batch num_heads seq d_head"]) -> Float[Tensor, "batch seq d_model"]:
         """Inverse of ``split_heads``: (batch, num_heads, seq, d_head) → (batch, seq, d_model)."""
@@ -181,7 +191,7 @@ def _rows_per_slice(q: Tensor, k: Tensor) -> int:
     """How many batch rows of the reference attention to run at once (all of them off the CPU)."""
     if q.device.type != "cpu" or q.dim() < 3:
         return q.shape[0]
-    score_bytes_per_row = q[0, ..., :1].numel() * k.shape[-2] * 4  # (num_heads, q_len, k_len) in fp32
+    score_bytes_per_row = math.prod(q.shape[1:-1]) * k.shape[-2] * 4  # (num_heads, q_len, k_len) in fp32
     return max(1, CPU_SCORES_BYTES_PER_SLICE // score_bytes_per_row)
 
 

@@ -249,7 +249,7 @@ def rope_rotate(
     x: Float[Tensor, "... seq d_head"], cos2: Float[Tensor, "... seq d_head"], sin2: Float[Tensor, "... seq d_head"]
 ) -> Float[Tensor, "... seq d_head"]:
     """``x · cos' + swap(x) · sin'`` with the tables of ``rope_tables``."""
-    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (..., seq, d_head): x1 x0 x3 x2 ...
+    swapped = x.reshape(*x.shape[:-1], -1, 2).flip(-1).flatten(-2)  # (..., seq, d_head): x1 x0 x3 x2 ...
     return torch.addcmul(x * cos2, swapped, sin2)
 
 

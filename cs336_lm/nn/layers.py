@@ -116,6 +116,11 @@ class AddRMSNorm(RMSNorm):
         return dispatch.add_rms_norm(x, residual, self.weight, self.eps, backend=self.kernels)
 
 
+def _interleaved(cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+    """(max_seq_len, d/2) tables → ``cos'`` = c0 c0 c1 c1 …, ``sin'`` = −s0 s0 −s1 s1 … (max_seq_len, d)."""
+    return torch.stack((cos, cos), dim=-1).flatten(-2), torch.stack((-sin, sin), dim=-1).flatten(-2)
+
+
 class SwiGLU(nn.Module):
     """Position-wise feed-forward ``FFN(x) = W2(SiLU(W1 x) ⊙ W3 x)`` (Shazeer 2020).
 
@@ -139,13 +144,17 @@ class RotaryPositionalEmbedding(nn.Module):
     """Rotary position embedding on adjacent pairs: pair k at position p turns by ``p · θ^(−2k/d_k)``.
 
     Holds ``cos`` and ``sin`` tables of shape (max_seq_len, d_k/2) as non-persistent float32 buffers
-    (not in the state_dict; rebuilt from θ). ``forward(x, token_positions)`` takes ``x`` of shape
-    (..., seq, d_k) — e.g. (batch, num_heads, seq, d_head) — and positions that broadcast against
-    ``x.shape[:-1]``: (seq,) or, with a head dim in x, (batch, 1, seq).
+    (not in the state_dict; rebuilt from θ), and the same tables laid out for ``F.rope_rotate`` —
+    ``cos2`` repeating each cosine twice, ``sin2`` interleaving ``(−sin, +sin)``, (max_seq_len, d_k) — so a
+    forward only looks rows up. ``forward(x, token_positions)`` takes ``x`` of shape (..., seq, d_k) — e.g.
+    (batch, num_heads, seq, d_head) — and positions that broadcast against ``x.shape[:-1]``: (seq,) or, with a
+    head dim in x, (batch, 1, seq). It equals ``F.rope(x, token_positions, cos, sin)`` bit for bit.
     """
 
     cos: Tensor
     sin: Tensor
+    cos2: Tensor
+    sin2: Tensor
 
     def __init__(self, theta: float, d_k: int, max_seq_len: int, device=None, dtype=None):
         super().__init__()
@@ -155,6 +164,9 @@ class RotaryPositionalEmbedding(nn.Module):
         cos, sin = self._tables(device)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
+        cos2, sin2 = _interleaved(cos, sin)
+        self.register_buffer("cos2", cos2, persistent=False)
+        self.register_buffer("sin2", sin2, persistent=False)
 
     def _tables(self, device=None) -> tuple[Tensor, Tensor]:
         inv_freq = self.theta ** (-torch.arange(0, self.d_k, 2, device=device, dtype=torch.float64) / self.d_k)
@@ -165,16 +177,22 @@ class RotaryPositionalEmbedding(nn.Module):
         cos, sin = self._tables(self.cos.device)
         self.cos.copy_(cos)
         self.sin.copy_(sin)
+        cos2, sin2 = _interleaved(cos, sin)
+        self.cos2.copy_(cos2)
+        self.sin2.copy_(sin2)
 
     def forward(
         self, x: Float[Tensor, "... seq d_k"], token_positions: Int[Tensor, "... seq"]
     ) -> Float[Tensor, "... seq d_k"]:
-        return F.rope(x, token_positions, self.cos, self.sin)
+        return F.rope_rotate(x, *self._rows(token_positions, x.dtype))
 
     def rotate_both(self, q: Tensor, k: Tensor, token_positions: Tensor) -> tuple[Tensor, Tensor]:
         """``(self(q, positions), self(k, positions))``, the position tables looked up once for both."""
-        cos2, sin2 = F.rope_tables(token_positions, self.cos, self.sin, q.dtype)
+        cos2, sin2 = self._rows(token_positions, q.dtype)
         return F.rope_rotate(q, cos2, sin2), F.rope_rotate(k, cos2, sin2)
+
+    def _rows(self, token_positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        return self.cos2[token_positions].to(dtype), self.sin2[token_positions].to(dtype)  # (..., seq, d_k) each
 
     def extra_repr(self) -> str:
         return f"theta={self.theta}, d_k={self.d_k}, max_seq_len={self.max_seq_len}"
