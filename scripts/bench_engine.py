@@ -252,8 +252,15 @@ def main(argv=None) -> int:
         res["gpu_decode"] = gpu_decode(model, args, device)
     print_report(res, args)
     if args.json:
-        meta = {"preset": args.preset, "model": cfg, "device": args.device, "threads": torch.get_num_threads(),
-                "torch": torch.__version__, "machine": platform.machine(), "args": vars(args) | {"json": str(args.json)}}  # fmt: skip
+        meta = {
+            "preset": args.preset,
+            "model": cfg,
+            "device": args.device,
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "machine": platform.machine(),
+            "args": vars(args) | {"json": str(args.json)},
+        }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"meta": meta, "results": res}, indent=2))
     return 0
