@@ -245,12 +245,33 @@ def rope_tables(
     return cos2, sin2
 
 
+def _swap_pairs(x: Tensor) -> Tensor:
+    """``x0 x1 x2 x3 … → x1 x0 x3 x2 …`` along the last dim (a copy)."""
+    return x.reshape(*x.shape[:-1], -1, 2).flip(-1).flatten(-2)
+
+
+class _RopeRotate(torch.autograd.Function):
+    """``y = x · cos' + swap(x) · sin'``. A rotation's gradient is the rotation back: ``g · cos' + swap(g · sin')``
+    (``swap`` is its own transpose), so only the small tables are saved, not a swapped copy of ``x``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, cos2: Tensor, sin2: Tensor) -> Tensor:
+        ctx.save_for_backward(cos2, sin2)
+        return torch.addcmul(x * cos2, _swap_pairs(x), sin2)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        cos2, sin2 = ctx.saved_tensors
+        return torch.addcmul(_swap_pairs(grad * sin2), grad, cos2), None, None
+
+
 def rope_rotate(
     x: Float[Tensor, "... seq d_head"], cos2: Float[Tensor, "... seq d_head"], sin2: Float[Tensor, "... seq d_head"]
 ) -> Float[Tensor, "... seq d_head"]:
-    """``x · cos' + swap(x) · sin'`` with the tables of ``rope_tables``."""
-    swapped = x.reshape(*x.shape[:-1], -1, 2).flip(-1).flatten(-2)  # (..., seq, d_head): x1 x0 x3 x2 ...
-    return torch.addcmul(x * cos2, swapped, sin2)
+    """``x · cos' + swap(x) · sin'`` with the tables of ``rope_tables`` (no gradient flows to the tables)."""
+    if not torch.is_grad_enabled():
+        return torch.addcmul(x * cos2, _swap_pairs(x), sin2)
+    return _RopeRotate.apply(x, cos2, sin2)
 
 
 def scaled_dot_product_attention(
@@ -278,28 +299,32 @@ class _CrossEntropy(torch.autograd.Function):
         t = targets.reshape(-1, 1)  # (N, 1)
         x32 = _float32(x)
         m = x32.amax(-1, keepdim=True)  # (N, 1)
-        lse = (x32 - m).exp_().sum(-1, keepdim=True).log_()  # (N, 1): log Σ exp(x − m)
+        target_logit = x32.gather(-1, t)  # (N, 1), read before a low-precision copy is overwritten below
+        e = torch.sub(x32, m, out=x32 if x32 is not x else None).exp_()  # (N, vocab_size): exp(x − m)
+        total = e.sum(-1, keepdim=True)  # (N, 1): Σ exp(x − m)
         # Both terms are shifted by m, so logits of 1e4 lose no digits to the shift.
-        loss = (lse - (x32.gather(-1, t) - m)).mean()
-        ctx.save_for_backward(x, t, m, lse)
+        loss = (total.log() - (target_logit - m)).mean()
+        # The backward needs softmax = e / Σ: keep e (in the logits' dtype, the size of the logits it replaces).
+        ctx.save_for_backward(e if e.dtype == x.dtype else e.to(x.dtype), t, total)
         ctx.shape = logits.shape
         return loss
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        x, t, m, lse = ctx.saved_tensors
-        # dL/dx = (softmax(x) − onehot(t)) / N
-        p = (_float32(x) - m).sub_(lse).exp_()  # (N, vocab_size)
-        p.scatter_add_(-1, t, torch.full_like(t, -1, dtype=p.dtype))
-        p.mul_(grad.float() / x.shape[0])
-        return p.to(x.dtype).view(ctx.shape), None
+        e, t, total = ctx.saved_tensors
+        n = e.shape[0]
+        # dL/dx = (softmax(x) − onehot(t)) · g / N, with softmax = e / Σ: one pass over the logits
+        g = grad.to(total.dtype)
+        p = torch.mul(_float32(e), g / n / total)  # (N, vocab_size)
+        p.scatter_add_(-1, t, (g / -n).expand(t.shape))  # − g / N at each target
+        return p.to(e.dtype).view(ctx.shape), None
 
 
 def cross_entropy(logits: Float[Tensor, "... vocab_size"], targets: Int[Tensor, "..."]) -> Float[Tensor, ""]:
     """Mean over all positions of ``−log softmax(logits)[target] = logsumexp(logits) − logits[target]``.
 
-    The logsumexp subtracts the row maximum first, so logits of 1e4 are exact; no softmax is kept for
-    the backward pass, which recomputes it from the saved logsumexp: ``(softmax − onehot) / N``. The
-    loss is float32 whatever the logits' dtype.
+    The logsumexp subtracts the row maximum first, so logits of 1e4 are exact. The forward keeps
+    ``exp(logits − max)`` in place of the logits (same size), so the backward ``(softmax − onehot) / N`` is one
+    pass over the logits. The loss is float32 whatever the logits' dtype.
     """
     return _CrossEntropy.apply(logits, targets)
