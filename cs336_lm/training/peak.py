@@ -126,19 +126,21 @@ def _seconds(device: torch.device, a: torch.Tensor, b: torch.Tensor, repeats: in
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype, budget_s: float = 0.2, max_n: int = 0) -> Peak:
     """The best rate ``2·n³ / t`` of square ``n × n`` matmuls in ``dtype`` on ``device``, within about ``budget_s``.
 
-    ``n`` doubles from 256 while one product takes under a twentieth of the budget (up to ``max_n``: 8192 on a
-    GPU, 2048 elsewhere), so a slow device is not kept long; then rounds of products are timed until the budget
-    is spent, and the fastest round counts (a round the scheduler interrupted is slow, not fast). The operands
-    come from a generator of their own: the run's random streams are left untouched.
+    ``n`` doubles from 256 while one product (after a warm-up product at that size) takes under a twentieth of the
+    budget, up to ``max_n`` (8192 on a GPU, 1024 elsewhere), so a slow device is not kept long; then rounds of
+    products are timed until the budget is spent, and the fastest round counts (a round the scheduler interrupted
+    is slow, not fast). The operands come from a generator of their own: the run's random streams are untouched.
     """
-    deadline = time.perf_counter() + budget_s
-    max_n = max_n or (8192 if device.type == "cuda" else 2048)
+    started = time.perf_counter()
+    deadline = started + budget_s
+    max_n = max_n or (8192 if device.type == "cuda" else 1024)
     generator = torch.Generator(device=device).manual_seed(0)
     n, single = 128, 0.0
-    while n < max_n and single < budget_s / 20:
+    while n < max_n and single < budget_s / 20 and time.perf_counter() < started + budget_s / 2:
         n *= 2
         a, b = (torch.randn(n, n, generator=generator, device=device).to(dtype) for _ in range(2))
-        single = _seconds(device, a, b, 1)  # also the warm-up at this size
+        _seconds(device, a, b, 1)  # warm-up: the first product at a size also builds its kernel (oneDNN, cuBLAS)
+        single = _seconds(device, a, b, 1)
     repeats = max(1, int(budget_s / 10 / max(single, 1e-6)))  # about ten rounds in the budget
     best = single
     while time.perf_counter() < deadline:
