@@ -134,11 +134,11 @@ def measure_matmul_peak(device: torch.device, dtype: torch.dtype, budget_s: floa
     started = time.perf_counter()
     deadline = started + budget_s
     max_n = max_n or (8192 if device.type == "cuda" else 1024)
-    generator = torch.Generator(device=device).manual_seed(0)
+    generator = torch.Generator().manual_seed(0)  # on the CPU: every device type can take its tensors
     n, single = 128, 0.0
     while n < max_n and single < budget_s / 20 and time.perf_counter() < started + budget_s / 2:
         n *= 2
-        a, b = (torch.randn(n, n, generator=generator, device=device).to(dtype) for _ in range(2))
+        a, b = (torch.randn(n, n, generator=generator).to(device, dtype) for _ in range(2))
         _seconds(device, a, b, 1)  # warm-up: the first product at a size also builds its kernel (oneDNN, cuBLAS)
         single = _seconds(device, a, b, 1)
     repeats = max(1, int(budget_s / 10 / max(single, 1e-6)))  # about ten rounds in the budget

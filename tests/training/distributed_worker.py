@@ -4,7 +4,7 @@
 [--overflow-rank R --overflow-step S] lm-train LM-TRAIN-ARGS…`` (a ``lm-train`` marker, as torchrun swallows
 ``--``). Every process trains on one thread. ``--fail-at setup`` gives rank R a missing training file (a path only
 it sees); ``--fail-at step`` makes rank R raise a ``DataError`` in its second step. ``--overflow-step S`` puts an
-inf into rank R's own (already all-reduced) gradient at step S, as if only its copy had overflowed, and every rank
+inf into rank R's own (already reduced) gradient at step S, as if only its copy had overflowed, and every DDP rank
 saves its final weights to ``OUT_DIR/params_rank{RANK}.pt``.
 """
 
@@ -37,7 +37,7 @@ def install_failure(rank: int, where: str, args: list[str]) -> list[str]:
 
 
 def install_overflow(rank: int, step: int) -> None:
-    """Rank ``rank``'s gradients hold an inf at step ``step`` (after DDP's all-reduce); every rank saves its weights."""
+    """Rank ``rank``'s gradients hold an inf at step ``step`` (after the gradient reduction); DDP ranks save weights."""
     import os
 
     from cs336_lm.training.scaler import LossScaler
@@ -54,7 +54,8 @@ def install_overflow(rank: int, step: int) -> None:
 
     def run(self):
         result = original_run(self)
-        torch.save(self.job.model.state_dict(), self.job.run_dir.root / f"params_rank{me}.pt")
+        if not self.job.sharded:  # FSDP's ranks hold different shards: nothing to compare
+            torch.save(self.job.model.state_dict(), self.job.run_dir.root / f"params_rank{me}.pt")
         return result
 
     LossScaler.unscale_ = unscale_
