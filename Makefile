@@ -7,13 +7,25 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install test test-fast lint typecheck check format bench clean
+.PHONY: install install-demo test test-fast lint typecheck check format bench clean
+
+# Two installs: `install` (for tests, lint and benchmarks) takes the dev extra: pytest, ruff, the HF and tiktoken
+# references, Triton, matplotlib, TensorBoard and wandb. `install-demo` (for `make demo`) takes only the package and
+# the plot extra: what the demo imports on a CPU (docs/bench/demo.md measures both).
+INSTALL_TORCH = $(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS)
 
 install: .install.stamp
 
+install-demo: .install-demo.stamp
+
 .install.stamp: pyproject.toml
-	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS)
+	@$(INSTALL_TORCH)
 	$(PYTHON) -m pip install -q -e ".[dev]"
+	@touch $@
+
+.install-demo.stamp: pyproject.toml
+	@$(INSTALL_TORCH)
+	$(PYTHON) -m pip install -q -e ".[plot]"
 	@touch $@
 
 # A run that collects no test exits 5 and fails like any other failure: a broken test path must not pass.
@@ -47,18 +59,18 @@ bench: install
 	done
 
 clean:
-	rm -rf .install.stamp .pytest_cache .ruff_cache .hypothesis bench-results
+	rm -rf .install.stamp .install-demo.stamp .pytest_cache .ruff_cache .hypothesis bench-results
 
 # The whole journey on the embedded story corpus (scripts/demo.py; docs/demo.md), and the real-dataset
 # recipes (scripts/datasets.py; docs/datasets.md). Extra lm-train overrides go in ARGS, e.g. ARGS="train.max_steps=100".
 ARGS ?=
 .PHONY: demo tinystories owt
 
-demo: install
+demo: install-demo
 	$(PYTHON) scripts/demo.py $(ARGS)
 
-tinystories: install
+tinystories: install-demo
 	$(PYTHON) scripts/datasets.py tinystories $(ARGS)
 
-owt: install
+owt: install-demo
 	$(PYTHON) scripts/datasets.py owt $(ARGS)

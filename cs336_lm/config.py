@@ -39,7 +39,7 @@ ARCH_FIELDS = (
     "rope_theta",
 )
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-DTYPE_CHOICES = ("auto", "fp32", "bf16")
+DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
 COMPILE_CHOICES = ("auto", "true", "false")
 PARALLEL_CHOICES = ("none", "ddp", "fsdp")
 
@@ -152,7 +152,14 @@ class TrainConfig:
     device: str = "auto"
     """``auto`` (cuda > mps > cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
     dtype: str = "auto"
-    """Compute dtype: ``auto`` (bf16 autocast where the hardware has native bf16, else fp32), ``fp32``, ``bf16``."""
+    """Compute dtype: ``auto`` (bf16 autocast where the hardware has native bf16, fp16 with loss scaling on CUDA GPUs
+    without it, else fp32), ``fp32``, ``bf16`` or ``fp16`` (autocast + dynamic loss scaling)."""
+    threads: str = "auto"
+    """torch's intra-op CPU threads: ``auto`` (``OMP_NUM_THREADS`` if set, else one per idle core: CPUs minus the
+    load average) or a positive integer."""
+    deterministic: bool = False
+    """Deterministic kernels only (``torch.use_deterministic_algorithms``): runs of one config are bitwise equal on
+    one machine; with ``threads: auto`` a CPU run takes 1 thread. docs/training.md, "What is bitwise"."""
     compile: str = "auto"
     """``torch.compile`` the model: ``auto`` (on CUDA only), ``true`` or ``false``; falls back to eager on failure."""
     resume: str = "auto"
@@ -160,6 +167,8 @@ class TrainConfig:
     parallel: str = "none"
     """Multi-process strategy under torchrun: ``none``, ``ddp`` (replicated model, all-reduced gradients) or ``fsdp``
     (FSDP2, sharded per block); without torchrun ``ddp``/``fsdp`` warn and train one process. docs/training.md."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files into ``out_dir/tensorboard/`` (needs ``pip install tensorboard``)."""
     wandb: WandbConfig = field(default_factory=WandbConfig)
     """Optional Weights & Biases logging."""
 
@@ -326,6 +335,9 @@ def _validate_choices(cfg: Config) -> None:
         if value not in allowed:
             hint = _did_you_mean(value, allowed)
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}{hint}")
+    t.threads = str(t.threads).strip().lower()
+    if t.threads != "auto" and not (t.threads.isdigit() and int(t.threads) > 0):
+        raise ConfigError(f"train.threads must be auto or a positive integer; got {t.threads!r}")
     if not DEVICE_RE.match(t.device):
         raise ConfigError(f"train.device must be auto, cpu, cuda, cuda:N or mps; got {t.device!r}")
     if not t.resume:

@@ -5,6 +5,8 @@ Layout (DESIGN.md)::
     RUN/config.yaml                      the resolved config of the run
     RUN/tokenizer/                       a copy of the tokenizer, so RUN alone is enough to generate
     RUN/metrics.jsonl                    one JSON record per log or evaluation step
+    RUN/tensorboard/                     TensorBoard event files (``train.tensorboard: true``)
+    RUN/wandb/                           wandb's local files (``train.wandb.enabled: true``, unless WANDB_DIR is set)
     RUN/checkpoints/step_XXXXXXXX.pt     checkpoints (``cs336_lm.run.checkpoint`` owns the file format)
     RUN/checkpoints/latest               the name of the newest complete checkpoint
 
@@ -30,6 +32,7 @@ from cs336_lm.tokenizer import Tokenizer
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
 TOKENIZER_DIR = "tokenizer"
 CHECKPOINTS_DIR = "checkpoints"
 LATEST_POINTER = "latest"
@@ -49,6 +52,7 @@ class RunDir:
         self.root = Path(root)
         self.config_file = self.root / CONFIG_FILE
         self.metrics_file = self.root / METRICS_FILE
+        self.tensorboard_dir = self.root / TENSORBOARD_DIR
         self.tokenizer_dir = self.root / TOKENIZER_DIR
         self.checkpoints_dir = self.root / CHECKPOINTS_DIR
 

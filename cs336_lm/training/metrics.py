@@ -1,16 +1,18 @@
-"""What a run reports: ``metrics.jsonl`` records, the readable stdout line, memory, MFU and optional wandb.
+"""What a run reports: ``metrics.jsonl`` records, the readable stdout line, memory, and optional wandb and TensorBoard.
 
 ``MetricsLog`` owns ``metrics.jsonl`` (one JSON object per log or eval step, appended and flushed as it goes;
 a resumed run first drops records past the step it resumes from, so the file reads as one uninterrupted run).
-``format_line`` renders a record for people. ``WandbLogger`` mirrors records to Weights & Biases when that
-package is installed and enabled. ``RunLog`` puts the three together for the main process of a run (and is
-silent on the others). Field names are listed in docs/training.md.
+``format_line`` renders a record for people. ``WandbLogger`` mirrors records to Weights & Biases and
+``TensorBoardLogger`` to TensorBoard event files, each when enabled and its package is installed (the ``wandb`` and
+``tensorboard`` extras). ``RunLog`` puts them together for the main process of a run (and is silent on the
+others). Field names are listed in docs/training.md; the MFU denominator lives in ``cs336_lm.training.peak``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import resource
 import sys
 import warnings
@@ -22,6 +24,7 @@ from tqdm import tqdm
 
 from cs336_lm.config import WandbConfig
 from cs336_lm.fileio import atomic_write
+from cs336_lm.run import RunDir
 
 
 class MetricsLog:
@@ -99,6 +102,10 @@ def format_line(record: dict[str, Any], max_steps: int) -> str:
         parts.append(f"{_si(record['tokens_per_s'])} tok/s")
     if record.get("mfu") is not None:
         parts.append(f"mfu {100 * record['mfu']:.1f}%")
+    if "loss_scale" in record:
+        parts.append(f"scale {record['loss_scale']:g}")
+    if record.get("skipped_steps"):
+        parts.append(f"skipped {record['skipped_steps']}")
     if "memory_gb" in record:
         parts.append(f"mem {record['memory_gb']:.2f} GB")
     if "wall_time_s" in record:
@@ -128,49 +135,25 @@ def memory_gb(device: torch.device) -> float:
     return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9
 
 
-# Dense (no sparsity) peak tensor-core FLOP/s by GPU name fragment: (bf16, fp32) from NVIDIA's datasheets.
-# More specific names come first ("H100 PCIe" before "H100"); an unlisted GPU gets no MFU.
-PEAK_FLOPS = (
-    ("H100 PCIe", (756e12, 51e12)),
-    ("H100", (989e12, 67e12)),
-    ("H200", (989e12, 67e12)),
-    ("A100", (312e12, 19.5e12)),
-)
-
-
-def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
-    """The GPU's dense peak FLOP/s for ``dtype`` matmuls (bf16 or fp32), or None when unknown / not CUDA."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    for fragment, (bf16, fp32) in PEAK_FLOPS:
-        if fragment in name:
-            return bf16 if dtype == torch.bfloat16 else fp32
-    return None
-
-
-def mfu(
-    flops_per_token: float | None, tokens_per_s: float | None, device: torch.device, dtype: torch.dtype
-) -> float | None:
-    """Model FLOPs utilisation: ``flops_per_token · tokens_per_s / peak`` (PaLM, Chowdhery et al. 2022, App. B).
-
-    ``flops_per_token`` is the training (forward + backward) matmul FLOPs per token from
-    ``cs336_lm.nn.accounting.training_flops_per_token``. None off CUDA or on a GPU without a known peak.
-    Example: 6.4e8 FLOP/token at 500k tokens/s on an H100 in bf16 → 3.2e14 / 9.89e14 ≈ 0.32.
-    """
-    peak = peak_flops(device, dtype)
-    if peak is None or not tokens_per_s or flops_per_token is None:
-        return None
-    return flops_per_token * tokens_per_s / peak
-
-
 class WandbLogger:
     """Mirror metric records to wandb when ``enabled`` and installed; otherwise do nothing.
 
-    ``run_id`` is kept in checkpoints so a resumed run continues the same wandb run.
+    ``run_id`` is kept in checkpoints so a resumed run continues the same wandb run. wandb's own files go under
+    ``directory`` (``RUN/wandb/``) unless ``WANDB_DIR`` says otherwise; ``WANDB_MODE=offline`` logs without a
+    network (``wandb sync`` uploads later).
     """
 
-    def __init__(self, enabled: bool, *, project: str, entity: str | None, name: str, config: dict, run_id=None):
+    def __init__(
+        self,
+        enabled: bool,
+        *,
+        project: str,
+        entity: str | None,
+        name: str,
+        config: dict,
+        run_id=None,
+        directory: Path | None = None,
+    ):
         self.run = None
         self.run_id = run_id
         if not enabled:
@@ -178,11 +161,20 @@ class WandbLogger:
         try:
             import wandb
         except ImportError:
-            message = "train.wandb.enabled=true but wandb is not installed; logging to metrics.jsonl only"
+            message = (
+                "train.wandb.enabled=true but wandb is not installed (pip install wandb); logging to metrics.jsonl only"
+            )
             warnings.warn(message, stacklevel=2)
             return
+        where = str(directory) if directory is not None and "WANDB_DIR" not in os.environ else None
         self.run = wandb.init(
-            project=project, entity=entity, name=name, config=config, id=run_id, resume="allow" if run_id else None
+            project=project,
+            entity=entity,
+            name=name,
+            config=config,
+            id=run_id,
+            resume="allow" if run_id else None,
+            dir=where,
         )
         self.run_id = self.run.id
 
@@ -195,31 +187,86 @@ class WandbLogger:
             self.run.finish()
 
 
-class RunLog:
-    """Where a run reports: ``metrics.jsonl``, wandb and stdout lines for people; every method is a no-op on the
-    processes that are not the main one (``RunLog.silent()``)."""
+class TensorBoardLogger:
+    """Mirror the numeric fields of metric records to TensorBoard event files in ``directory`` when ``enabled``.
 
-    def __init__(self, metrics: MetricsLog | None, wandb: WandbLogger | None, max_steps: int):
-        self.metrics, self.wandb, self.max_steps = metrics, wandb, max_steps
+    Tags are ``train/<field>`` for training records and ``eval/<field>`` for evaluation records, at
+    ``global_step = record["step"]``. A resumed run (``resume_step``) opens its writer with ``purge_step =
+    resume_step + 1``, so TensorBoard hides what a killed run had logged past its last checkpoint, as
+    ``MetricsLog`` drops those records. Without the ``tensorboard`` package: one warning, then nothing.
+    """
+
+    def __init__(self, enabled: bool, directory: Path, resume_step: int | None = None):
+        self.writer = None
+        if not enabled:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            message = (
+                "train.tensorboard=true but the tensorboard package is not installed (pip install tensorboard); "
+                "logging to metrics.jsonl only"
+            )
+            warnings.warn(message, stacklevel=2)
+            return
+        purge = None if resume_step is None else resume_step + 1
+        self.writer = SummaryWriter(log_dir=str(directory), purge_step=purge)
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Write every int/float field but ``step`` as a scalar, then flush (a crash loses nothing logged)."""
+        if self.writer is None:
+            return
+        group = "eval" if "val_loss" in record else "train"
+        for key, value in record.items():
+            if key != "step" and isinstance(value, int | float) and not isinstance(value, bool):
+                self.writer.add_scalar(f"{group}/{key}", value, global_step=record["step"])
+        self.writer.flush()
+
+    def finish(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class RunLog:
+    """Where a run reports: ``metrics.jsonl``, wandb, TensorBoard and stdout lines for people; every method is a
+    no-op on the processes that are not the main one (``RunLog.silent()``)."""
+
+    def __init__(
+        self,
+        metrics: MetricsLog | None,
+        wandb: WandbLogger | None,
+        max_steps: int,
+        tensorboard: TensorBoardLogger | None = None,
+    ):
+        self.metrics, self.wandb, self.tensorboard, self.max_steps = metrics, wandb, tensorboard, max_steps
 
     @classmethod
     def open(
         cls,
-        metrics_path: Path,
+        run_dir: RunDir,
         *,
         resume_step: int | None,
         wandb: WandbConfig,
+        tensorboard: bool,
         name: str,
         config: dict,
         run_id: str | None,
         max_steps: int,
     ) -> RunLog:
-        """Open ``metrics_path`` (keeping records up to ``resume_step``) and, when enabled, the wandb run."""
-        metrics = MetricsLog(metrics_path, resume_step=resume_step)
+        """Open ``run_dir``'s metrics.jsonl (keeping records up to ``resume_step``) and, when enabled, the wandb
+        run and the TensorBoard writer (``run_dir.tensorboard_dir``)."""
+        metrics = MetricsLog(run_dir.metrics_file, resume_step=resume_step)
         logger = WandbLogger(
-            wandb.enabled, project=wandb.project, entity=wandb.entity, name=name, config=config, run_id=run_id
+            wandb.enabled,
+            project=wandb.project,
+            entity=wandb.entity,
+            name=name,
+            config=config,
+            run_id=run_id,
+            directory=run_dir.root,
         )
-        return cls(metrics, logger, max_steps)
+        board = TensorBoardLogger(tensorboard, run_dir.tensorboard_dir, resume_step=resume_step)
+        return cls(metrics, logger, max_steps, board)
 
     @classmethod
     def silent(cls) -> RunLog:
@@ -231,12 +278,13 @@ class RunLog:
         return self.wandb.run_id if self.wandb is not None else None
 
     def record(self, record: dict[str, Any]) -> None:
-        """Append ``record`` to metrics.jsonl, send it to wandb and print its readable line."""
+        """Append ``record`` to metrics.jsonl, send it to wandb and TensorBoard and print its readable line."""
         if self.metrics is None:
             return
         self.metrics.write(record)
-        if self.wandb is not None:
-            self.wandb.log(record)
+        for sink in (self.wandb, self.tensorboard):
+            if sink is not None:
+                sink.log(record)
         self.say(format_line(record, self.max_steps))
 
     def say(self, message: str) -> None:
@@ -248,5 +296,6 @@ class RunLog:
     def close(self) -> None:
         if self.metrics is not None:
             self.metrics.close()
-        if self.wandb is not None:
-            self.wandb.finish()
+        for sink in (self.wandb, self.tensorboard):
+            if sink is not None:
+                sink.finish()

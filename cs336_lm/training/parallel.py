@@ -4,6 +4,7 @@ Everything here is a no-op or the plain single-process operation when no process
 trainer calls it unconditionally. ``init_process_group`` joins the group torchrun describes (NCCL on CUDA, Gloo
 on CPU); ``wrap`` applies ``DistributedDataParallel`` or FSDP2's ``fully_shard`` (each ``TransformerBlock``,
 then the root); ``gradient_sync`` skips the all-reduce / reduce-scatter on non-final accumulation micro-steps;
+``local_grads`` gives this rank's part of every gradient (for the loss scaler's unscale and overflow check);
 ``clip_grad_norm`` clips by the global norm also when FSDP's gradients are sharded ``DTensor``s;
 ``full_model_state`` / ``full_optimizer_state`` gather the unsharded state dicts a checkpoint stores (the same
 format a single process writes) and ``load_optimizer_state`` puts such a state back into a sharded optimizer.
@@ -172,6 +173,13 @@ def agree_on_setup(error: LMError | None, proc: ProcessInfo) -> None:
     raise PeerFailure(f"rank {rank} failed: {message}", quiet=not proc.is_main)
 
 
+def local_grads(params: list[nn.Parameter]) -> list[torch.Tensor]:
+    """This rank's part of every gradient as plain tensors aliasing it: the whole gradient for a plain or DDP model,
+    the local shard (``to_local()``) of FSDP2's ``DTensor`` gradients. In-place changes reach the gradients."""
+    grads: list[Any] = [p.grad for p in params if p.grad is not None]
+    return [g.to_local() if hasattr(g, "to_local") else g for g in grads]
+
+
 def clip_grad_norm(params: list[nn.Parameter], max_norm: float, eps: float = 1e-6) -> torch.Tensor:
     """Clip all gradients by their global L2 norm ``sqrt(Σ g²)`` (as ``cs336_lm.optim.clip_grad_norm_``).
 
@@ -183,7 +191,7 @@ def clip_grad_norm(params: list[nn.Parameter], max_norm: float, eps: float = 1e-
     if not grads or not hasattr(grads[0], "to_local"):
         return clip_grad_norm_(params, max_norm, eps)
     with torch.no_grad():
-        local = [g.to_local() for g in grads]  # this rank's shards, aliasing the gradients
+        local = local_grads(params)  # this rank's shards, aliasing the gradients
         squares = torch.stack([n.square() for n in torch._foreach_norm(local, 2.0)]).sum()
         total = all_reduce_sum(squares.to(torch.float32)).sqrt()
         torch._foreach_mul_(local, torch.clamp(max_norm / (total + eps), max=1.0))

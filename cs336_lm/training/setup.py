@@ -1,11 +1,12 @@
 """Setting a training run up: everything the loop needs, built once from the config and declared in one place.
 
-``setup(cfg)`` reads top to bottom: which process this is and on what device and dtype it computes; the
-inputs, the run directory, the model and the batch sampler (and, when resuming, the checkpoint's weights, RNG
-and sampler states), checked on every rank before anything is written; the DDP/FSDP wrapping and
-``torch.compile``; the optimizer (and its saved state); the run files. The result is a ``TrainingRun`` whose
-fields are the whole state the loop (``cs336_lm.training.trainer``) reads. ``Progress`` is the part that
-advances with every step and is saved with every checkpoint.
+``setup(cfg)`` reads top to bottom: which process this is and on what device and dtype it computes, with how many
+CPU threads and whether deterministically; the inputs, the run directory, the model and the batch sampler (and,
+when resuming, the checkpoint's weights, RNG and sampler states), checked on every rank before anything is
+written; the DDP/FSDP wrapping and ``torch.compile``; the optimizer (and its saved state) and the fp16 loss scaler
+(and its saved state); the peak FLOP/s behind MFU; the run files. The result is a ``TrainingRun`` whose fields are
+the whole state the loop (``cs336_lm.training.trainer``) reads. ``Progress`` is the part that advances with every
+step and is saved with every checkpoint.
 """
 
 from __future__ import annotations
@@ -28,7 +29,17 @@ from cs336_lm.run import RunDir, apply_checkpoint, build_model, read_checkpoint,
 from cs336_lm.training import parallel
 from cs336_lm.training.build import batch_generator, build_optimizer, seed_everything, training_flops_per_token
 from cs336_lm.training.inputs import Inputs, check_inputs
-from cs336_lm.training.runtime import ProcessInfo, process_info, select_dtype, should_compile, training_device
+from cs336_lm.training.peak import Peak, peak_for
+from cs336_lm.training.runtime import (
+    ProcessInfo,
+    make_deterministic,
+    process_info,
+    select_dtype,
+    should_compile,
+    training_device,
+)
+from cs336_lm.training.scaler import LossScaler
+from cs336_lm.training.threads import ThreadChoice, choose_threads
 
 
 @dataclass
@@ -64,6 +75,12 @@ class TrainingRun:
     sharded: bool
     """FSDP: parameters, gradients and optimizer state are sharded DTensors."""
     optimizer: AdamW
+    scaler: LossScaler
+    """Dynamic loss scaling, enabled for fp16 (a no-op otherwise); its state is saved with every checkpoint."""
+    threads: ThreadChoice
+    """torch's intra-op CPU threads for this run, and why."""
+    peak: Peak | None
+    """One device's peak FLOP/s for MFU (main process only; the others log nothing)."""
     sampler: np.random.Generator
     """This rank's batch sampler."""
     progress: Progress
@@ -101,14 +118,23 @@ def setup(cfg: Config) -> TrainingRun:
     device = training_device(cfg.train.device, proc)
     parallel.init_process_group(proc, device)
     dtype = select_dtype(cfg.train.dtype, device)
+    compiled = should_compile(cfg.train.compile, device)
+    deterministic_cpu = cfg.train.deterministic and device.type == "cpu"
+    # auto never exceeds torch's own count (its default: the physical cores, or OMP_NUM_THREADS)
+    threads = choose_threads(cfg.train.threads, deterministic_cpu=deterministic_cpu, ceiling=torch.get_num_threads())
+    torch.set_num_threads(threads.count)
+    if cfg.train.deterministic:
+        make_deterministic(device, compiled)
     # every rank checks its inputs and the checkpoint; all go on or all stop, before any file is written
     loaded = parallel.on_every_rank(partial(_load, cfg, proc, device), proc)
     wrapped = parallel.wrap(loaded.model, cfg.train.parallel, device)
-    compiled = should_compile(cfg.train.compile, device)
     optimizer = build_optimizer(loaded.model, cfg)  # after wrapping: FSDP replaces the parameters
+    scaler = LossScaler(enabled=dtype == torch.float16)
     if loaded.checkpoint is not None:
         saved, name = loaded.checkpoint.get("optimizer"), str(loaded.resumed_from)
         parallel.on_every_rank(partial(parallel.load_optimizer_state, optimizer, saved, name), proc)
+        if scaler.enabled and loaded.checkpoint.get("loss_scaler"):  # else (another dtype before) start afresh
+            scaler.load_state_dict(loaded.checkpoint["loss_scaler"])
     if proc.is_main:
         loaded.run_dir.write_run_files(cfg, loaded.inputs.tokenizer)
     return TrainingRun(
@@ -124,6 +150,9 @@ def setup(cfg: Config) -> TrainingRun:
         compiled=compiled,
         sharded=parallel.active() and cfg.train.parallel == "fsdp",
         optimizer=optimizer,
+        scaler=scaler,
+        threads=threads,
+        peak=peak_for(device, dtype) if proc.is_main else None,
         sampler=loaded.sampler,
         progress=loaded.progress,
         resumed_from=loaded.resumed_from,

@@ -1,15 +1,18 @@
 """The training loop: steps, evaluation, logging and checkpoints over a run that ``setup`` built.
 
 ``train(cfg)`` builds a ``Trainer`` and runs it. One optimizer step is ``grad_accum_steps`` micro-batches
-(forward under bf16 autocast where chosen, loss, backward), then clipping, the cosine learning rate and an
-AdamW update. Every ``log_every`` steps a metrics record goes to stdout and ``metrics.jsonl``; every
-``eval_every`` steps the validation loss is measured on fixed windows; every ``ckpt_every`` steps (and at the
-end, or on SIGINT/SIGTERM) a checkpoint is written. A checkpoint carries the model, optimizer, step, config,
-the Python/NumPy/torch RNG states and the batch sampler's state, so a resumed run continues bitwise as if it had
-never stopped (on CPU). Under torchrun (``train.parallel: ddp | fsdp``, ``cs336_lm.training.parallel``) every rank
-draws its own batches (``batch_generator(seed, rank)``), the loss and the stop request are all-reduced each step so
-all ranks log the same value and stop at the same step, evaluation is sharded over the ranks and reduced, and the
-main process alone prints and writes files; checkpoints hold the whole unwrapped state and every rank's sampler.
+(forward under bf16/fp16 autocast where chosen, loss, backward), then clipping, the cosine learning rate and an
+AdamW update. In fp16 the loss is multiplied by the loss scaler's scale before ``backward`` and the gradients are
+divided by it before clipping; a step whose gradients overflowed is skipped (``cs336_lm.training.scaler``). Every
+``log_every`` steps a metrics record goes to stdout and ``metrics.jsonl``; every ``eval_every`` steps the
+validation loss is measured on fixed windows; every ``ckpt_every`` steps (and at the end, or on SIGINT/SIGTERM) a
+checkpoint is written. A checkpoint carries the model, optimizer, loss scaler, step, config, the Python/NumPy/torch
+RNG states and the batch sampler's state, so a resumed run continues bitwise as if it had never stopped (on a CPU
+with one thread or ``train.deterministic``; docs/training.md says exactly when). Under torchrun (``train.parallel:
+ddp | fsdp``, ``cs336_lm.training.parallel``) every rank draws its own batches (``batch_generator(seed, rank)``),
+the loss, the stop request and the overflow flag are all-reduced each step so all ranks log the same value, skip
+the same steps and stop at the same step, evaluation is sharded over the ranks and reduced, and the main process
+alone prints and writes files; checkpoints hold the whole unwrapped state and every rank's sampler.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from cs336_lm.nn.functional import cross_entropy
 from cs336_lm.run import Snapshot, capture_rng_state
 from cs336_lm.training import parallel
 from cs336_lm.training.build import batch_generator, lr_at
-from cs336_lm.training.metrics import RunLog, StepWindow, memory_gb, mfu, perplexity
-from cs336_lm.training.runtime import GracefulStop, autocast
+from cs336_lm.training.metrics import RunLog, StepWindow, memory_gb, perplexity
+from cs336_lm.training.peak import mfu
+from cs336_lm.training.runtime import GracefulStop, autocast, preserved_torch_settings
 from cs336_lm.training.setup import TrainingRun, setup
 
 __all__ = ["TrainResult", "Trainer", "batch_generator", "lr_at", "train"]
@@ -49,8 +53,9 @@ class TrainResult:
 
 
 def train(cfg: Config) -> TrainResult:
-    """Train (or resume) the run described by ``cfg``; see the module docstring. Leaves the process group on exit."""
-    with parallel.process_group_session():
+    """Train (or resume) the run described by ``cfg``; see the module docstring. Leaves the process group on exit
+    and puts torch's thread count and deterministic mode back as they were."""
+    with parallel.process_group_session(), preserved_torch_settings():
         return Trainer(cfg).run()
 
 
@@ -85,7 +90,9 @@ class Trainer:
     # ---- one step ----------------------------------------------------------------------------------------
 
     def train_step(self) -> tuple[float, torch.Tensor]:
-        """One optimizer step over ``grad_accum_steps`` micro-batches; returns (mean loss, pre-clip grad norm)."""
+        """One optimizer step over ``grad_accum_steps`` micro-batches; returns (mean loss, unscaled pre-clip grad
+        norm). A step whose fp16 gradients overflowed on any rank is skipped everywhere: weights and optimizer state
+        stay as they were, but the step still counts (its batches are consumed and ``step`` advances)."""
         job, t = self.job, self.cfg.train
         lr = lr_at(self.step, self.cfg)
         for group in job.optimizer.param_groups:
@@ -96,22 +103,28 @@ class Trainer:
             with parallel.gradient_sync(job.wrapped, enabled=micro == t.grad_accum_steps - 1):
                 with autocast(job.device, job.dtype):
                     loss = cross_entropy(job.forward(x), y)
-                (loss / t.grad_accum_steps).backward()
+                job.scaler.scale(loss / t.grad_accum_steps).backward()
             loss_sum += loss.detach()
-        # one all-reduce: the loss summed over ranks and the number of ranks asked to stop (SIGINT/SIGTERM)
-        asked = float(self.stop is not None and self.stop.requested is not None)
-        totals = parallel.all_reduce_sum(torch.stack([loss_sum, torch.tensor(asked, device=job.device)]))
-        loss_value = totals[0].item() / (t.grad_accum_steps * job.proc.world_size)
-        self.stop_votes = totals[1].item()
+        params = list(job.model.parameters())
+        overflow = job.scaler.unscale_(parallel.local_grads(params)).to(job.device)  # 1.0: inf/nan on this rank
+        # one all-reduce: the loss summed over ranks, ranks asked to stop (SIGINT/SIGTERM), ranks that overflowed
+        asked = torch.tensor(float(self.stop is not None and self.stop.requested is not None), device=job.device)
+        totals = parallel.all_reduce_sum(torch.stack([loss_sum, asked, overflow]))
+        loss_total, self.stop_votes, overflows = totals.tolist()
+        loss_value = loss_total / (t.grad_accum_steps * job.proc.world_size)
         if not math.isfinite(loss_value):
             job.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(
                 f"the training loss became {loss_value} at step {self.step + 1}; stopped without saving that state "
                 f"(last good checkpoint: {job.run_dir.latest() or 'none'}). Lower optim.lr or raise "
                 "optim.warmup_iters, then resume with train.resume=auto"
+                + (" (in fp16 an activation may have passed 65504: try train.dtype=fp32)" if job.scaler.enabled else "")
             )
-        grad_norm = parallel.clip_grad_norm(list(job.model.parameters()), self.cfg.optim.grad_clip or math.inf)
-        job.optimizer.step()
+        if job.scaler.update(found_inf=overflows > 0):
+            grad_norm = parallel.clip_grad_norm(params, self.cfg.optim.grad_clip or math.inf)
+            job.optimizer.step()
+        else:
+            grad_norm = torch.tensor(math.inf)  # skipped: no norm to clip by, nothing logged for it
         job.optimizer.zero_grad(set_to_none=True)
         job.progress.step += 1
         return loss_value, grad_norm
@@ -233,17 +246,21 @@ class Trainer:
         job = self.job
         steps, loss_sum, timed_steps, seconds = self.window.take()
         tokens_per_s = timed_steps * job.tokens_per_step / seconds if seconds > 0 else None
+        norm = float(grad_norm)
+        scaler = job.scaler.state_dict() if job.scaler.enabled else {}
         record = {
             "step": self.step,
             "tokens": self.step * job.tokens_per_step,
             "lr": lr_at(self.step - 1, self.cfg),
             "loss": loss_sum / max(steps, 1),
-            "grad_norm": float(grad_norm),
+            "grad_norm": norm if math.isfinite(norm) else None,  # None: the last step was skipped (fp16 overflow)
             "tokens_per_s": tokens_per_s,
-            "mfu": mfu(job.flops_per_token, tokens_per_s, job.device, job.dtype),
+            "mfu": mfu(job.flops_per_token, tokens_per_s, job.peak, job.proc.world_size),
             "memory_gb": memory_gb(job.device),
             "wall_time_s": self.wall_time(),
             "compile_s": self.compile_s,
+            "loss_scale": scaler.get("scale"),
+            "skipped_steps": scaler.get("skipped_steps"),
         }
         self.compile_s = None
         self.log.record({k: v for k, v in record.items() if v is not None})
@@ -278,6 +295,7 @@ class Trainer:
             rng=rng,
             wall_time_s=self.wall_time(),
             wandb_run_id=self.log.run_id,
+            loss_scaler=job.scaler.state_dict() if job.scaler.enabled else None,
         )
 
     # ---- start and end -----------------------------------------------------------------------------------
@@ -289,9 +307,10 @@ class Trainer:
         if not job.proc.is_main:
             return
         self.log = RunLog.open(
-            job.run_dir.metrics_file,
+            job.run_dir,
             resume_step=self.step if job.resumed_from is not None else None,
             wandb=self.cfg.train.wandb,
+            tensorboard=self.cfg.train.tensorboard,
             name=self.cfg.train.wandb.name or job.run_dir.root.name,
             config=to_dict(self.cfg),
             run_id=job.progress.wandb_run_id,
@@ -300,16 +319,19 @@ class Trainer:
         self.log.say(self._describe())
 
     def _describe(self) -> str:
-        """The opening message: config, run directory, model size, device and token budget."""
+        """The opening message: config, run directory, model size, device, precision, threads, the MFU peak and the
+        token budget."""
         job, t, m = self.job, self.cfg.train, self.cfg.model
         params = sum(p.numel() for p in job.model.parameters())
         start = f"resuming from {job.resumed_from} at step {self.step}" if job.resumed_from else "starting fresh"
-        precision = "bf16 autocast" if job.dtype == torch.bfloat16 else "fp32"
         lines = [
             summary(self.cfg),
             f"run directory {job.run_dir.root} ({start})",
-            f"model {params / 1e6:.2f}M parameters on {job.device}, {precision}, "
+            f"model {params / 1e6:.2f}M parameters on {job.device}, {self._precision()}, "
             f"compile {'on' if job.compiled else 'off'}",
+            f"torch CPU threads: {job.threads.describe()}"
+            + ("; deterministic algorithms on" if t.deterministic else ""),
+            f"MFU peak per device: {job.peak.describe() if job.peak else 'unknown'}",
             f"{job.tokens_per_step:,} tokens per step = {t.batch_size} sequences x {t.grad_accum_steps} "
             f"accumulation x {m.context_length} tokens x {job.proc.world_size} process(es); "
             f"{t.max_steps} steps = {t.max_steps * job.tokens_per_step:,} tokens",
@@ -319,6 +341,21 @@ class Trainer:
             backend = torch.distributed.get_backend()
             lines.append(f"{job.proc.world_size} processes ({backend}): {how[t.parallel]}")
         return "\n".join(lines + job.notes)
+
+    def _precision(self) -> str:
+        """E.g. ``bf16 autocast``, ``fp32``, ``fp16 autocast + dynamic loss scaling (scale 65536, ×2 every 2000 good
+        steps, ×0.5 on overflow)``."""
+        job = self.job
+        if job.dtype == torch.float32:
+            return "fp32"
+        name = {torch.bfloat16: "bf16", torch.float16: "fp16"}[job.dtype]
+        if not job.scaler.enabled:
+            return f"{name} autocast"
+        sc = job.scaler
+        return (
+            f"{name} autocast + dynamic loss scaling (scale {sc.scale_value:g}, x{sc.growth_factor:g} every "
+            f"{sc.growth_interval} good steps, x{sc.backoff_factor:g} on overflow; {sc.skipped_steps} skipped so far)"
+        )
 
     def _farewell(self, stopped_by: str | None) -> None:
         """The closing message: where things are and how to go on."""

@@ -1,12 +1,15 @@
-"""Tiny training inputs for the trainer tests: a byte-level tokenizer and token files of real English text.
+"""Tiny training inputs for the trainer tests: a byte-level tokenizer and token files of real English text; and a
+forced fp16 overflow.
 
 Byte-level (256 ids + ``<|endoftext|>``) keeps the setup instant and independent of BPE training; the text is
 varied enough that a few steps visibly lower the loss.
 """
 
+import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from cs336_lm.config import load_config
 from cs336_lm.data import write_tokens
@@ -59,6 +62,7 @@ def tiny_overrides(inputs: dict[str, Path], out_dir: Path, extra: dict | None = 
         "train.log_every": 1,
         "train.ckpt_every": 3,
         "train.device": "cpu",
+        "train.threads": 1,
         "optim.warmup_iters": 2,
         **(extra or {}),
     }
@@ -78,3 +82,42 @@ def tiny_config(run_inputs):
 @pytest.fixture(autouse=True)
 def _one_thread(one_torch_thread):
     """Every trainer test trains a tiny model: one intra-op thread (see tests/conftest.py)."""
+
+
+class InfGradient(torch.autograd.Function):
+    """The identity forward; its backward turns the incoming gradient into inf, as a float16 overflow does."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * math.inf
+
+
+@pytest.fixture
+def force_overflow(monkeypatch):
+    """``force_overflow({2, 5})``: the backward of optimizer steps 2 and 5 (1-based) yields inf/nan gradients in every
+    micro-batch, while the forward and the loss stay finite (what an fp16 overflow in the backward pass looks like)."""
+    from cs336_lm.training import Trainer, trainer
+
+    def install(steps: set[int]) -> None:
+        state = {"on": False}
+        real_cross_entropy, real_train_step = trainer.cross_entropy, Trainer.train_step
+
+        def cross_entropy(logits, targets):
+            loss = real_cross_entropy(logits, targets)
+            return InfGradient.apply(loss) if state["on"] and torch.is_grad_enabled() else loss
+
+        def train_step(self):
+            state["on"] = self.step + 1 in steps
+            try:
+                return real_train_step(self)
+            finally:
+                state["on"] = False
+
+        monkeypatch.setattr(trainer, "cross_entropy", cross_entropy)
+        monkeypatch.setattr(Trainer, "train_step", train_step)
+
+    return install

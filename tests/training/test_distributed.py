@@ -60,6 +60,7 @@ def overrides(inputs: dict, out_dir: Path, extra: dict | None = None) -> list[st
         "train.ckpt_every": 2,
         "train.keep_last": 5,
         "train.device": "cpu",
+        "train.threads": 1,
         "train.dtype": "fp32",
         "train.compile": "false",
         "optim.lr": 3e-3,
@@ -126,6 +127,8 @@ def runs(inputs, tmp_path_factory, request) -> dict[str, tuple[Path, int, str, s
         "setup_failure": (ddp, ("--fail-rank", "1", "--fail-at", "setup")),
         "step_failure": (ddp, ("--fail-rank", "1", "--fail-at", "step")),
         "sigterm": (endless, ()),
+        "fp16_overflow": ({**ddp, "train.dtype": "fp16"}, ("--overflow-rank", "1", "--overflow-step", "2")),
+        "fsdp_fp16_overflow": ({**fsdp, "train.dtype": "fp16"}, ("--overflow-rank", "1", "--overflow-step", "2")),
     }
     started = {name: (root / name, launch(inputs, root / name, extra, args)) for name, (extra, args) in plans.items()}
     reference = request.getfixturevalue("reference")  # trains in this process while the others start
@@ -218,6 +221,33 @@ def val_loss(state: dict, inputs: dict) -> float:
     with torch.no_grad():
         losses = [cross_entropy(model(x), y).item() for x, y in batches]
     return sum(losses) / len(losses)
+
+
+def test_an_fp16_overflow_on_one_rank_is_skipped_on_every_rank(runs):
+    """Only rank 1's (already reduced) gradients overflow at step 2: the all-reduced flag makes both skip it, so the
+    replicas stay identical, and rank 0 logs and checkpoints the skip."""
+    out_dir, status, out, err = runs["fp16_overflow"]
+    assert status == 0, err
+    weights = [torch.load(out_dir / f"params_rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    checkpoint = read_checkpoint(RunDir(out_dir).latest())
+    for name, tensor in checkpoint["model"].items():
+        assert torch.equal(weights[0][name], weights[1][name]) and torch.equal(weights[0][name], tensor), name
+    assert checkpoint["loss_scaler"]["skipped_steps"] == 1 and checkpoint["loss_scaler"]["scale"] == 2.0**15
+    records = [r for r in read_metrics(out_dir / "metrics.jsonl") if "loss" in r]
+    assert [r["skipped_steps"] for r in records] == [0, 1, 1, 1]
+    assert "fp16 autocast + dynamic loss scaling" in out
+
+
+def test_an_fp16_overflow_in_one_fsdp_shard_is_skipped_on_every_rank(runs):
+    """The same with FSDP2: rank 1's own gradient shard overflows; rank 0 (which logs) skips that step too."""
+    out_dir, status, out, err = runs["fsdp_fp16_overflow"]
+    assert status == 0, err
+    assert "FSDP2" in out and "fp16 autocast + dynamic loss scaling" in out
+    checkpoint = read_checkpoint(RunDir(out_dir).latest())
+    assert checkpoint["loss_scaler"]["skipped_steps"] == 1 and checkpoint["loss_scaler"]["scale"] == 2.0**15
+    assert all(torch.isfinite(tensor).all() for tensor in checkpoint["model"].values())
+    records = [r for r in read_metrics(out_dir / "metrics.jsonl") if "loss" in r]
+    assert [r["skipped_steps"] for r in records] == [0, 1, 1, 1] and "grad_norm" not in records[1]
 
 
 def test_only_rank_0_writes_and_the_checkpoint_is_whole(runs):

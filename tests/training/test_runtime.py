@@ -31,14 +31,77 @@ def test_cpu_bf16_detection_without_cpuinfo(tmp_path):
     assert runtime.cpu_has_native_bf16(tmp_path / "absent") is False
 
 
-def test_dtype_auto_follows_the_cpu(monkeypatch):
-    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
-    assert select_dtype("auto", CPU) == torch.bfloat16
-    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
-    assert select_dtype("auto", CPU) == torch.float32
+# /proc/cpuinfo flag lines of real CPUs (shortened to the SIMD flags), and whether they multiply bf16 natively
+HASWELL = "fpu sse4_2 avx f16c fma avx2 bmi2"
+SKYLAKE_SP = f"{HASWELL} avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni"
+ZEN4 = f"{SKYLAKE_SP} avx512_bf16 avx512_vbmi2"
+SAPPHIRE_RAPIDS = f"{ZEN4} avx512_fp16 amx_bf16 amx_tile amx_int8"
+ARM = "Features\t: fp asimd fphp asimdhp sve sve2 bf16 i8mm"  # no x86 flags line
+
+
+@pytest.mark.parametrize(
+    ("cpu", "expected"),
+    [(HASWELL, torch.float32), (SKYLAKE_SP, torch.float32), (ZEN4, torch.bfloat16), (SAPPHIRE_RAPIDS, torch.bfloat16)],
+    ids=["haswell", "skylake-sp", "zen4", "sapphire-rapids"],
+)
+def test_dtype_auto_follows_the_cpu_flags(tmp_path, monkeypatch, cpu, expected):
+    monkeypatch.setattr(runtime, "CPUINFO", cpuinfo(tmp_path, cpu))
+    assert select_dtype("auto", CPU) == expected
     assert select_dtype("fp32", CPU) == torch.float32
-    assert select_dtype("bf16", CPU) == torch.bfloat16
+    assert select_dtype("fp16", CPU) == torch.float16
     assert select_dtype("auto", torch.device("mps")) == torch.float32
+
+
+def test_auto_never_picks_bf16_without_x86_flags(tmp_path, monkeypatch):
+    arm = tmp_path / "cpuinfo"
+    arm.write_text(f"processor\t: 0\n{ARM}\n")
+    for path in (arm, tmp_path / "absent"):  # an ARM cpuinfo; macOS and Windows have none
+        monkeypatch.setattr(runtime, "CPUINFO", path)
+        assert select_dtype("auto", CPU) == torch.float32
+
+
+def test_a_run_on_a_cpu_without_native_bf16_trains_in_fp32(tmp_path, monkeypatch, tiny_config, capsys):
+    """Through the whole setup: ``dtype: auto`` on an AVX2-only CPU computes and logs fp32."""
+    from cs336_lm.training import Trainer
+
+    monkeypatch.setattr(runtime, "CPUINFO", cpuinfo(tmp_path, HASWELL))
+    runner = Trainer(tiny_config(tmp_path / "run", {"train.dtype": "auto"}))
+    assert runner.job.dtype == torch.float32 and not runner.job.scaler.enabled
+    assert "on cpu, fp32, compile off" in runner._describe()
+
+
+def test_explicit_bf16_on_a_cpu_without_it_warns(tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime, "CPUINFO", cpuinfo(tmp_path, HASWELL))
+    with pytest.warns(UserWarning, match="emulated and several times slower"):
+        assert select_dtype("bf16", CPU) == torch.bfloat16
+
+
+@pytest.mark.parametrize(("capability", "expected"), [((7, 5), torch.float16), ((7, 0), torch.float16),
+                                                      ((6, 0), torch.float16), ((8, 0), torch.bfloat16),
+                                                      ((9, 0), torch.bfloat16)])  # fmt: skip
+def test_dtype_auto_on_cuda_takes_fp16_below_ampere(monkeypatch, capability, expected):
+    """T4 (7.5), V100 (7.0) and P100 (6.0) get fp16 with loss scaling; A100 (8.0) and H100 (9.0) bf16, even though
+    ``torch.cuda.is_bf16_supported()`` says True on a T4 (emulation)."""
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    cuda = torch.device("cuda")
+    assert select_dtype("auto", cuda) == expected
+    if expected == torch.float16:
+        with pytest.warns(UserWarning, match="emulates bfloat16"):
+            assert select_dtype("bf16", cuda) == torch.bfloat16
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+        with pytest.raises(ConfigError, match=r"use train\.dtype=fp16"):
+            select_dtype("bf16", cuda)
+
+
+def test_deterministic_mode_is_switched_on_and_put_back():
+    before = torch.are_deterministic_algorithms_enabled()
+    with runtime.preserved_torch_settings():
+        torch.set_num_threads(1)
+        runtime.make_deterministic(CPU, compiled=False)
+        assert torch.are_deterministic_algorithms_enabled()
+    assert torch.are_deterministic_algorithms_enabled() == before
 
 
 def test_autocast_runs_matmuls_in_bf16_and_leaves_fp32_alone():

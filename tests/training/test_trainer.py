@@ -86,25 +86,37 @@ def test_loss_goes_down(tmp_path, tiny_config):
 
 
 @pytest.mark.parametrize(
-    "extra",
-    [{"train.dtype": "fp32"}, {"train.dtype": "bf16", "train.grad_accum_steps": 2}],
-    ids=["fp32", "bf16-accum2"],
+    ("extra", "overflows"),
+    [
+        ({"train.dtype": "fp32"}, set()),
+        ({"train.dtype": "bf16", "train.grad_accum_steps": 2}, set()),
+        ({"train.dtype": "fp16", "train.grad_accum_steps": 2}, {1, 4}),  # skipped steps before and after the stop
+    ],
+    ids=["fp32", "bf16-accum2", "fp16-accum2-overflows"],
 )
-def test_interrupted_and_resumed_run_is_bitwise_identical(tmp_path, tiny_config, monkeypatch, extra):
-    """N steps straight == N/2 steps, SIGTERM, resume, N/2 more: same parameters, optimizer state and logs."""
+def test_interrupted_and_resumed_run_is_bitwise_identical(
+    tmp_path, tiny_config, monkeypatch, force_overflow, extra, overflows
+):
+    """N steps straight == N/2 steps, SIGTERM, resume, N/2 more: same parameters, optimizer and loss-scaler state,
+    and logs (on one thread: tiny_config sets train.threads=1)."""
+    force_overflow(overflows)
     train(tiny_config(tmp_path / "straight", extra))
     interrupt_at(monkeypatch, 2)  # not a checkpoint step: the signal handler saves one itself
     first = train(tiny_config(tmp_path / "resumed", extra))
     assert first.stopped_by == "SIGTERM" and first.step == 2
     monkeypatch.undo()
+    force_overflow(overflows)
     second = train(tiny_config(tmp_path / "resumed", extra))
     assert second.step == 6 and second.stopped_by is None
     straight, resumed = final_state(tmp_path / "straight"), final_state(tmp_path / "resumed")
     assert_bitwise_equal(straight["model"], resumed["model"], "model")
     assert_bitwise_equal(straight["optimizer"], resumed["optimizer"], "optimizer")
     assert_bitwise_equal(straight["rng"], resumed["rng"], "rng")
+    assert straight["loss_scaler"] == resumed["loss_scaler"]
+    if overflows:
+        assert resumed["loss_scaler"]["skipped_steps"] == 2 and resumed["loss_scaler"]["scale"] == 2.0**14
     logs = [read_metrics(tmp_path / name / "metrics.jsonl") for name in ("straight", "resumed")]
-    keys = ("step", "tokens", "lr", "loss", "grad_norm", "val_loss")
+    keys = ("step", "tokens", "lr", "loss", "grad_norm", "val_loss", "loss_scale", "skipped_steps")
     assert [{k: r.get(k) for k in keys} for r in logs[0]] == [{k: r.get(k) for k in keys} for r in logs[1]]
 
 
