@@ -31,6 +31,9 @@ ATTENTION_BACKENDS = ("reference", "sdpa")
 # A fresh buffer above ~32 MiB comes from mmap on every call and pays a page fault per 4 KiB page (measured:
 # 40% of the attention core's time at batch 8 × 16 heads × 256²); slices this small reuse the allocator's memory.
 CPU_SCORES_BYTES_PER_SLICE = 8 * 2**20
+# ... and causal attention over more queries than this goes tile by tile (measured at 256 tokens, fwd + bwd of the
+# attention core: 1.9x faster than one block; tiles of 32 and 128 were slower than 64).
+CPU_CAUSAL_TILE = 64
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -144,6 +147,21 @@ class MultiHeadSelfAttention(nn.Module):
         scale = 1.0 / math.sqrt(q.shape[-1])
         if self.attention == "sdpa":
             return _torch_sdpa(q, k, v, scale, q_offset, mask)
+        q_len = q.shape[-2]
+        if q.device.type != "cpu" or mask is not None or q_len <= CPU_CAUSAL_TILE:
+            return self._sliced(q, k, v, scale, q_offset, mask)
+        # On a CPU, queries in tiles: tile t sees only keys up to its last query, so the scores above the causal
+        # diagonal are never computed (10 of 16 score blocks at 256 tokens) and each tile's scores stay in cache.
+        tiles = []
+        for start in range(0, q_len, CPU_CAUSAL_TILE):
+            stop = min(start + CPU_CAUSAL_TILE, q_len)
+            keys = q_offset + stop
+            tiles.append(self._sliced(q[..., start:stop, :], k[..., :keys, :], v[..., :keys, :], scale,
+                                      q_offset + start, None))  # fmt: skip
+        return torch.cat(tiles, dim=-2)
+
+    def _sliced(self, q: Tensor, k: Tensor, v: Tensor, scale: float, q_offset: int, mask: Tensor | None) -> Tensor:
+        """``_reference_attend`` over the batch in slices whose scores stay small on a CPU."""
         rows = _rows_per_slice(q, k)
         if rows >= q.shape[0]:
             return self._reference_attend(q, k, v, scale, q_offset, mask)

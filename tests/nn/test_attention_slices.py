@@ -35,3 +35,20 @@ def test_rows_per_slice_keeps_small_work_whole():
     assert attention._rows_per_slice(q, torch.zeros(8, 16, 256, 32)) >= 8
     big = torch.zeros(8, 16, 256, 32)  # 4 MiB of scores per row → 2 rows per 8 MiB slice
     assert attention._rows_per_slice(big, big) == 2
+
+
+def test_query_tiles_equal_one_block_forward_and_backward(monkeypatch):
+    # 150 queries in tiles of 64, 64 and 22, over keys that continue a 5-token cache, and grouped heads
+    torch.manual_seed(1)
+    mha = MultiHeadSelfAttention(d_model=32, num_heads=4, max_seq_len=160, theta=10000.0, num_kv_heads=2)
+    q = torch.randn(3, 4, 150, 8, requires_grad=True)
+    k, v = (torch.randn(3, 2, 155, 8, requires_grad=True) for _ in range(2))
+    results = []
+    for tile in (64, 10_000):  # tiled, then one block
+        monkeypatch.setattr(attention, "CPU_CAUSAL_TILE", tile)
+        out = mha.attend(q, k, v, q_offset=5)
+        grads = torch.autograd.grad(out, (q, k, v), torch.randn(out.shape, generator=torch.Generator().manual_seed(2)))
+        results.append((out.detach(), grads))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-6, atol=1e-6)
+    for got, want in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
