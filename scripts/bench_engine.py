@@ -55,6 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--no-hf", action="store_true", help="leave out HF generate")
+    p.add_argument("--parts", default="mixed,kv,batch1", help="which measurements: mixed, kv, batch1 (comma-separated)")
     p.add_argument("--quick", action="store_true", help="24 requests, 1 repeat, batch-1 with 64 tokens: a smoke run")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     args = p.parse_args(argv)
@@ -216,25 +217,35 @@ def gpu_decode(model, args, device) -> dict:
 
 
 def print_report(res: dict, args) -> None:
-    m = res["mixed"]
-    print(f"\n{args.preset}, {m['requests']} requests, {m['requested_tokens']} tokens, greedy, {args.device}")
-    print(f"{'way':<18} {'tokens/s':>10} {'engine is':>10}  same tokens")
-    engine = m["tokens_per_s"]["engine"]
-    for name, rate in m["tokens_per_s"].items():
-        ratio = "" if name == "engine" else f"{engine / rate:.2f}x"
-        print(f"{name:<18} {rate:>10.1f} {ratio:>10}  {'yes' if m['same_tokens_as_engine'][name] else 'NO'}")
-    kv = res["kv_memory"]
+    if "mixed" in res:
+        m = res["mixed"]
+        print(f"\n{args.preset}, {m['requests']} requests, {m['requested_tokens']} tokens, greedy, {args.device}")
+        print(f"{'way':<18} {'tokens/s':>10} {'engine is':>10}  same tokens")
+        engine = m["tokens_per_s"]["engine"]
+        for name, rate in m["tokens_per_s"].items():
+            ratio = "" if name == "engine" else f"{engine / rate:.2f}x"
+            print(f"{name:<18} {rate:>10.1f} {ratio:>10}  {'yes' if m['same_tokens_as_engine'][name] else 'NO'}")
+    if "kv_memory" in res:
+        print_kv(res["kv_memory"])
+    if "batch_one" in res:
+        print_batch_one(res["batch_one"])
+    for name, rate in res.get("gpu_decode", {}).items():
+        print(f"decode {name}: {rate:.0f} tok/s")
+
+
+def print_kv(kv: dict) -> None:
     print(f"KV slots held / tokens held: mean {kv['mean_slots_per_token_held']:.3f}, "
           f"max {kv['max_slots_per_token_held']:.3f}; a contiguous cache of the running batch at its longest "
           f"sequence would hold {kv['contiguous_at_longest_vs_held_mean']:.2f}x the tokens, at the context "
           f"{kv['contiguous_at_context_vs_held_mean']:.2f}x")  # fmt: skip
-    one = res["batch_one"]["tokens_per_s"]
+
+
+def print_batch_one(res: dict) -> None:
+    one = res["tokens_per_s"]
     line = ", ".join(f"{n} {r:.1f}" for n, r in one.items())
     hf = one.get("HF generate")
     tail = f"; engine / HF {one['engine'] / hf:.2f}x, generate / HF {one['generate'] / hf:.2f}x" if hf else ""
-    print(f"batch 1, {res['batch_one']['new_tokens']} new tokens (tok/s): {line}{tail}")
-    for name, rate in res.get("gpu_decode", {}).items():
-        print(f"decode {name}: {rate:.0f} tok/s")
+    print(f"batch 1, {res['new_tokens']} new tokens (tok/s): {line}{tail}")
 
 
 def main(argv=None) -> int:
@@ -246,8 +257,14 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     model = TransformerLM(**cfg, device=device).eval()
     hf = None if args.no_hf else to_llama(model, attn_implementation="sdpa")
-    res = {"mixed": mixed(model, hf, args, device), "kv_memory": kv_memory(model, args)}
-    res["batch_one"] = batch_one(model, hf, args, device)
+    parts = set(args.parts.split(","))
+    res: dict = {}
+    if "mixed" in parts:
+        res["mixed"] = mixed(model, hf, args, device)
+    if "kv" in parts:
+        res["kv_memory"] = kv_memory(model, args)
+    if "batch1" in parts:
+        res["batch_one"] = batch_one(model, hf, args, device)
     if device.type == "cuda":
         res["gpu_decode"] = gpu_decode(model, args, device)
     print_report(res, args)
