@@ -1,6 +1,6 @@
 """``train.init_from``: fine-tuning starts from another run's weights — step 0, a fresh optimizer and RNG.
 
-Sources: a run directory and a checkpoint file.
+Sources: a run directory, a checkpoint file, and a run written by ``lm-import`` (from ``lm-export``'s folder).
 A source of another shape or tokenizer is refused with one line naming the fields; a run that already has
 checkpoints of its own resumes from them instead.
 """
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cs336_lm.cli.train import main as train_main
+from cs336_lm.config import load_config
 from cs336_lm.errors import CheckpointError, ConfigError
 from cs336_lm.run import RunDir, read_checkpoint, save_checkpoint
 from cs336_lm.tokenizer import Tokenizer
@@ -61,6 +62,26 @@ def test_resuming_run_ignores_init_from(source_run, tmp_path, run_inputs, tiny_c
     assert train_main(cli_args(run_inputs, ft, {"train.max_steps": 3})) == 0
     job = setup(tiny_config(ft, {"train.init_from": source_run, "train.max_steps": 6}))
     assert job.progress.step == 3 and job.resumed_from == RunDir(ft).latest()
+
+
+def test_imported_run(source_run, tmp_path, tiny_config, run_inputs):
+    from cs336_lm.interop.export import export_run
+    from cs336_lm.interop.import_ import import_hf
+
+    export_run(source_run, tmp_path / "hf")
+    import_hf(tmp_path / "hf", tmp_path / "imported")
+    job = setup(tiny_config(tmp_path / "ft", {"train.init_from": tmp_path / "imported"}))
+    theirs = weights(source_run)
+    assert all(torch.equal(job.model.state_dict()[k], theirs[k]) for k in theirs)
+    # the imported run's config.yaml is a fine-tuning template: it names the run in train.init_from
+    overrides = [f"data.train_path={run_inputs['train']}", f"data.val_path={run_inputs['val']}"]
+    overrides += [f"train.out_dir={tmp_path / 'ft2'}", "train.device=cpu", "train.compile=false"]
+    cfg = load_config(tmp_path / "imported" / "config.yaml", overrides)
+    assert cfg.train.init_from == str((tmp_path / "imported").resolve())
+    assert cfg.data.tokenizer_dir == str((tmp_path / "imported" / "tokenizer").resolve())
+    assert setup(cfg).progress.step == 0
+    with pytest.raises(ConfigError, match=r"data\.train_path"):
+        load_config(tmp_path / "imported" / "config.yaml")
 
 
 def test_shape_mismatch_names_the_fields(source_run, tmp_path, run_inputs, tiny_config, capsys):
