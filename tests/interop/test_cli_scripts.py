@@ -1,4 +1,4 @@
-"""The interop commands are console scripts whose ``--help`` shows every default."""
+"""The interop and evaluation commands are console scripts whose ``--help`` shows every default."""
 
 import importlib
 import re
@@ -11,6 +11,7 @@ COMMANDS = {
     "lm-export": ("cs336_lm.cli.export", "(default: fp32)"),
     "lm-import": ("cs336_lm.cli.import_", "--force"),
     "lm-compare": ("cs336_lm.cli.compare", "(default: 0.0001)"),
+    "lm-eval": ("cs336_lm.cli.eval", "(default: auto)"),
 }
 
 
