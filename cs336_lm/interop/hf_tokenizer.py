@@ -124,6 +124,8 @@ def _parse_tokenizer_json(path: Path) -> tuple[dict[int, bytes], list[tuple[byte
     specials: dict[str, int] = {}
     for k, added in enumerate(data.get("added_tokens") or []):
         content, token_id = added.get("content"), added.get("id")
+        if not isinstance(content, str) or not content or not _is_id(token_id):
+            raise InteropError(f"{path}: added_tokens[{k}] needs a non-empty content and an id, got {added!r:.80}")
         if not added.get("special"):
             raise InteropError(f"{path}: added_tokens[{k}] {content!r} is not special; ours holds only special tokens")
         for flag in ("lstrip", "rstrip", "single_word"):
@@ -139,8 +141,8 @@ def _parse_tokenizer_json(path: Path) -> tuple[dict[int, bytes], list[tuple[byte
                 )
             continue
         token = text_to_token(text)
-        if token is None:
-            raise InteropError(f"{path}: model.vocab token {text!r} (id {token_id}) is not in byte-level form")
+        if token is None or not _is_id(token_id):
+            raise InteropError(f"{path}: model.vocab token {text!r} (id {token_id!r}) is not in byte-level form")
         if token_id in vocab:
             raise InteropError(f"{path}: model.vocab uses id {token_id} twice")
         vocab[token_id] = token
@@ -174,6 +176,10 @@ def _check_pipeline(data: dict, model: dict, path: Path) -> None:
     decoder = data.get("decoder")
     if decoder is not None and decoder.get("type") != "ByteLevel":
         raise InteropError(f"{path}: decoder {decoder.get('type')!r} is not the byte-level decoder")
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _merge_pair(merge: Any, k: int, path: Path) -> tuple[bytes, bytes]:

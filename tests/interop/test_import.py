@@ -140,6 +140,12 @@ def add_bias(path):
     save_file(weights, path / "model.safetensors", {"format": "pt"})
 
 
+def drop_lm_head(path):
+    weights = load_file(path / "model.safetensors")
+    del weights["lm_head.weight"]
+    save_file(weights, path / "model.safetensors", {"format": "pt"})
+
+
 def only_pickle(path):
     (path / "model.safetensors").rename(path / "pytorch_model.bin")
 
@@ -176,6 +182,11 @@ REFUSALS = {
     "shape": (lambda p: edit_json(p / "config.json", intermediate_size=128), "mlp.gate_proj.weight has shape"),
     "vocab_size": (lambda p: edit_json(p / "config.json", vocab_size=300), "vocab_size=300"),
     "pickle": (only_pickle, "pytorch_model.bin, a pickle"),
+    "no_lm_head": (drop_lm_head, "has no lm_head.weight and"),
+    "added_token_id": (
+        lambda p: edit_tokenizer(p, lambda d: d["added_tokens"][0].__setitem__("id", None)),
+        "added_tokens[0] needs a non-empty content and an id",
+    ),
     "no_config": (lambda p: (p / "config.json").unlink(), "has no config.json"),
     "no_tokenizer": (lambda p: (p / "tokenizer.json").unlink(), "has no tokenizer"),
     "wordpiece": (lambda p: edit_tokenizer(p, lambda d: d["model"].__setitem__("type", "WordPiece")), "model.type"),
