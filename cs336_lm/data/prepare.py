@@ -12,7 +12,7 @@ such as ``<|endoftext|>`` when the model should see a boundary there. The result
 
 The workers encode with our ``Tokenizer`` or, where the vocabulary maps exactly onto tiktoken's ranked merges, with
 ``tiktoken`` (``backend``: ``auto`` picks tiktoken when it is installed and exact; see
-``cs336_lm.tokenizer.tiktoken_backend``). Either gives the same ids; tiktoken is about three times faster. The
+``cs336_lm.tokenizer.tiktoken_backend``). Either gives the same ids; tiktoken is two to three times faster. The
 check that tiktoken is exact for the vocabulary (~0.2 s for 50,000 merges) runs on a thread while the workers
 encode; should it fail, the ids tiktoken wrote are discarded before anything reaches the output.
 """
