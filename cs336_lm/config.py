@@ -164,6 +164,9 @@ class TrainConfig:
     """``torch.compile`` the model: ``auto`` (on CUDA only), ``true`` or ``false``; falls back to eager on failure."""
     resume: str = "auto"
     """``auto``: continue from out_dir's latest checkpoint if any; ``none``: refuse an existing run; or a path."""
+    init_from: str | None = None
+    """Fine-tune: start from the weights of this run directory, checkpoint or imported run (``lm-import``) — weights
+    only: the optimizer, the step count and the RNG start fresh. Ignored once out_dir holds a checkpoint to resume."""
     parallel: str = "none"
     """Multi-process strategy under torchrun: ``none``, ``ddp`` (replicated model, all-reduced gradients) or ``fsdp``
     (FSDP2, sharded per block); without torchrun ``ddp``/``fsdp`` warn and train one process. docs/training.md."""

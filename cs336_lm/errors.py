@@ -41,3 +41,8 @@ class PeerFailure(LMError):
     def __init__(self, message: str, quiet: bool = False):
         super().__init__(message)
         self.quiet = quiet
+
+
+class InteropError(LMError):
+    """A HuggingFace folder that is missing, malformed or holds something cs336_lm cannot represent (another
+    architecture, RoPE scaling, biases, a tokenizer that is not byte-level BPE), or an export that cannot be written."""

@@ -1,4 +1,5 @@
-"""``lm-plot RUN_DIR… --out FILE.png``: training/validation loss and learning rate of one or several runs."""
+"""``lm-plot RUN_DIR… --out FILE.png``: training/validation loss and learning rate of one or several runs, and the
+per-checkpoint evaluations that ``lm-eval --all-checkpoints --out FILE.jsonl`` wrote (pass FILE.jsonl beside them)."""
 
 import argparse
 from pathlib import Path
@@ -10,10 +11,17 @@ from cs336_lm.training.plot import plot_runs
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lm-plot",
-        description="Plot loss against steps and tokens, and the learning rate, from runs' metrics.jsonl files.",
+        description="Plot loss against steps and tokens, and the learning rate, from runs' metrics.jsonl files "
+        "(and lm-eval's per-checkpoint records).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories (each with metrics.jsonl)")
+    p.add_argument(
+        "runs",
+        nargs="+",
+        type=Path,
+        metavar="RUN_DIR",
+        help="run directories (each with metrics.jsonl), or JSON-lines files: a metrics.jsonl, or lm-eval --out",
+    )
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
     p.add_argument("--title", default=None, help="figure title")
     return p

@@ -9,6 +9,12 @@ Memory holds one chunk per worker, never the corpus. Files are encoded each on i
 concatenated in the order given; nothing is inserted between them, so end each document with a special token
 such as ``<|endoftext|>`` when the model should see a boundary there. The result equals
 ``np.concatenate([tok.encode(open(f).read()) for f in inputs])``.
+
+The workers encode with our ``Tokenizer`` or, where the vocabulary maps exactly onto tiktoken's ranked merges, with
+``tiktoken`` (``backend``: ``auto`` picks tiktoken when it is installed and exact; see
+``cs336_lm.tokenizer.tiktoken_backend``). Either gives the same ids; tiktoken is two to three times faster. The
+check that tiktoken is exact for the vocabulary (~0.2 s for 50,000 merges) runs on a thread while the workers
+encode; should it fail, the ids tiktoken wrote are discarded before anything reaches the output.
 """
 
 import contextlib
@@ -17,23 +23,26 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from cs336_lm.data.tokens import token_dtype
-from cs336_lm.errors import DataError
+from cs336_lm.errors import DataError, TokenizerError
 from cs336_lm.fileio import atomic_write
 from cs336_lm.tokenizer.pretokenize import chunk_boundaries, decode_utf8, default_workers, pool_context
+from cs336_lm.tokenizer.tiktoken_backend import Backend, BackgroundCheck, select_backend
 from cs336_lm.tokenizer.tokenizer import Tokenizer
 
 DEFAULT_CHUNK_BYTES = 2_000_000  # text per task: small enough to balance 2 workers on a 30 MB corpus
 COPY_BYTES = 16 << 20  # part files are appended to the output this many bytes at a time
 
 _worker_tokenizer: Tokenizer | None = None  # set in each worker by _init_worker (inherited as is under fork)
+_worker_encoding: Any = None  # the tiktoken.Encoding when that backend encodes, else None
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,10 @@ class TokenizeStats:
     chunks: int
     workers: int
     dtype: str
+    backend: str = "ours"
+    """``ours`` or ``tiktoken``: which encoder wrote the ids."""
+    backend_note: str = ""
+    """Why ``backend="auto"`` chose ours (tiktoken missing or not exact for this vocabulary); empty otherwise."""
 
     @property
     def mb_per_s(self) -> float:
@@ -62,12 +75,14 @@ def tokenize_files(
     num_workers: int | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     progress: bool | None = None,
+    backend: str = "auto",
 ) -> TokenizeStats:
     """Encode UTF-8 files ``inputs`` with ``tokenizer`` (a ``Tokenizer`` or a tokenizer directory) to ``out_path``.
 
     ``num_workers`` processes (default: one per CPU, at most one per chunk; 1, or less text than one chunk: in
     this process) encode chunks of about ``chunk_bytes``. ``progress`` shows a tqdm bar in MB (None: only on a
-    terminal). Raises ``DataError`` for a missing, non-UTF-8 input or an output that cannot be written;
+    terminal). ``backend`` is ``auto``, ``ours`` or ``tiktoken`` (``TokenizerError`` when tiktoken is asked for but
+    missing or not exact). Raises ``DataError`` for a missing, non-UTF-8 input or an output that cannot be written;
     ``out_path`` is then left as it was. The output is the 1-D ``.npy`` array of all ids, uint16 when the
     vocabulary fits, else uint32.
     """
@@ -81,6 +96,8 @@ def tokenize_files(
     if not paths:
         raise DataError("no input files given")
     out_path = _check_output(Path(out_path))
+    chosen = select_backend(tok, backend, verify=False)
+    check = BackgroundCheck(tok) if not chosen.verified else None
     tasks = []
     for path in paths:
         bounds = chunk_boundaries(path, chunk_bytes, tok.special_tokens)
@@ -93,10 +110,19 @@ def tokenize_files(
         workers = 1  # less than one chunk of text: starting a pool costs more than encoding it
     with tempfile.TemporaryDirectory(prefix=f".{out_path.name}.parts.", dir=out_path.parent) as parts_dir:
         jobs = [(i, path, a, b, parts_dir, dtype.str) for i, (path, a, b) in enumerate(tasks)]
-        counts = _encode_chunks(tok, jobs, workers, total_bytes, progress)
+        started = check.start if check is not None else None
+        counts = _encode_chunks((tok, chosen.encoding), jobs, workers, total_bytes, progress, started)
+        reason = check.result() if check is not None else None
+        if reason is not None:  # tiktoken is not exact here: refuse, or encode again with ours
+            if backend == "tiktoken":
+                raise TokenizerError(f"this tokenizer does not map exactly onto tiktoken: {reason}")
+            chosen = Backend("ours", reason=reason)
+            counts = _encode_chunks((tok, None), jobs, workers, total_bytes, progress)
         tokens = _concatenate_parts(out_path, parts_dir, counts, dtype)
     seconds = time.perf_counter() - start_time
-    return TokenizeStats(out_path, tokens, total_bytes, seconds, len(paths), len(tasks), workers, dtype.name)
+    return TokenizeStats(
+        out_path, tokens, total_bytes, seconds, len(paths), len(tasks), workers, dtype.name, chosen.name, chosen.reason
+    )
 
 
 def _check_input(path: str | os.PathLike) -> Path:
@@ -122,18 +148,29 @@ def _check_output(path: Path) -> Path:
     return path
 
 
-def _encode_chunks(tok: Tokenizer, jobs: list, workers: int, total_bytes: int, progress: bool | None) -> list[int]:
-    """Run ``_encode_chunk`` over ``jobs`` (in a pool when ``workers > 1``); the token count of each chunk, in order."""
+def _encode_chunks(
+    encoders: tuple[Tokenizer, Any],
+    jobs: list,
+    workers: int,
+    total_bytes: int,
+    progress: bool | None,
+    started: Callable[[], None] | None = None,
+) -> list[int]:
+    """Run ``_encode_chunk`` over ``jobs`` (in a pool when ``workers > 1``) with ``encoders`` = (our tokenizer,
+    the tiktoken encoding or None); the token count of each chunk, in order. ``started`` is called once the
+    workers exist (a thread started before the fork would be a hazard in the children)."""
     counts = [0] * len(jobs)
     context = pool_context() if workers > 1 else None  # chosen before tqdm starts its monitor thread
     disable = None if progress is None else not progress
     with contextlib.ExitStack() as stack:
         if context is None:
-            _init_worker(tok)
+            _init_worker(*encoders)
             results: Iterator[tuple[int, int, int]] = map(_encode_chunk, jobs)
         else:
-            pool = stack.enter_context(context.Pool(workers, initializer=_init_worker, initargs=(tok,)))
+            pool = stack.enter_context(context.Pool(workers, initializer=_init_worker, initargs=encoders))
             results = pool.imap_unordered(_encode_chunk, jobs)
+        if started is not None:
+            started()
         bar = stack.enter_context(
             tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1000, desc="tokenize", disable=disable)
         )
@@ -143,9 +180,9 @@ def _encode_chunks(tok: Tokenizer, jobs: list, workers: int, total_bytes: int, p
     return counts
 
 
-def _init_worker(tok: Tokenizer) -> None:
-    global _worker_tokenizer
-    _worker_tokenizer = tok
+def _init_worker(tok: Tokenizer, encoding: Any = None) -> None:
+    global _worker_tokenizer, _worker_encoding
+    _worker_tokenizer, _worker_encoding = tok, encoding
 
 
 def _encode_chunk(job: tuple[int, str, int, int, str, str]) -> tuple[int, int, int]:
@@ -155,14 +192,18 @@ def _encode_chunk(job: tuple[int, str, int, int, str, str]) -> tuple[int, int, i
         f.seek(start)
         data = f.read(end - start)
     assert _worker_tokenizer is not None, "_init_worker runs first in every worker"
-    ids = _worker_tokenizer.encode(decode_utf8(data, path, start))
+    text = decode_utf8(data, path, start)
     dtype = np.dtype(dtype_str)
-    try:
-        array = np.array(ids, dtype=dtype)  # NumPy refuses a Python int outside the dtype's range
-    except OverflowError:
-        raise DataError(f"{path}: token id {max(ids)} does not fit the token file's dtype {dtype.name}") from None
+    if _worker_encoding is not None:  # ids < vocab_size, which token_dtype chose the dtype to hold
+        array = _worker_encoding.encode_to_numpy(text, allowed_special="all").astype(dtype, copy=False)
+    else:
+        ids = _worker_tokenizer.encode(text)
+        try:
+            array = np.array(ids, dtype=dtype)  # NumPy refuses a Python int outside the dtype's range
+        except OverflowError:
+            raise DataError(f"{path}: token id {max(ids)} does not fit the token file's dtype {dtype.name}") from None
     array.tofile(_part_path(parts_dir, index))
-    return index, len(ids), len(data)
+    return index, len(array), len(data)
 
 
 def _part_path(parts_dir: str, index: int) -> str:

@@ -1,10 +1,14 @@
-"""Export a ``TransformerLM`` to HuggingFace ``transformers``' ``LlamaForCausalLM`` (same architecture).
+"""Our ``TransformerLM`` as HuggingFace ``transformers``' ``LlamaForCausalLM`` (same architecture), both ways.
 
 Names map one to one (``ln1`` → ``input_layernorm``, ``ffn.w1``/``w3``/``w2`` → ``mlp.gate_proj``/
 ``up_proj``/``down_proj``, …). The only change of values is in the query and key rows: we rotate
 adjacent pairs ``(2k, 2k+1)`` while Llama's RoPE rotates ``(k, k + d_head/2)``, so within each head the
-rows are reordered even-then-odd. Scores ``q·k`` are unchanged because both sides get the same order.
-Used by the parity test and the model benchmark; ``transformers`` is imported only when called.
+rows are reordered even-then-odd on the way out (``adjacent_to_half_split``) and back on the way in
+(``half_split_to_adjacent``). Scores ``q·k`` are unchanged because both sides get the same order.
+
+``llama_config`` is the ``config.json`` of a model (the keys of transformers 4 and 5 both: ``rope_theta`` and
+``rope_parameters``). ``to_llama`` builds the ``LlamaForCausalLM`` in memory (the parity tests and benchmarks);
+``transformers`` is imported only there.
 """
 
 from typing import Any
@@ -12,6 +16,8 @@ from typing import Any
 from torch import Tensor
 
 from cs336_lm.nn import TransformerLM
+
+RMS_NORM_EPS = 1e-5  # our RMSNorm's eps (DESIGN.md); a Llama config with another cannot be represented
 
 _LAYER_NAMES = {
     "ln1.weight": "input_layernorm.weight",
@@ -24,6 +30,11 @@ _LAYER_NAMES = {
     "ffn.w2.weight": "mlp.down_proj.weight",
     "ffn.w3.weight": "mlp.up_proj.weight",
 }
+_TOP_NAMES = {
+    "token_embeddings.weight": "model.embed_tokens.weight",
+    "ln_final.weight": "model.norm.weight",
+    "lm_head.weight": "lm_head.weight",
+}
 
 
 def adjacent_to_half_split(weight: Tensor, num_heads: int) -> Tensor:
@@ -34,23 +45,88 @@ def adjacent_to_half_split(weight: Tensor, num_heads: int) -> Tensor:
     return rows.transpose(1, 2).reshape(width, -1)  # (heads · [evens, odds], d_in)
 
 
+def half_split_to_adjacent(weight: Tensor, num_heads: int) -> Tensor:
+    """The inverse of ``adjacent_to_half_split``: each head's rows ``0 2 4 … 1 3 5 … → 0 1 2 3 …``."""
+    width = weight.shape[0]
+    d_head = width // num_heads
+    rows = weight.reshape(num_heads, 2, d_head // 2, -1)  # (heads, [evens, odds], pairs, d_in)
+    return rows.transpose(1, 2).reshape(width, -1)  # (heads · pairs · 2, d_in)
+
+
+def llama_names(num_layers: int) -> dict[str, str]:
+    """Our state_dict key → the ``LlamaForCausalLM`` key, for every parameter of a model of ``num_layers``."""
+    names = dict(_TOP_NAMES)
+    for i in range(num_layers):
+        names.update({f"layers.{i}.{ours}": f"model.layers.{i}.{theirs}" for ours, theirs in _LAYER_NAMES.items()})
+    return names
+
+
 def to_llama_state_dict(model: TransformerLM) -> dict[str, Tensor]:
     """Our state_dict under ``LlamaForCausalLM`` names, with q/k rows permuted per head."""
     ours = model.state_dict()
-    out = {
-        "model.embed_tokens.weight": ours["token_embeddings.weight"],
-        "model.norm.weight": ours["ln_final.weight"],
-        "lm_head.weight": ours["lm_head.weight"],
-    }
-    for i in range(model.num_layers):
-        for name, theirs in _LAYER_NAMES.items():
-            w = ours[f"layers.{i}.{name}"]
-            if name == "attn.q_proj.weight":
-                w = adjacent_to_half_split(w, model.num_heads)
-            elif name == "attn.k_proj.weight":
-                w = adjacent_to_half_split(w, model.num_kv_heads)
-            out[f"model.layers.{i}.{theirs}"] = w
+    out = {}
+    for name, theirs in llama_names(model.num_layers).items():
+        w = ours[name]
+        if name.endswith("attn.q_proj.weight"):
+            w = adjacent_to_half_split(w, model.num_heads)
+        elif name.endswith("attn.k_proj.weight"):
+            w = adjacent_to_half_split(w, model.num_kv_heads)
+        out[theirs] = w
     return out
+
+
+def from_llama_state_dict(
+    hf: dict[str, Tensor], num_layers: int, num_heads: int, num_kv_heads: int
+) -> dict[str, Tensor]:
+    """A ``LlamaForCausalLM`` state dict (``lm_head.weight`` may be absent: tied embeddings) under our names, q/k rows
+    put back in adjacent-pair order. Raises ``KeyError`` naming the first missing key."""
+    ours = {}
+    for name, theirs in llama_names(num_layers).items():
+        if theirs == "lm_head.weight" and theirs not in hf:
+            theirs = "model.embed_tokens.weight"  # tied: the output layer is the embedding table
+        w = hf[theirs]
+        if name.endswith("attn.q_proj.weight"):
+            w = half_split_to_adjacent(w, num_heads)
+        elif name.endswith("attn.k_proj.weight"):
+            w = half_split_to_adjacent(w, num_kv_heads)
+        ours[name] = w.contiguous()
+    return ours
+
+
+def llama_config(
+    model: TransformerLM, *, tied: bool = False, dtype: str = "float32", bos: int | None = None, eos: int | None = None
+) -> dict[str, Any]:
+    """The ``config.json`` of ``model`` as a ``LlamaForCausalLM`` (``tied``: the output layer is the embedding)."""
+    theta = float(model.rope_theta)
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": model.vocab_size,
+        "hidden_size": model.d_model,
+        "intermediate_size": model.d_ff,
+        "num_hidden_layers": model.num_layers,
+        "num_attention_heads": model.num_heads,
+        "num_key_value_heads": model.num_kv_heads,
+        "head_dim": model.d_head,
+        "max_position_embeddings": model.context_length,
+        "rms_norm_eps": model.ln_final.eps,
+        "rope_theta": theta,  # transformers 4
+        "rope_scaling": None,
+        "rope_parameters": {"rope_type": "default", "rope_theta": theta},  # transformers 5
+        "hidden_act": "silu",
+        "attention_bias": False,
+        "mlp_bias": False,
+        "attention_dropout": 0.0,
+        "initializer_range": 0.02,
+        "pretraining_tp": 1,
+        "tie_word_embeddings": tied,
+        "use_cache": True,
+        "bos_token_id": bos,
+        "eos_token_id": eos,
+        "pad_token_id": None,
+        "torch_dtype": dtype,  # transformers 4
+        "dtype": dtype,  # transformers 5
+    }
 
 
 def to_llama(model: TransformerLM, attn_implementation: str = "sdpa", eps: float | None = None):

@@ -164,6 +164,12 @@ class Tokenizer:
         whole = self._token_ids.get(data)
         if whole is not None and whole not in self._special_ids:
             return (whole,)
+        return self.bpe(data)
+
+    def bpe(self, data: bytes) -> tuple[int, ...]:
+        """The merge loop alone, on raw bytes (no whole-token shortcut, no special tokens): with merges
+        ``[(a,b), (ab,c)]``, ``bpe(b"abcab")`` -> ids of ``abc ab``. ``encode`` runs it on each pre-token that is
+        not itself a vocabulary entry."""
         ids = [self._byte_ids[b] for b in data]
         rank_of = self._pair_ranks.get
         ranks = list(map(rank_of, pairwise(ids), repeat(_NO_MERGE)))  # ranks[i]: rank of (ids[i], ids[i+1])
@@ -284,6 +290,16 @@ class Tokenizer:
             bad = next(i for i in ids if not _is_known(vocab, i))
             raise TokenizerError(f"cannot decode token id {bad!r}: unknown to this tokenizer") from None
         return data.decode("utf-8", errors="replace")
+
+    # ---- other backends ------------------------------------------------------------------------------------
+
+    def to_tiktoken(self, name: str = "cs336_lm"):
+        """A ``tiktoken.Encoding`` that encodes exactly as this tokenizer does (``allowed_special="all"``), at
+        tiktoken's speed; ``TokenizerError`` saying why when the mapping would not be exact or tiktoken is not
+        installed. See ``cs336_lm.tokenizer.tiktoken_backend`` for when it is exact."""
+        from cs336_lm.tokenizer.tiktoken_backend import to_tiktoken
+
+        return to_tiktoken(self, name)
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, specials={self.special_tokens})"

@@ -232,7 +232,10 @@ def full_optimizer_state(optimizer: torch.optim.Optimizer, sharded: bool) -> dic
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict | None, name: str) -> None:
     """Load a whole (single-process format) optimizer state; moments of sharded parameters are sharded like them."""
     if state is None:
-        raise CheckpointError(f"{name} has no optimizer state to resume from")
+        raise CheckpointError(
+            f"{name} has no optimizer state to resume from (weights only, e.g. lm-import's): fine-tune from it in "
+            f"a new train.out_dir with train.init_from={name}"
+        )
     params = [p for group in optimizer.param_groups for p in group["params"]]
     try:
         per_param = {}

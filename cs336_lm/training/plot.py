@@ -2,9 +2,11 @@
 
 ``load_curves(run_dir)`` turns a run's records into arrays — training loss and learning rate per logged step,
 validation loss per evaluation, each with its step and token count — tolerating records that lack a field
-(older runs, a torn last line). ``plot_runs`` draws several runs side by side: loss against steps, loss against
-tokens, and the learning rate below; one colour per run, training solid, validation dashed. matplotlib is an
-optional dependency (the ``plot`` extra); without it ``plot_runs`` raises one clear ``LMError``.
+(older runs, a torn last line). It also reads the JSON-lines file of ``lm-eval --all-checkpoints --out`` (one
+``eval_loss`` per checkpoint). ``plot_runs`` draws several runs side by side: loss against steps, loss against
+tokens, and the learning rate below; one colour per run, training solid, validation dashed, evaluations dotted
+with square markers. matplotlib is an optional dependency (the ``plot`` extra); without it ``plot_runs`` raises one
+clear ``LMError``.
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cs336_lm.errors import DataError, LMError
 from cs336_lm.fileio import atomic_write
 from cs336_lm.run import RunDir
 from cs336_lm.training.metrics import read_metrics
 
+SERIES_STYLES: dict[str, dict[str, Any]] = {
+    "train": {"lw": 1.2},
+    "val": {"ls": "--", "marker": "o", "ms": 3},
+    "eval": {"ls": ":", "marker": "s", "ms": 4},
+}
 MISSING_MATPLOTLIB = "lm-plot needs matplotlib: pip install 'cs336_lm[plot]' (or pip install matplotlib)"
 
 
@@ -35,16 +43,20 @@ class Curves:
     val_steps: list[int] = field(default_factory=list)
     val_tokens: list[int | None] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    eval_tokens: list[int | None] = field(default_factory=list)
+    eval_loss: list[float] = field(default_factory=list)
 
     @property
     def has_tokens(self) -> bool:
-        return any(t is not None for t in self.train_tokens + self.val_tokens)
+        return any(t is not None for t in self.train_tokens + self.val_tokens + self.eval_tokens)
 
 
 def curves_from_records(records: list[dict], name: str) -> Curves:
     """Sort records into series: ``{"step": 10, "tokens": 640, "loss": 3.2, "lr": 1e-3}`` adds one training point
-    and one learning-rate point; ``{"step": 10, "val_loss": 3.4}`` adds one validation point. Records without
-    a step, and values that are not numbers, are skipped.
+    and one learning-rate point; ``{"step": 10, "val_loss": 3.4}`` adds one validation point; ``{"step": 10,
+    "eval_loss": 3.5}`` (``lm-eval``) one evaluation point. Records without a step, and values that are not numbers,
+    are skipped.
     """
     c = Curves(name)
     for r in records:
@@ -62,6 +74,10 @@ def curves_from_records(records: list[dict], name: str) -> Curves:
             c.val_steps.append(step)
             c.val_tokens.append(r.get("tokens") if _is_number(r.get("tokens")) else None)
             c.val_loss.append(float(r["val_loss"]))
+        if _is_number(r.get("eval_loss")):
+            c.eval_steps.append(step)
+            c.eval_tokens.append(r.get("tokens") if _is_number(r.get("tokens")) else None)
+            c.eval_loss.append(float(r["eval_loss"]))
     return c
 
 
@@ -70,13 +86,18 @@ def _is_number(x) -> bool:
 
 
 def load_curves(run_dir: str | os.PathLike) -> Curves:
-    """Curves of the run in ``run_dir`` (its ``metrics.jsonl``), named after the directory."""
+    """Curves of the run in ``run_dir`` (its ``metrics.jsonl``), named after the directory; or of a JSON-lines file
+    (a ``metrics.jsonl``, named after its directory, or an ``lm-eval --out`` file, named ``RUN/FILE``)."""
     run_dir = Path(run_dir)
     path = RunDir(run_dir).metrics_file if run_dir.is_dir() else run_dir
     if not path.is_file():
         raise DataError(f"no metrics.jsonl in {run_dir}")
-    curves = curves_from_records(read_metrics(path), run_dir.name if run_dir.is_dir() else run_dir.parent.name)
-    if not (curves.train_loss or curves.val_loss):
+    if run_dir.is_dir() or path.name == RunDir(path.parent).metrics_file.name:
+        name = path.parent.name
+    else:
+        name = f"{path.parent.name}/{path.stem}"
+    curves = curves_from_records(read_metrics(path), name)
+    if not (curves.train_loss or curves.val_loss or curves.eval_loss):
         raise DataError(f"{path} has no loss records to plot")
     return curves
 
@@ -98,13 +119,18 @@ def make_figure(runs: list[Curves], title: str | None = None):
     ax_steps, ax_tokens, ax_lr = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1, :])
     for i, run in enumerate(runs):
         color = f"C{i % 10}"
-        ax_steps.plot(run.train_steps, run.train_loss, color=color, lw=1.2, label=f"{run.name} train")
-        ax_steps.plot(run.val_steps, run.val_loss, color=color, ls="--", marker="o", ms=3, label=f"{run.name} val")
-        _plot_known(ax_tokens, run.train_tokens, run.train_loss, color=color, lw=1.2, label=f"{run.name} train")
-        _plot_known(
-            ax_tokens, run.val_tokens, run.val_loss, color=color, ls="--", marker="o", ms=3, label=f"{run.name} val"
-        )
-        ax_lr.plot(run.lr_steps, run.lr, color=color, lw=1.2, label=run.name)
+        series = {
+            "train": (run.train_steps, run.train_tokens, run.train_loss),
+            "val": (run.val_steps, run.val_tokens, run.val_loss),
+            "eval": (run.eval_steps, run.eval_tokens, run.eval_loss),
+        }
+        for kind, (steps, tokens, loss) in series.items():
+            if loss:  # an lm-eval file has no training series, a run no eval series
+                style = {**SERIES_STYLES[kind], "color": color, "label": f"{run.name} {kind}"}
+                ax_steps.plot(steps, loss, **style)
+                _plot_known(ax_tokens, tokens, loss, **style)
+        if run.lr:
+            ax_lr.plot(run.lr_steps, run.lr, color=color, lw=1.2, label=run.name)
     ax_steps.set(xlabel="step", ylabel="cross-entropy loss (nats)", title="loss vs steps")
     ax_tokens.set(xlabel="tokens seen", ylabel="cross-entropy loss (nats)", title="loss vs tokens")
     ax_lr.set(xlabel="step", ylabel="learning rate", title="learning rate")

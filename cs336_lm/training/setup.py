@@ -22,10 +22,11 @@ import torch
 from torch import nn
 
 from cs336_lm.config import ARCH_FIELDS, Config, model_from_dict
-from cs336_lm.errors import ConfigError
+from cs336_lm.errors import CheckpointError, ConfigError
 from cs336_lm.nn import TransformerLM
 from cs336_lm.optim import AdamW
 from cs336_lm.run import RunDir, apply_checkpoint, build_model, read_checkpoint, restore_rng_state
+from cs336_lm.tokenizer import Tokenizer
 from cs336_lm.training import parallel
 from cs336_lm.training.build import batch_generator, build_optimizer, seed_everything, training_flops_per_token
 from cs336_lm.training.inputs import Inputs, check_inputs
@@ -173,7 +174,8 @@ def _load(cfg: Config, proc: ProcessInfo, device: torch.device) -> _Loaded:
     model = build_model(cfg.model, device)
     sampler = batch_generator(cfg.train.seed, proc.rank)
     if resumed_from is None:
-        return _Loaded(inputs, run_dir, model, sampler, Progress(), None, None, [])
+        notes = init_weights(cfg, model, inputs.tokenizer) if cfg.train.init_from else []
+        return _Loaded(inputs, run_dir, model, sampler, Progress(), None, None, notes)
     checkpoint = read_checkpoint(resumed_from)
     check_compatible(cfg, checkpoint.get("config"), resumed_from)
     step = apply_checkpoint(checkpoint, model, None, name=str(resumed_from))
@@ -224,3 +226,39 @@ def check_compatible(cfg: Config, stored: dict[str, Any] | None, path: Path) -> 
             f"cannot resume from {path}: it was trained with {', '.join(differences)}; "
             "use the same model settings or a new train.out_dir with train.resume=none"
         )
+
+
+def init_weights(cfg: Config, model: TransformerLM, tokenizer: Tokenizer) -> list[str]:
+    """``train.init_from``: copy the weights of a run directory (its latest checkpoint), a checkpoint file or an
+    imported run into ``model``; the optimizer, step and RNG stay fresh. The source must have this config's model
+    shape and, when its run directory holds a tokenizer, the same tokenizer as ``data.tokenizer_dir``."""
+    source = f"train.init_from={cfg.train.init_from}"
+    try:
+        path, run = RunDir.locate(str(cfg.train.init_from))
+    except CheckpointError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    checkpoint = read_checkpoint(path)
+    stored = (checkpoint.get("config") or {}).get("model")
+    if isinstance(stored, dict):
+        try:
+            saved = dataclasses.asdict(model_from_dict(stored))
+        except ConfigError:
+            saved = stored
+        differences = [
+            f"model.{k}={saved.get(k)} (config: {getattr(cfg.model, k)})"
+            for k in ARCH_FIELDS
+            if saved.get(k) != getattr(cfg.model, k)
+        ]
+        if differences:
+            raise ConfigError(f"{source} has another model shape: {', '.join(differences)}")
+    apply_checkpoint(checkpoint, model, None, name=f"{source} ({path})")
+    if run.tokenizer_dir.is_dir() and not _same_tokenizer(Tokenizer.from_directory(run.tokenizer_dir), tokenizer):
+        raise ConfigError(
+            f"{source} was trained with another tokenizer ({run.tokenizer_dir}) than data.tokenizer_dir "
+            f"{cfg.data.tokenizer_dir}: tokenize the data with {run.tokenizer_dir}"
+        )
+    return [f"initialised from {path} (its step {checkpoint['iteration']}): weights only, optimizer and step fresh"]
+
+
+def _same_tokenizer(a: Tokenizer, b: Tokenizer) -> bool:
+    return (a.vocab, a.merges, a.special_tokens) == (b.vocab, b.merges, b.special_tokens)
