@@ -5,6 +5,8 @@ the command-line entry points (``cs336_lm.cli``) turn them into one line on stde
 Anything else that escapes is a bug and keeps its traceback.
 """
 
+import os
+
 
 class LMError(Exception):
     """Base class: a problem with what the user gave us, reported as one line."""
@@ -24,6 +26,20 @@ class DataError(LMError):
 
 class CheckpointError(LMError):
     """A checkpoint that is missing, truncated, not a checkpoint, or of another model shape."""
+
+
+class WriteError(LMError):
+    """An output that could not be written: a full disk, a read-only or missing directory, a path through a file.
+
+    The message is ``cannot write PATH: REASON``; whatever ``PATH`` held before is left as it was.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        super().__init__(path, reason)  # both in args, so the error pickles (a worker process may raise it)
+        self.path, self.reason = path, reason
+
+    def __str__(self) -> str:
+        return f"cannot write {self.path}: {self.reason}"
 
 
 class GenerationError(LMError):

@@ -7,11 +7,12 @@ sizes; running again with the same parameters finds it and leaves the files alon
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 from cs336_lm.cli import run_main
-from cs336_lm.errors import DataError
-from cs336_lm.fileio import atomic_write
+from cs336_lm.errors import DataError, WriteError
+from cs336_lm.fileio import atomic_write, output_directory
 from cs336_lm.tinytales import GENERATOR_VERSION, write_corpus
 
 MB = 1_000_000
@@ -61,17 +62,26 @@ def is_up_to_date(out: Path, params: dict) -> bool:
 
 
 def write_demo_corpus(out: Path, params: dict, progress: bool = True) -> dict:
-    """Write ``train.txt``, ``valid.txt`` and ``corpus.json`` into ``out``; return the manifest."""
-    out.mkdir(parents=True, exist_ok=True)
-    train = write_corpus(out / "train.txt", params["train_bytes"], params["seed"], progress)
-    valid = write_corpus(out / "valid.txt", params["valid_bytes"], f"valid-{params['seed']}", progress)
-    manifest = {
-        "parameters": params,
-        "files": {"train.txt": train["bytes"], "valid.txt": valid["bytes"]},
-        "stories": {"train.txt": train["stories"], "valid.txt": valid["stories"]},
-    }
-    with atomic_write(out / MANIFEST, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2)
+    """Write ``train.txt``, ``valid.txt`` and ``corpus.json`` into ``out``; return the manifest.
+
+    Each file is written atomically and the manifest last, so an interrupted write is never taken for an up-to-date
+    corpus. A corpus larger than the free space is refused before anything is written; a directory created for
+    it is removed again when writing fails.
+    """
+    with output_directory(out):
+        free = shutil.disk_usage(out).free
+        needed = params["train_bytes"] + params["valid_bytes"]
+        if needed > free:
+            raise WriteError(out, f"the corpus needs {needed / MB:,.1f} MB but the disk has {free / MB:,.1f} MB free")
+        train = write_corpus(out / "train.txt", params["train_bytes"], params["seed"], progress)
+        valid = write_corpus(out / "valid.txt", params["valid_bytes"], f"valid-{params['seed']}", progress)
+        manifest = {
+            "parameters": params,
+            "files": {"train.txt": train["bytes"], "valid.txt": valid["bytes"]},
+            "stories": {"train.txt": train["stories"], "valid.txt": valid["stories"]},
+        }
+        with atomic_write(out / MANIFEST, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2)
     return manifest
 
 

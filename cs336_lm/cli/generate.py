@@ -9,7 +9,6 @@ as ``<|endoftext|>``, ``--max-new-tokens``, or the model's context length) on st
 """
 
 import argparse
-import os
 import random
 import sys
 import time
@@ -176,11 +175,7 @@ def _report(i: int, n: int, count: int, finish: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        return run_main(lambda: _main(argv))
-    except BrokenPipeError:  # stdout closed early, e.g. piped into `head`: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+    return run_main(lambda: _main(argv))  # stdout closed early (piped into `head`): exit 1 quietly
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cs336_lm.cli import run_main
 from cs336_lm.errors import ConfigError
-from cs336_lm.fileio import atomic_directory
+from cs336_lm.fileio import atomic_directory, check_writable
 from cs336_lm.tokenizer import Tokenizer, train_bpe
 from cs336_lm.tokenizer.files import MERGES_FILE, SPECIAL_TOKENS_FILE, VOCAB_FILE
 from cs336_lm.tokenizer.pretokenize import DEFAULT_CHUNK_BYTES
@@ -61,7 +61,8 @@ def special_tokens_from(args: argparse.Namespace) -> list[str]:
 
 
 def check_out_dir(out: Path) -> None:
-    """Refuse an ``--out`` that is a file or a directory holding anything but tokenizer files.
+    """Refuse, before training, an ``--out`` that is a file, a directory holding anything but tokenizer files, or a
+    directory that could not be replaced (read-only, or under a file or a read-only directory).
 
     The directory is replaced as a whole, so pointing ``--out`` at, say, a home directory must not wipe it.
     """
@@ -71,6 +72,7 @@ def check_out_dir(out: Path) -> None:
         others = sorted(p.name for p in out.iterdir() if p.name not in TOKENIZER_FILES)
         if others:
             raise ConfigError(f"--out {out} holds files other than a tokenizer's (e.g. {others[0]}); choose another")
+    check_writable(out, directory=True)
 
 
 def memory_peak_mib() -> tuple[float, float]:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from cs336_lm.errors import CheckpointError
-from cs336_lm.fileio import atomic_write
+from cs336_lm.fileio import atomic_write, make_directories
 
 FORMAT_VERSION = 1
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -156,7 +156,8 @@ def save_checkpoint(
     ``rng`` defaults to ``capture_rng_state()`` (pass ``capture_rng_state(data_generator)`` to include the data
     sampler). ``extra`` keys (e.g. ``wandb_run_id="abc"``) are stored beside the standard ones and must be
     tensors or plain Python data. A path is written atomically (temporary file, fsync, ``os.replace``), creating
-    its parent directory; a file object is written in place.
+    its parent directory; a file object is written in place. A path that cannot be written (a full disk, a
+    read-only directory) is a ``WriteError`` naming it, and what the path held before is left as it was.
     """
     clash = _RESERVED & extra.keys()
     if clash:
@@ -173,11 +174,25 @@ def save_checkpoint(
     _check_plain(ckpt, "checkpoint")
     if isinstance(out, str | os.PathLike):
         out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
+        make_directories(out.parent)
         with atomic_write(out, "wb") as f:
-            torch.save(ckpt, f)
+            _torch_save(ckpt, f)
     else:
-        torch.save(ckpt, out)
+        _torch_save(ckpt, out)
+
+
+def _torch_save(obj: dict, f: IO[bytes]) -> None:
+    """``torch.save(obj, f)``, raising the ``OSError`` of a write that failed midway (a full disk) rather than the
+    ``RuntimeError`` torch's zip writer raises on top of it when it then cannot finish the archive."""
+    try:
+        torch.save(obj, f)
+    except RuntimeError as e:
+        cause = e.__context__
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__context__
+        if cause is None:
+            raise
+        raise cause from None
 
 
 def _describe(src: Source) -> str:

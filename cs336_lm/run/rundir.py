@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from cs336_lm.config import Config, to_yaml
-from cs336_lm.errors import CheckpointError, ConfigError
-from cs336_lm.fileio import atomic_directory, atomic_write
+from cs336_lm.errors import CheckpointError, ConfigError, WriteError
+from cs336_lm.fileio import atomic_directory, atomic_write, make_directories, os_reason, remove_empty
 from cs336_lm.run.checkpoint import Snapshot, save_checkpoint
 from cs336_lm.tokenizer import Tokenizer
 
@@ -51,6 +51,7 @@ class RunDir:
         self.metrics_file = self.root / METRICS_FILE
         self.tokenizer_dir = self.root / TOKENIZER_DIR
         self.checkpoints_dir = self.root / CHECKPOINTS_DIR
+        self.created: list[Path] = []  # the directories ``create`` made, outermost first
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.root)!r})"
@@ -121,15 +122,37 @@ class RunDir:
     # ---- writing ------------------------------------------------------------------------------------------
 
     def create(self) -> RunDir:
-        """Create the directory if needed and prove a file can be written in it (``ConfigError`` otherwise)."""
+        """Create the directory if needed and prove a file can be written in it; refuse a directory whose layout
+        has a file where a directory goes or the reverse (``ConfigError`` either way). The directories made are
+        remembered in ``created`` for ``remove_if_unused``."""
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.created = make_directories(self.root)
             with tempfile.TemporaryFile(dir=self.root):
                 pass
-        except OSError as e:
-            reason = e.strerror or type(e).__name__
+        except (WriteError, OSError) as e:
+            remove_empty(self.created)
+            reason = e.reason if isinstance(e, WriteError) else os_reason(e)
             raise ConfigError(f"train.out_dir {self.root} is not a writable directory ({reason})") from None
+        is_directory = {
+            self.config_file: False,
+            self.metrics_file: False,
+            self.checkpoints_dir: True,
+            self.checkpoints_dir / LATEST_POINTER: False,
+        }
+        for path, is_dir in is_directory.items():
+            if path.exists() and path.is_dir() != is_dir:
+                found, expected = ("file", "directory") if is_dir else ("directory", "file")
+                raise ConfigError(
+                    f"{path} is a {found} where a run directory holds a {expected}; move it away or choose another "
+                    "train.out_dir"
+                )
         return self
+
+    def remove_if_unused(self) -> None:
+        """Remove the directories ``create`` made, as long as nothing was written into them (a run that failed to
+        start leaves nothing behind)."""
+        remove_empty(self.created)
+        self.created = []
 
     def write_run_files(self, cfg: Config, tokenizer: Tokenizer) -> None:
         """Write ``config.yaml`` (the resolved config) and ``tokenizer/`` (a copy), each atomically."""
@@ -147,8 +170,9 @@ class RunDir:
         **extra,
     ) -> Path:
         """Write ``checkpoints/step_XXXXXXXX.pt``, then point ``latest`` at it, then keep the newest ``keep_last``
-        (None keeps all). A crash at any moment leaves ``latest`` naming a complete checkpoint."""
-        self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        (None keeps all). A crash at any moment leaves ``latest`` naming a complete checkpoint; a full disk is a
+        ``WriteError`` that leaves the earlier checkpoints as they were."""
+        make_directories(self.checkpoints_dir)
         for stale in self.checkpoints_dir.glob(".step_*.tmp"):  # left by a process killed mid-write
             stale.unlink(missing_ok=True)
         path = self.checkpoint_path(step)

@@ -21,7 +21,8 @@ import torch
 from tqdm import tqdm
 
 from cs336_lm.config import WandbConfig
-from cs336_lm.fileio import atomic_write
+from cs336_lm.errors import WriteError
+from cs336_lm.fileio import atomic_write, os_reason
 
 
 class MetricsLog:
@@ -32,12 +33,19 @@ class MetricsLog:
         kept = _records_up_to(self.path, resume_step) if resume_step is not None else []
         with atomic_write(self.path, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in kept)
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        try:
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        except OSError as e:
+            raise WriteError(self.path, os_reason(e)) from None
 
     def write(self, record: dict[str, Any]) -> None:
-        """Append one record as a JSON line and flush it, so a crash loses nothing already logged."""
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        """Append one record as a JSON line and flush it, so a crash loses nothing already logged. A full disk is a
+        ``WriteError``; the line it tore is the torn last line ``read_metrics`` skips."""
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as e:
+            raise WriteError(self.path, os_reason(e)) from None
 
     def close(self) -> None:
         self._file.close()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cs336_lm.errors import DataError, LMError
-from cs336_lm.fileio import atomic_write
+from cs336_lm.fileio import atomic_write, check_writable, output_directory
 from cs336_lm.run import RunDir
 from cs336_lm.training.metrics import read_metrics
 
@@ -132,13 +132,14 @@ def _plot_known(ax, xs: list, ys: list[float], **style) -> None:
 
 
 def plot_runs(run_dirs: list[str | os.PathLike], out: str | os.PathLike, title: str | None = None) -> Path:
-    """Draw the runs in ``run_dirs`` into the PNG ``out`` (written atomically); return its path."""
+    """Draw the runs in ``run_dirs`` into the PNG ``out`` (written atomically, its directory created as needed and
+    removed again if writing fails); return its path. An ``out`` that cannot be written is refused first."""
+    out = Path(out)
+    check_writable(out)
     runs = [load_curves(d) for d in run_dirs]
     fig = make_figure(runs, title)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out, "wb") as f:
+    with output_directory(out.parent), atomic_write(out, "wb") as f:
         f.write(buf.getvalue())
     return out

@@ -5,7 +5,8 @@ inputs, the run directory, the model and the batch sampler (and, when resuming, 
 and sampler states), checked on every rank before anything is written; the DDP/FSDP wrapping and
 ``torch.compile``; the optimizer (and its saved state); the run files. The result is a ``TrainingRun`` whose
 fields are the whole state the loop (``cs336_lm.training.trainer``) reads. ``Progress`` is the part that
-advances with every step and is saved with every checkpoint.
+advances with every step and is saved with every checkpoint. A run directory that ``setup`` created is removed
+again when setting up fails.
 """
 
 from __future__ import annotations
@@ -95,13 +96,23 @@ class _Loaded:
 
 
 def setup(cfg: Config) -> TrainingRun:
-    """Everything a run needs, in order (see the module docstring); nothing is written before all is checked."""
+    """Everything a run needs, in order (see the module docstring); nothing is written before all is checked, and
+    a run directory created here is removed again if anything fails before the run files are written."""
+    run_dir = RunDir(cfg.train.out_dir)
+    try:
+        return _setup(cfg, run_dir)
+    except BaseException:
+        run_dir.remove_if_unused()
+        raise
+
+
+def _setup(cfg: Config, run_dir: RunDir) -> TrainingRun:
     proc = process_info(cfg.train.parallel)
     device = training_device(cfg.train.device, proc)
     parallel.init_process_group(proc, device)
     dtype = select_dtype(cfg.train.dtype, device)
     # every rank checks its inputs and the checkpoint; all go on or all stop, before any file is written
-    loaded = parallel.on_every_rank(partial(_load, cfg, proc, device), proc)
+    loaded = parallel.on_every_rank(partial(_load, cfg, proc, device, run_dir), proc)
     wrapped = parallel.wrap(loaded.model, cfg.train.parallel, device)
     compiled = should_compile(cfg.train.compile, device)
     optimizer = build_optimizer(loaded.model, cfg)  # after wrapping: FSDP replaces the parameters
@@ -131,11 +142,10 @@ def setup(cfg: Config) -> TrainingRun:
     )
 
 
-def _load(cfg: Config, proc: ProcessInfo, device: torch.device) -> _Loaded:
+def _load(cfg: Config, proc: ProcessInfo, device: torch.device, run_dir: RunDir) -> _Loaded:
     """Check the inputs, open the run directory, build the model and apply the checkpoint's weights, RNG and
     sampler states (its optimizer state follows once the model is wrapped)."""
     inputs = check_inputs(cfg)
-    run_dir = RunDir(cfg.train.out_dir)
     if proc.is_main:
         run_dir.create()
     resumed_from = run_dir.resume_source(cfg.train.resume)

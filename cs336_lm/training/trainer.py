@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from cs336_lm.config import Config, summary, to_dict
 from cs336_lm.data import get_batch, iter_eval_batches
-from cs336_lm.errors import LMError, NonFiniteLossError
+from cs336_lm.errors import LMError, NonFiniteLossError, WriteError
 from cs336_lm.nn.functional import cross_entropy
 from cs336_lm.run import Snapshot, capture_rng_state
 from cs336_lm.training import parallel
@@ -194,6 +194,13 @@ class Trainer:
                 if self.step != self.last_saved_step:
                     path = self._save()
                     self.log.say(f"saved checkpoint {path}" if path else "")
+        except WriteError as e:  # a full disk: say where the run stands and how to go on
+            latest = self.job.run_dir.latest()
+            raise WriteError(
+                e.path,
+                f"{e.reason}; training stopped after step {self.step}, the last checkpoint is {latest or 'none'}: "
+                "free some space and run the same command again to resume",
+            ) from None
         finally:
             self.stop = None
             self.log.close()

@@ -145,6 +145,30 @@ def test_cli_rejects_bad_size(tmp_path, capsys):
     assert err.startswith("error:") and "--size-mb" in err
 
 
+def test_cli_refuses_an_out_that_cannot_be_a_directory(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for out, reason in [("file", "it exists and is not a directory"), ("file/demo", "file is a file, not a directory")]:
+        assert demo_corpus_main(["--size-mb", "0.01", "--out", str(tmp_path / out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: cannot write {tmp_path / out}: ") and err.count("\n") == 1 and reason in err
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_cli_on_a_full_disk_is_one_line_and_leaves_no_directory(tmp_path, capsys, full_disk):
+    full_disk(free=1000)
+    out = tmp_path / "new" / "demo"
+    assert demo_corpus_main(["--size-mb", "0.01", "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err == f"error: cannot write {out / 'train.txt'}: No space left on device\n"
+    assert list(tmp_path.iterdir()) == []  # new/demo, made for the corpus, is removed again
+
+
+def test_cli_refuses_a_corpus_larger_than_the_free_space(tmp_path, capsys):
+    assert demo_corpus_main(["--size-mb", "1e12", "--out", str(tmp_path / "demo"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {tmp_path / 'demo'}: the corpus needs 1,050,000,000,000.0 MB but")
+    assert not (tmp_path / "demo").exists()
+
+
 @pytest.mark.slow
 def test_no_duplicates_at_20mb():
     seen = set()

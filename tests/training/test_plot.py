@@ -103,3 +103,38 @@ def test_missing_matplotlib_gives_one_clear_line(tmp_path, monkeypatch, capsys):
     assert plot_main([str(tmp_path / "a"), "--out", str(tmp_path / "x.png")]) == 2
     assert capsys.readouterr().err == f"error: {MISSING_MATPLOTLIB}\n"
     assert not (tmp_path / "x.png").exists()
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err.removeprefix("error: ").strip()
+
+
+def test_an_out_that_cannot_be_written_is_one_line_and_nothing_is_drawn(tmp_path, capsys):
+    write_run(tmp_path / "a")
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dir").mkdir()
+    cases = {
+        tmp_path / "file" / "loss.png": f"{tmp_path / 'file'} is a file, not a directory",
+        tmp_path / "file" / "deeper" / "loss.png": f"{tmp_path / 'file'} is a file, not a directory",
+        tmp_path / "dir": "it is a directory",
+    }
+    for out, reason in cases.items():
+        assert plot_main([str(tmp_path / "a"), "--out", str(out)]) == 2
+        assert one_line_error(capsys) == f"cannot write {out}: {reason}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "dir", "file"] and not any((tmp_path / "dir").iterdir())
+
+
+def test_a_full_disk_is_one_line_and_the_previous_png_survives(tmp_path, capsys, full_disk):
+    write_run(tmp_path / "a")
+    out = tmp_path / "new" / "loss.png"
+    assert plot_main([str(tmp_path / "a"), "--out", str(out)]) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    full_disk(free=0)
+    assert plot_main([str(tmp_path / "a"), "--out", str(out)]) == 2
+    assert one_line_error(capsys) == f"cannot write {out}: No space left on device"
+    assert out.read_bytes() == before and [p.name for p in out.parent.iterdir()] == ["loss.png"]
+    assert plot_main([str(tmp_path / "a"), "--out", str(tmp_path / "other" / "loss.png")]) == 2
+    assert not (tmp_path / "other").exists()  # the directory made for it is removed again
