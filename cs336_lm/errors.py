@@ -1,4 +1,4 @@
-"""The exceptions that carry a user-facing problem (bad input, bad config, bad files).
+"""The exceptions that carry a user-facing problem (bad input, bad config, bad files), and the one warning class.
 
 Library code raises these with a message that names the problem and the file, key or value involved;
 the command-line entry points (``cs336_lm.cli``) turn them into one line on stderr and exit status 2.
@@ -28,6 +28,11 @@ class CheckpointError(LMError):
     """A checkpoint that is missing, truncated, not a checkpoint, or of another model shape."""
 
 
+class DamagedCheckpointError(CheckpointError):
+    """A checkpoint file whose bytes were damaged: torn, unreadable, or whose contents no longer match the digest
+    stored in it. A resume passes over such a file to the newest checkpoint that verifies."""
+
+
 class WriteError(LMError):
     """An output that could not be written: a full disk, a read-only or missing directory, a path through a file.
 
@@ -40,6 +45,10 @@ class WriteError(LMError):
 
     def __str__(self) -> str:
         return f"cannot write {self.path}: {self.reason}"
+
+
+class UnverifiedCheckpointWarning(UserWarning):
+    """A checkpoint written before checkpoints carried a digest: it loads, but its contents cannot be verified."""
 
 
 class GenerationError(LMError):

@@ -1,5 +1,6 @@
 """Shared test helpers: the real-text fixtures beside the checkout, the Triton interpreter switch, where
-kernel tests run, and a disk that fills up (``full_disk``: injected; ``tiny_tmpfs``: a real one).
+kernel tests run, a disk that fills up (``full_disk``: injected; ``tiny_tmpfs``: a real one) and damage to a
+checkpoint that its zip structure does not show (``flip_tensor_bytes``).
 
 Fixtures live in ``../shared/fixtures`` (or wherever ``CS336_FIXTURES`` points); tests reach them only
 through ``shared_fixture`` and are skipped, not failed, when the folder is absent.
@@ -11,8 +12,10 @@ are per dtype: the kernels accumulate in fp32, so the error is about one roundin
 
 import errno
 import os
+import struct
 import subprocess
 import types
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,6 +192,29 @@ def tiny_tmpfs(tmp_path):
     yield mount
     for where in mounted:
         subprocess.run(["umount", str(where)], check=False)
+
+
+@pytest.fixture
+def flip_tensor_bytes():
+    """``flip_tensor_bytes(path)``: invert one bit in each of 4 bytes in the middle of the largest tensor stored in
+    the ``torch.save`` zip at ``path``, in place: the archive stays intact (torch.load does not check the entry
+    CRCs), only the values change. Returns the entry's name."""
+
+    def flip(path: Path, count: int = 4) -> str:
+        with zipfile.ZipFile(path) as archive:
+            entry = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+        with open(path, "r+b") as f:
+            f.seek(entry.header_offset)
+            header = f.read(30)  # the local file header; its name and extra field come next, then the data
+            name_length, extra_length = struct.unpack("<HH", header[26:30])
+            where = entry.header_offset + 30 + name_length + extra_length + entry.file_size // 2
+            f.seek(where)
+            data = f.read(count)
+            f.seek(where)
+            f.write(bytes(b ^ 0x10 for b in data))
+        return entry.filename
+
+    return flip
 
 
 def pytest_collection_modifyitems(config, items):

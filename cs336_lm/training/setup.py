@@ -5,12 +5,14 @@ inputs, the run directory, the model and the batch sampler (and, when resuming, 
 and sampler states), checked on every rank before anything is written; the DDP/FSDP wrapping and
 ``torch.compile``; the optimizer (and its saved state); the run files. The result is a ``TrainingRun`` whose
 fields are the whole state the loop (``cs336_lm.training.trainer``) reads. ``Progress`` is the part that
-advances with every step and is saved with every checkpoint. A run directory that ``setup`` created is removed
-again when setting up fails.
+advances with every step and is saved with every checkpoint. A resume starts from the newest checkpoint that
+verifies (``RunDir.load_resume``), warning about any damaged one it passed over; a run directory that ``setup``
+created is removed again when setting up fails.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -21,10 +23,10 @@ import torch
 from torch import nn
 
 from cs336_lm.config import ARCH_FIELDS, Config
-from cs336_lm.errors import ConfigError
+from cs336_lm.errors import ConfigError, UnverifiedCheckpointWarning
 from cs336_lm.nn import TransformerLM
 from cs336_lm.optim import AdamW
-from cs336_lm.run import RunDir, apply_checkpoint, build_model, read_checkpoint, restore_rng_state
+from cs336_lm.run import ResumePoint, RunDir, apply_checkpoint, build_model, restore_rng_state
 from cs336_lm.training import parallel
 from cs336_lm.training.build import batch_generator, build_optimizer, seed_everything, training_flops_per_token
 from cs336_lm.training.inputs import Inputs, check_inputs
@@ -148,13 +150,13 @@ def _load(cfg: Config, proc: ProcessInfo, device: torch.device, run_dir: RunDir)
     inputs = check_inputs(cfg)
     if proc.is_main:
         run_dir.create()
-    resumed_from = run_dir.resume_source(cfg.train.resume)
+    point = _resume_point(run_dir, cfg.train.resume, proc)
     seed_everything(cfg.train.seed)
     model = build_model(cfg.model, device)
     sampler = batch_generator(cfg.train.seed, proc.rank)
-    if resumed_from is None:
+    if point is None:
         return _Loaded(inputs, run_dir, model, sampler, Progress(), None, None, [])
-    checkpoint = read_checkpoint(resumed_from)
+    checkpoint, resumed_from = point.checkpoint, point.path
     check_compatible(cfg, checkpoint.get("config"), resumed_from)
     step = apply_checkpoint(checkpoint, model, None, name=str(resumed_from))
     if step > cfg.train.max_steps:
@@ -164,6 +166,18 @@ def _load(cfg: Config, proc: ProcessInfo, device: torch.device, run_dir: RunDir)
     sampler, notes = _restored_sampler(checkpoint["rng"], cfg.train.seed, proc, step)
     progress = Progress(step, float(checkpoint.get("wall_time_s", 0.0)), checkpoint.get("wandb_run_id"))
     return _Loaded(inputs, run_dir, model, sampler, progress, checkpoint, resumed_from, notes)
+
+
+def _resume_point(run_dir: RunDir, resume: str, proc: ProcessInfo) -> ResumePoint | None:
+    """``run_dir.load_resume(resume)``; its warnings (damaged checkpoints passed over, one without a digest) are
+    shown by the main process only."""
+    with warnings.catch_warnings():
+        if not proc.is_main:
+            warnings.simplefilter("ignore", UnverifiedCheckpointWarning)
+        point = run_dir.load_resume(resume)
+    if point is not None and point.skipped and proc.is_main:
+        warnings.warn(point.warning(), stacklevel=2)
+    return point
 
 
 def _restored_sampler(rng: dict, seed: int, proc: ProcessInfo, step: int) -> tuple[np.random.Generator, list[str]]:

@@ -219,3 +219,19 @@ def test_generates_from_a_run_of_the_trainer(tmp_path, capsys):
     assert rc == 0, err
     assert out.startswith("Once upon a time")
     assert "iteration 4" in err and "tokens/s" in err
+
+
+def test_a_damaged_checkpoint_is_refused_naming_the_next_older_one(tmp_path, capsys, flip_tensor_bytes):
+    write_run(tmp_path, byte_tokenizer(), steps=(2, 5))
+    damaged = tmp_path / "checkpoints" / "step_00000005.pt"
+    flip_tensor_bytes(damaged)
+    rc, out, err = cli(capsys, tmp_path, "--prompt", "abc", "--max-new-tokens", 2)
+    assert rc == 2 and out == ""
+    assert err == (
+        f"error: {damaged} is damaged: its contents differ from the SHA-256 digest saved with it; the run's next older "
+        f"checkpoint is {tmp_path / 'checkpoints' / 'step_00000002.pt'}: give that\n"
+    )
+    rc, _, err = cli(capsys, damaged, "--prompt", "abc", "--max-new-tokens", 2)
+    assert rc == 2 and err.startswith(f"error: {damaged} is damaged") and err.count("\n") == 1
+    rc, out, _ = cli(capsys, tmp_path / "checkpoints" / "step_00000002.pt", "--prompt", "abc", "--max-new-tokens", 2)
+    assert rc == 0 and out.startswith("abc")
