@@ -90,6 +90,20 @@ class StepWindow:
         self.steps, self.loss_sum, self.timed_steps, self.seconds = 0, 0.0, 0, 0.0
         return result
 
+    def state_dict(self) -> dict[str, Any]:
+        """The losses so far, ``{"steps": 3, "loss_sum": 12.5}``: what a checkpoint keeps, so that the record after
+        a resume averages the same steps as an uninterrupted run (step times belong to one process: not kept)."""
+        return {"steps": self.steps, "loss_sum": self.loss_sum}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any] | None) -> StepWindow:
+        """A window holding the losses of ``state`` (None, from a checkpoint written before windows were saved:
+        an empty window, so the first record after the resume averages only the steps since)."""
+        window = cls()
+        if state is not None:
+            window.steps, window.loss_sum = int(state["steps"]), float(state["loss_sum"])
+        return window
+
 
 def format_line(record: dict[str, Any], max_steps: int) -> str:
     """One readable line, e.g. ``step   100/1000 | loss 4.1234 | lr 3.00e-04 | grad 0.98 | 51.2k tok/s | …``."""

@@ -30,6 +30,7 @@ from cs336_lm.run import ResumePoint, RunDir, apply_checkpoint, build_model, res
 from cs336_lm.training import parallel
 from cs336_lm.training.build import batch_generator, build_optimizer, seed_everything, training_flops_per_token
 from cs336_lm.training.inputs import Inputs, check_inputs
+from cs336_lm.training.metrics import StepWindow
 from cs336_lm.training.runtime import ProcessInfo, process_info, select_dtype, should_compile, training_device
 
 
@@ -43,6 +44,9 @@ class Progress:
     """Training seconds of the earlier segments of a resumed run."""
     wandb_run_id: str | None = None
     """The wandb run this run logs to, so a resumed run continues it."""
+    window: StepWindow = field(default_factory=StepWindow)
+    """The training losses since the last metrics record (``log_window`` in a checkpoint), so that the first
+    record after a resume averages the same steps as in a run that never stopped."""
 
 
 @dataclass
@@ -164,7 +168,8 @@ def _load(cfg: Config, proc: ProcessInfo, device: torch.device, run_dir: RunDir)
         raise ConfigError(f"{resumed_from} is at step {step}, past train.max_steps={max_steps}; raise max_steps")
     restore_rng_state(checkpoint["rng"])
     sampler, notes = _restored_sampler(checkpoint["rng"], cfg.train.seed, proc, step)
-    progress = Progress(step, float(checkpoint.get("wall_time_s", 0.0)), checkpoint.get("wandb_run_id"))
+    window = StepWindow.from_state_dict(checkpoint.get("log_window"))
+    progress = Progress(step, float(checkpoint.get("wall_time_s", 0.0)), checkpoint.get("wandb_run_id"), window)
     return _Loaded(inputs, run_dir, model, sampler, progress, checkpoint, resumed_from, notes)
 
 

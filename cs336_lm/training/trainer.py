@@ -30,7 +30,7 @@ from cs336_lm.nn.functional import cross_entropy
 from cs336_lm.run import Snapshot, capture_rng_state
 from cs336_lm.training import parallel
 from cs336_lm.training.build import batch_generator, lr_at
-from cs336_lm.training.metrics import RunLog, StepWindow, memory_gb, mfu, perplexity
+from cs336_lm.training.metrics import RunLog, memory_gb, mfu, perplexity
 from cs336_lm.training.runtime import GracefulStop, autocast
 from cs336_lm.training.setup import TrainingRun, setup
 
@@ -61,7 +61,7 @@ class Trainer:
     def __init__(self, cfg: Config):
         self.job: TrainingRun = setup(cfg)
         self.log = RunLog.silent()  # metrics.jsonl, wandb and stdout once ``run`` opens them (main process)
-        self.window = StepWindow()  # losses and step times since the last training record
+        self.window = self.job.progress.window  # losses (kept in checkpoints) and step times since the last record
         self.stop: GracefulStop | None = None  # the SIGINT/SIGTERM handler while ``run`` loops
         self.stop_votes = 0.0  # ranks that had asked to stop by the last step's all-reduce
         self.start_time = time.perf_counter()  # reset when the loop starts
@@ -285,6 +285,7 @@ class Trainer:
             rng=rng,
             wall_time_s=self.wall_time(),
             wandb_run_id=self.log.run_id,
+            log_window=self.window.state_dict(),
         )
 
     # ---- start and end -----------------------------------------------------------------------------------

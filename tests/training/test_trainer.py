@@ -90,11 +90,13 @@ def test_loss_goes_down(tmp_path, tiny_config):
     [
         {"train.dtype": "fp32"},
         {"train.dtype": "bf16", "train.grad_accum_steps": 2},
+        {"train.dtype": "fp32", "train.log_every": 4},  # the stop falls inside a log window
     ],
-    ids=["fp32", "bf16-accum2"],
+    ids=["fp32", "bf16-accum2", "log-window"],
 )
 def test_interrupted_and_resumed_run_is_bitwise_identical(tmp_path, tiny_config, monkeypatch, extra):
-    """N steps straight == N/2 steps, SIGTERM, resume, N/2 more: same parameters, optimizer state and logs."""
+    """N steps straight == N/2 steps, SIGTERM, resume, N/2 more: same parameters, optimizer state and logs, record
+    by record (with ``log_every=4`` the record at step 4 averages steps 1-4 though the run stopped after 2)."""
     train(tiny_config(tmp_path / "straight", extra))
     interrupt_at(monkeypatch, 2)  # not a checkpoint step: the signal handler saves one itself
     first = train(tiny_config(tmp_path / "resumed", extra))
