@@ -7,6 +7,7 @@ sizes; running again with the same parameters finds it and leaves the files alon
 
 import argparse
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -36,11 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def corpus_parameters(size_mb: float, seed: int, valid_mb: float | None) -> dict:
     """What determines the corpus bytes: ``{"generator_version", "seed", "train_bytes", "valid_bytes"}``."""
-    if not size_mb > 0:
-        raise DataError(f"--size-mb must be positive, got {size_mb}")
+    if not 0 < size_mb < math.inf:
+        raise DataError(f"--size-mb must be a positive number, got {size_mb}")
     valid_mb = size_mb / 20 if valid_mb is None else valid_mb
-    if not valid_mb > 0:
-        raise DataError(f"--valid-mb must be positive, got {valid_mb}")
+    if not 0 < valid_mb < math.inf:
+        raise DataError(f"--valid-mb must be a positive number, got {valid_mb}")
     return {
         "generator_version": GENERATOR_VERSION,
         "seed": seed,

@@ -24,6 +24,8 @@ from cs336_lm.generation.sampling import validate_sampling
 from cs336_lm.generation.stream import TokenTextStream
 from cs336_lm.run import LoadedRun, load_run
 
+SEEDS = range(-(2**63), 2**64)  # what torch.Generator.manual_seed accepts
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -52,6 +54,12 @@ def read_prompt(args: argparse.Namespace) -> str:
     """The prompt text from ``--prompt`` or ``--prompt-file``; an empty prompt is an error."""
     if hasattr(args, "prompt"):
         text, where = args.prompt, "--prompt"
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:  # bytes that are not UTF-8 arrive from argv as lone surrogates U+DC80-DCFF
+            bad = ord(text[e.start])
+            what = f"byte 0x{bad - 0xDC00:02x}" if 0xDC80 <= bad <= 0xDCFF else f"lone surrogate U+{bad:04X}"
+            raise GenerationError(f"--prompt is not UTF-8 text (invalid {what} at character {e.start})") from None
     else:
         path = args.prompt_file
         try:
@@ -71,6 +79,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise GenerationError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     if args.num_samples < 1:
         raise GenerationError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.seed is not None and (args.seed not in SEEDS or args.seed + args.num_samples - 1 not in SEEDS):
+        raise GenerationError(f"--seed must fit in 64 bits, as must seed + --num-samples - 1; got {args.seed}")
 
 
 def describe_finish(reason: FinishReason, loaded: LoadedRun, max_new_tokens: int) -> str:

@@ -7,6 +7,7 @@ The directory (``vocab.json``, ``merges.txt``, ``special_tokens.json``) loads wi
 """
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -57,7 +58,13 @@ def special_tokens_from(args: argparse.Namespace) -> list[str]:
         if getattr(args, "special_tokens", None):
             raise ConfigError("--no-special-tokens contradicts --special-token")
         return []
-    return getattr(args, "special_tokens", None) or [DEFAULT_SPECIAL_TOKEN]
+    tokens = getattr(args, "special_tokens", None) or [DEFAULT_SPECIAL_TOKEN]
+    for token in tokens:
+        try:
+            token.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 arrive from argv as lone surrogates
+            raise ConfigError(f"--special-token {token!r} is not UTF-8 text") from None
+    return tokens
 
 
 def check_out_dir(out: Path) -> None:
@@ -107,8 +114,8 @@ def summary(out: Path, seconds: float, vocab: dict[int, bytes], merges: list, sp
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     specials = special_tokens_from(args)
-    if args.chunk_mb <= 0:
-        raise ConfigError(f"--chunk-mb must be positive, got {args.chunk_mb}")
+    if not 0 < args.chunk_mb < math.inf:
+        raise ConfigError(f"--chunk-mb must be a positive number, got {args.chunk_mb}")
     check_out_dir(args.out)
     start = time.perf_counter()
     workers = getattr(args, "num_workers", None)

@@ -2,6 +2,8 @@
 
 ``MetricsLog`` owns ``metrics.jsonl`` (one JSON object per log or eval step, appended and flushed as it goes;
 a resumed run first drops records past the step it resumes from, so the file reads as one uninterrupted run).
+``read_metrics`` reads it back strictly (a line that is not a JSON object is an error naming it), skipping only
+the torn last line a hard kill leaves; ``scan_metrics`` gives the readable records and the problems instead.
 ``format_line`` renders a record for people. ``WandbLogger`` mirrors records to Weights & Biases when that
 package is installed and enabled. ``RunLog`` puts the three together for the main process of a run (and is
 silent on the others). Field names are listed in docs/training.md.
@@ -21,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from cs336_lm.config import WandbConfig
-from cs336_lm.errors import WriteError
+from cs336_lm.errors import DataError, WriteError
 from cs336_lm.fileio import atomic_write, os_reason
 
 
@@ -52,22 +54,63 @@ class MetricsLog:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a ``metrics.jsonl`` file, in order; a torn last line (from a hard kill) is skipped."""
-    records: list[dict[str, Any]] = []
-    path = Path(path)
-    if not path.is_file():
-        return records
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+    """All records of a ``metrics.jsonl`` file, in order ([] when there is no such file). The torn last line a hard
+    kill leaves (no newline after it) is skipped; any other line that is not a UTF-8 JSON object is a
+    ``DataError`` naming the file and the line."""
+    records, problems = scan_metrics(path)
+    if problems:
+        raise DataError(f"{path}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     return records
 
 
+def scan_metrics(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """``(records, problems)``: the JSON objects of a ``metrics.jsonl`` file in order, and one message per other
+    line (``line 7 is not UTF-8 text``, ``line 9 is a JSON list, not an object``), the torn last line aside."""
+    path = Path(path)
+    if not path.is_file():
+        return [], []
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    torn_last = not data.endswith(b"\n")
+    records: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for number, raw in enumerate(lines, start=1):
+        problem = None
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            problem = f"line {number} is not UTF-8 text"
+        except json.JSONDecodeError:
+            problem = f"line {number} is not JSON"
+        else:
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                problem = f"line {number} is a JSON {_json_kind(record)}, not an object"
+        if problem and not (torn_last and number == len(lines)) and raw.strip():
+            problems.append(problem)
+    return records, problems
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "list", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+
+
 def _records_up_to(path: Path, step: int) -> list[dict[str, Any]]:
-    """Records with ``record["step"] <= step``: what an uninterrupted run would have logged so far."""
-    return [r for r in read_metrics(path) if r.get("step", 0) <= step]
+    """Records with a ``step`` up to ``step``: what an uninterrupted run would have logged so far. Lines that are
+    not records (damaged by hand or by the disk) are dropped with a warning naming them."""
+    records, problems = scan_metrics(path)
+    kept = [r for r in records if _is_step(r.get("step", 0)) and r.get("step", 0) <= step]
+    problems += [f"a record's step is {r['step']!r}" for r in records if not _is_step(r.get("step", 0))]
+    if problems:
+        warnings.warn(f"{path}: dropped what is not a metrics record: {'; '.join(problems[:3])}", stacklevel=3)
+    return kept
+
+
+def _is_step(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class StepWindow:

@@ -10,6 +10,7 @@ optional dependency (the ``plot`` extra); without it ``plot_runs`` raises one cl
 from __future__ import annotations
 
 import io
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,7 @@ def curves_from_records(records: list[dict], name: str) -> Curves:
     """
     c = Curves(name)
     for r in records:
-        if not _is_number(r.get("step")):
+        if not _is_number(r.get("step")) or not math.isfinite(r["step"]):
             continue
         step = int(r["step"])
         if _is_number(r.get("loss")):
@@ -70,7 +71,8 @@ def _is_number(x) -> bool:
 
 
 def load_curves(run_dir: str | os.PathLike) -> Curves:
-    """Curves of the run in ``run_dir`` (its ``metrics.jsonl``), named after the directory."""
+    """Curves of the run in ``run_dir`` (its ``metrics.jsonl``), named after the directory. A line of the file that
+    is not a JSON object (other than a torn last line) is a ``DataError`` naming it."""
     run_dir = Path(run_dir)
     path = RunDir(run_dir).metrics_file if run_dir.is_dir() else run_dir
     if not path.is_file():

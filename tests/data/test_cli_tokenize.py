@@ -59,6 +59,7 @@ def test_help_shows_defaults(capsys):
         ("out_is_directory", "is a directory"),
         ("out_parent_is_file", "in.txt is a file, not a directory"),
         ("zero_workers", "--num-workers must be at least 1"),
+        ("chunk_inf", "--chunk-mb must be a positive number, got inf"),
         ("out_is_the_input", "is one of the inputs"),
     ],
 )
@@ -81,6 +82,8 @@ def test_errors_are_one_line_and_exit_2(tmp_path, tok_dir, capsys, case, message
         out = tmp_path / "in.txt" / "out.npy"
     elif case == "zero_workers":
         extra = ["--num-workers", "0"]
+    elif case == "chunk_inf":
+        extra = ["--chunk-mb", "inf"]
     elif case == "out_is_the_input":
         src = out
     code, _, err = run(["--tokenizer", tokenizer, src, "--out", out, *extra], capsys)

@@ -170,6 +170,9 @@ def broken_inputs(run_dir, tmp_path_factory):
         (["{run}", "--prompt", "a", "--num-samples", "0"], "num-samples"),
         (["{run}", "--prompt", "y" * 80], "context is 64"),
         (["{run}", "--prompt", "a", "--device", "gpu0"], "not a device"),
+        (["{run}", "--prompt", "caf\udce9 au lait"], "--prompt is not UTF-8 text (invalid byte 0xe9 at character 3)"),
+        (["{run}", "--prompt", "a", "--seed", str(2**64)], "--seed must fit in 64 bits"),
+        (["{run}", "--prompt", "a", "--seed", str(2**64 - 2), "--num-samples", "3"], "--seed must fit in 64 bits"),
     ],
 )
 def test_errors_are_one_line_and_exit_2(run_dir, broken_inputs, tmp_path, capsys, args, message):

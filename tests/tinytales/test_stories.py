@@ -139,10 +139,20 @@ def test_cli_writes_splits_and_skips_when_up_to_date(tmp_path, capsys):
     assert (out / "train.txt").read_text(encoding="utf-8") != train
 
 
-def test_cli_rejects_bad_size(tmp_path, capsys):
-    assert demo_corpus_main(["--size-mb", "0", "--out", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error:") and "--size-mb" in err
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--size-mb", "0"], "--size-mb must be a positive number, got 0.0"),
+        (["--size-mb", "nan"], "--size-mb must be a positive number, got nan"),
+        (["--size-mb", "inf"], "--size-mb must be a positive number, got inf"),
+        (["--size-mb", "0.01", "--valid-mb", "inf"], "--valid-mb must be a positive number, got inf"),
+        (["--size-mb", "0.01", "--valid-mb", "-1"], "--valid-mb must be a positive number, got -1.0"),
+    ],
+)
+def test_cli_rejects_bad_sizes(tmp_path, capsys, args, message):
+    assert demo_corpus_main([*args, "--out", str(tmp_path / "demo")]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert not (tmp_path / "demo").exists()
 
 
 def test_cli_refuses_an_out_that_cannot_be_a_directory(tmp_path, capsys):

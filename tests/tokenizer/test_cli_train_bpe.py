@@ -59,6 +59,9 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "out is a file": ([str(tmp_path / "ok.txt"), "--out", str(tmp_path / "a_file")], "not a directory"),
         "out holds other files": ([str(tmp_path / "ok.txt"), "--out", str(tmp_path / "busy")], "notes.txt"),
         "contradicting specials": ([str(tmp_path / "ok.txt"), "--no-special-tokens", "--special-token", "x", *out], ""),
+        "special not utf-8": ([str(tmp_path / "ok.txt"), "--special-token", "<\udcff>", *out], "is not UTF-8 text"),
+        "chunk inf": ([str(tmp_path / "ok.txt"), "--chunk-mb", "inf", *out], "--chunk-mb must be a positive number"),
+        "chunk nan": ([str(tmp_path / "ok.txt"), "--chunk-mb", "nan", *out], "--chunk-mb must be a positive number"),
         "out under a file": (
             [str(tmp_path / "ok.txt"), "--out", str(tmp_path / "a_file" / "tok")],
             f"cannot write {tmp_path / 'a_file' / 'tok'}: {tmp_path / 'a_file'} is a file, not a directory",
@@ -75,6 +78,9 @@ BAD_CASES = [
     "out is a file",
     "out holds other files",
     "contradicting specials",
+    "special not utf-8",
+    "chunk inf",
+    "chunk nan",
     "out under a file",
 ]
 

@@ -77,6 +77,11 @@ def bad_inputs(tmp_path, run_inputs):
         ({"model.context_length": 0}, "model.context_length must be positive"),
         ({"optim.lrr": 1}, "did you mean 'optim.lr'"),
         ({"train.device": "tpu"}, "train.device"),
+        ({"optim.lr": "inf"}, "optim.lr must be a finite number"),
+        ({"model.rope_theta": "inf"}, "model.rope_theta must be a finite number"),
+        ({"train.seed": 2**32}, "train.seed must be below 2**32"),
+        ({"train.out_dir": tmp_path / "r\udcffun"}, "is not UTF-8 text"),  # bytes from argv that are not UTF-8
+        ({"train.resume": a_file}, "a_file is not a readable checkpoint"),
     ]
 
 

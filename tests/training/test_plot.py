@@ -111,6 +111,30 @@ def one_line_error(capsys) -> str:
     return err.removeprefix("error: ").strip()
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"step": 1, "loss": 2.0}\n\xff\xfe\n', "metrics.jsonl: line 2 is not UTF-8 text"),
+        (b'{"step": 1, "loss": 2.0}\n[1, 2]\n', "metrics.jsonl: line 2 is a JSON list, not an object"),
+        (b'{"step": 1, "loss": 2.0}\n3\n"x"\n', "metrics.jsonl: line 2 is a JSON number, not an object (and 1 more)"),
+        (b'{"step": 1, "loss": 2.0}\nnot json\n{"step": 2, "loss": 1.0}\n', "metrics.jsonl: line 2 is not JSON"),
+    ],
+    ids=["not-utf8", "list", "number-and-string", "garbage-line"],
+)
+def test_metrics_lines_that_are_not_records_are_one_line_errors(tmp_path, capsys, content, message):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_bytes(content)
+    assert plot_main([str(tmp_path / "run"), "--out", str(tmp_path / "plots" / "loss.png")]) == 2
+    assert one_line_error(capsys) == f"{tmp_path / 'run'}/{message}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no PNG, no plots/ directory
+
+
+def test_steps_that_are_not_finite_numbers_are_skipped():
+    records = [{"step": 1e400, "loss": 1.0}, {"step": float("nan"), "loss": 1.0}, {"step": 2, "loss": 1e400}]
+    c = curves_from_records(records, "r")
+    assert c.train_steps == [2] and c.train_loss == [float("inf")]
+
+
 def test_an_out_that_cannot_be_written_is_one_line_and_nothing_is_drawn(tmp_path, capsys):
     write_run(tmp_path / "a")
     (tmp_path / "file").write_text("x")

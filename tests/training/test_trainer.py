@@ -148,6 +148,16 @@ def test_a_resume_that_fails_leaves_no_run_directory_behind(tmp_path, tiny_confi
     assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())  # only what setup made is gone
 
 
+def test_metrics_damaged_by_hand_are_dropped_with_a_warning_on_resume(tmp_path, tiny_config):
+    train(tiny_config(tmp_path / "run", {"train.max_steps": 3}))
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    with metrics.open("ab") as f:
+        f.write(b'\xff\xfe not text\n[1, 2]\n{"step": "three"}\n')
+    with pytest.warns(UserWarning, match=r"line 5 is not UTF-8 text; line 6 is a JSON list, not an object; a reco"):
+        train(tiny_config(tmp_path / "run", {"train.max_steps": 4}))
+    assert [r["step"] for r in read_metrics(metrics) if "loss" in r] == [1, 2, 3, 4]
+
+
 def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, tiny_config):
     train(tiny_config(tmp_path / "run", {"train.max_steps": 3}))
     metrics = tmp_path / "run" / "metrics.jsonl"
