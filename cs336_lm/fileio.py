@@ -2,9 +2,10 @@
 
 Every writer in the project (tokenizer files, token files, checkpoints, configs, plots, corpora) writes into a
 temporary sibling and renames it over the target only once the content is complete, so a crash or an error leaves
-either the old output or the new one, never a torn mix. Any ``OSError`` on the way — a full disk, a read-only or
-missing directory, a path through a file — becomes a ``WriteError`` naming the target (never the temporary name)
-and the cause: ``cannot write runs/a/config.yaml: No space left on device``.
+either the old output or the new one, never a torn mix. A failed write on the way — a full disk, a read-only or
+missing directory, a path through a file — is a ``WriteError`` naming the target (never the temporary name) and
+the cause: ``cannot write runs/a/config.yaml: No space left on device``. Errors of the caller's own (reading a
+corrupt input while writing the output) keep their type.
 
 ``output_directory`` creates the directories an output needs and, when producing the output fails, removes the
 ones it created (if still empty), so a failed command leaves no empty folders behind. ``check_writable`` says
@@ -140,14 +141,31 @@ def output_directory(path: str | os.PathLike) -> Iterator[Path]:
 # ---------------------------------------------------------------------------------------------- files
 
 
-def _failure(path: Path, e: BaseException) -> BaseException:
-    """The exception to raise when writing ``path`` failed with ``e``: a ``WriteError`` naming ``path`` for an
-    ``OSError`` or for a ``WriteError`` about a file inside a temporary directory, else ``e`` itself."""
-    if isinstance(e, WriteError):
-        return WriteError(path, e.reason)
-    if isinstance(e, OSError):
-        return WriteError(path, os_reason(e))
-    return e
+class _Output:
+    """The temporary file ``atomic_write`` yields: a failed write (a full disk) is a ``WriteError`` naming the
+    target, while other errors of the body, such as reading a corrupt input, keep their own type."""
+
+    def __init__(self, f: IO, path: Path):
+        self._f, self._path = f, path
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            raise WriteError(self._path, os_reason(e)) from None
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        try:
+            self._f.flush()
+        except OSError as e:
+            raise WriteError(self._path, os_reason(e)) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
 
 
 @contextlib.contextmanager
@@ -156,8 +174,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs: Any) 
 
     The directory of ``path`` must exist. A symbolic link is followed: the file it points to is replaced and the
     link stays. A device, pipe or socket is refused (replacing it would delete it). On an exception the temporary
-    file is removed and ``path`` is untouched; an ``OSError`` (from the body's writes too: a full disk shows there)
-    becomes a ``WriteError`` naming ``path``.
+    file is removed and ``path`` is untouched. A failed write, flush, fsync or rename (a full disk) is a
+    ``WriteError`` naming ``path``; any other exception of the body passes through as it is.
     """
     path = Path(path)
     target = path.resolve() if path.is_symlink() else path
@@ -178,18 +196,23 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs: Any) 
         raise WriteError(path, reason) from e
     try:
         with os.fdopen(fd, mode, **open_kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _default_mode(is_dir=False))
-        os.replace(tmp, target)
-    except BaseException as e:
+            yield _Output(f, path)  # type: ignore[misc]
+            _written(path, f.flush)
+            _written(path, os.fsync, f.fileno())
+        _written(path, os.chmod, tmp, _default_mode(is_dir=False))
+        _written(path, os.replace, tmp, target)
+    except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        failure = _failure(path, e)
-        if failure is e:
-            raise
-        raise failure from e
+        raise
+
+
+def _written(path: Path, call: Any, *args: Any) -> None:
+    """``call(*args)``, an ``OSError`` of it reported as a ``WriteError`` naming ``path``."""
+    try:
+        call(*args)
+    except OSError as e:
+        raise WriteError(path, os_reason(e)) from None
 
 
 def _remove(path: Path) -> None:
@@ -230,7 +253,8 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
 
     An existing ``path`` is only removed after the new content is complete, so a failure leaves it as it was; an
     existing directory that could not be emptied (read-only) is refused up front, before anything is written.
-    Missing parents are created (and removed again on failure); errors are ``WriteError``s naming ``path``.
+    Missing parents are created (and removed again on failure). A failed write, inside the directory or while
+    renaming it into place, is a ``WriteError`` naming ``path``; other errors of the body pass through as they are.
     """
     path = Path(path)
     check_writable(path, directory=True)
@@ -241,11 +265,15 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
             raise WriteError(path, os_reason(e)) from None
         try:
             yield tmp
-            os.chmod(tmp, _default_mode(is_dir=True))
-            _swap_in(tmp, path)
-        except BaseException as e:
+        except WriteError as e:  # about a file inside the temporary directory: name the target instead
             shutil.rmtree(tmp, ignore_errors=True)
-            failure = _failure(path, e)
-            if failure is e:
-                raise
-            raise failure from e
+            raise WriteError(path, e.reason) from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        try:
+            _written(path, os.chmod, tmp, _default_mode(is_dir=True))
+            _written(path, _swap_in, tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise

@@ -178,3 +178,14 @@ def test_atomic_write_follows_a_link_and_refuses_devices_and_pipes(tmp_path):
         f.write(b"x")
     assert stat.S_ISFIFO(os.stat(tmp_path / "pipe").st_mode)  # still a pipe, not replaced by a file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.bin", "pipe", "real"]
+
+
+def test_errors_of_the_body_that_are_not_writes_keep_their_type(tmp_path):
+    target = tmp_path / "out.txt"
+    with pytest.raises(FileNotFoundError), atomic_write(target) as f:
+        f.write(b"partial")
+        (tmp_path / "missing-input.txt").read_bytes()  # e.g. reading an input while writing the output
+    with pytest.raises(WriteError, match=r"out\.txt: No space left on device"), atomic_write(target) as f:
+        f.write(b"x")
+        raise WriteError(target, "No space left on device")
+    assert list(tmp_path.iterdir()) == []

@@ -15,6 +15,7 @@ from cs336_lm.errors import LMError
 
 USAGE_ERROR = 2
 BROKEN_PIPE = 1
+STDOUT = "standard output"  # the file name a write error on stdout is reported with
 
 
 def run_main(fn: Callable[[], int | None]) -> int:
@@ -35,6 +36,8 @@ def run_main(fn: Callable[[], int | None]) -> int:
             print(f"error: {e}", file=sys.stderr)
             return USAGE_ERROR
         except OSError as e:
+            if e.filename == STDOUT:
+                _discard_stdout()
             print(f"error: {_describe_os_error(e)}", file=sys.stderr)
             return USAGE_ERROR
         except KeyboardInterrupt:
@@ -45,12 +48,7 @@ def run_main(fn: Callable[[], int | None]) -> int:
 def _describe_os_error(e: OSError) -> str:
     """``No such file or directory: data/x.txt``, or just the cause when the error names no file."""
     reason = e.strerror or str(e) or type(e).__name__
-    if e.filename == STDOUT:
-        _discard_stdout()
     return f"{reason}: {e.filename}" if e.filename else reason
-
-
-STDOUT = "standard output"
 
 
 class _NamedStdout:

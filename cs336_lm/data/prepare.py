@@ -92,11 +92,7 @@ def tokenize_files(
     workers = max(1, min(num_workers or default_workers(), len(tasks)))
     if total_bytes < chunk_bytes:
         workers = 1  # less than one chunk of text: starting a pool costs more than encoding it
-    with (
-        output_directory(out_path.parent),
-        _reported_as(out_path),
-        tempfile.TemporaryDirectory(prefix=f".{out_path.name}.parts.", dir=out_path.parent) as parts_dir,
-    ):
+    with output_directory(out_path.parent), _parts_directory(out_path) as parts_dir:
         jobs = [(i, path, a, b, parts_dir, dtype.str) for i, (path, a, b) in enumerate(tasks)]
         counts = _encode_chunks(tok, jobs, workers, total_bytes, progress)
         tokens = _concatenate_parts(out_path, parts_dir, counts, dtype)
@@ -125,14 +121,18 @@ def _check_output(path: Path, inputs: list[Path]) -> Path:
 
 
 @contextlib.contextmanager
-def _reported_as(out_path: Path) -> Iterator[None]:
-    """Report a failure to write the temporary part files (a full disk) as a failure to write ``out_path``."""
+def _parts_directory(out_path: Path) -> Iterator[str]:
+    """A temporary directory beside ``out_path`` for the part files, removed on exit; a failure to create it or to
+    write a part file (a full disk) is reported as a failure to write ``out_path``."""
     try:
-        yield
-    except WriteError as e:
-        raise WriteError(out_path, e.reason) from None
+        parts = tempfile.TemporaryDirectory(prefix=f".{out_path.name}.parts.", dir=out_path.parent)
     except OSError as e:
         raise WriteError(out_path, os_reason(e)) from None
+    with parts as parts_dir:
+        try:
+            yield parts_dir
+        except WriteError as e:
+            raise WriteError(out_path, e.reason) from None
 
 
 def _encode_chunks(tok: Tokenizer, jobs: list, workers: int, total_bytes: int, progress: bool | None) -> list[int]:

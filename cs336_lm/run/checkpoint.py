@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cs336_lm.errors import CheckpointError, DamagedCheckpointError, UnverifiedCheckpointWarning
+from cs336_lm.errors import CheckpointError, DamagedCheckpointError, UnverifiedCheckpointWarning, WriteError
 from cs336_lm.fileio import atomic_write, make_directories
 from cs336_lm.run.digest import content_digest
 
@@ -193,13 +193,14 @@ def save_checkpoint(
 
 
 def _torch_save(obj: dict, f: IO[bytes]) -> None:
-    """``torch.save(obj, f)``, raising the ``OSError`` of a write that failed midway (a full disk) rather than the
-    ``RuntimeError`` torch's zip writer raises on top of it when it then cannot finish the archive."""
+    """``torch.save(obj, f)``, raising the error of a write that failed midway (a full disk: a ``WriteError`` or an
+    ``OSError``) rather than the ``RuntimeError`` torch's zip writer raises on top of it when it then cannot finish
+    the archive."""
     try:
         torch.save(obj, f)
     except RuntimeError as e:
         cause = e.__context__
-        while cause is not None and not isinstance(cause, OSError):
+        while cause is not None and not isinstance(cause, OSError | WriteError):
             cause = cause.__context__
         if cause is None:
             raise

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from cs336_lm.errors import CheckpointError, UnverifiedCheckpointWarning, WriteError
+from cs336_lm.errors import CheckpointError, UnverifiedCheckpointWarning
 from cs336_lm.optim import AdamW, param_groups_for_weight_decay
 from cs336_lm.run import RunDir
 from cs336_lm.run import checkpoint as ckpt_module
@@ -150,7 +150,7 @@ def test_failed_save_leaves_previous_checkpoint_and_no_temp(tmp_path, monkeypatc
         raise OSError("disk full")
 
     monkeypatch.setattr(ckpt_module.torch, "save", torn_save)
-    with pytest.raises(WriteError, match=r"cannot write .*ck\.pt: disk full"):
+    with pytest.raises(OSError, match="disk full"):
         save_checkpoint(model, opt, 4, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
