@@ -21,8 +21,9 @@ STDOUT = "standard output"  # the file name a write error on stdout is reported 
 def run_main(fn: Callable[[], int | None]) -> int:
     """Call ``fn`` and map user-facing failures to one stderr line and an exit status.
 
-    ``LMError`` (our own) and any ``OSError`` (a path the user gave, a full disk, standard output that cannot be
-    written) are exit status 2; a closed standard output is 1 and silent; ``KeyboardInterrupt`` is 130.
+    ``LMError`` (our own), any ``OSError`` (a path the user gave, a full disk, standard output that cannot be
+    written) and ``MemoryError`` are exit status 2; a closed standard output is 1 and silent; ``KeyboardInterrupt``
+    is 130.
     """
     with _one_line_warnings(), _named_stdout():
         try:
@@ -39,6 +40,9 @@ def run_main(fn: Callable[[], int | None]) -> int:
             if e.filename == STDOUT:
                 _discard_stdout()
             print(f"error: {_describe_os_error(e)}", file=sys.stderr)
+            return USAGE_ERROR
+        except MemoryError as e:  # e.g. NumPy asked for an array far larger than memory (a huge batch size)
+            print(f"error: out of memory{f': {e}' if str(e) else ''}", file=sys.stderr)
             return USAGE_ERROR
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

@@ -30,6 +30,7 @@ def test_our_errors_and_os_errors_are_one_line_and_exit_2(capsys):
             "error: No such file or directory: x.txt\n",
         ),
         (OSError(errno.EIO, "Input/output error"), "error: Input/output error\n"),
+        (MemoryError("Unable to allocate 745. GiB"), "error: out of memory: Unable to allocate 745. GiB\n"),
     ]
     for exc, line in cases:
         assert run_main(fails(exc)) == 2

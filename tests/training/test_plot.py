@@ -162,3 +162,10 @@ def test_a_full_disk_is_one_line_and_the_previous_png_survives(tmp_path, capsys,
     assert out.read_bytes() == before and [p.name for p in out.parent.iterdir()] == ["loss.png"]
     assert plot_main([str(tmp_path / "a"), "--out", str(tmp_path / "other" / "loss.png")]) == 2
     assert not (tmp_path / "other").exists()  # the directory made for it is removed again
+
+
+def test_a_title_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    write_run(tmp_path / "a")
+    assert plot_main([str(tmp_path / "a"), "--out", str(tmp_path / "x.png"), "--title", "caf\udce9"]) == 2
+    assert one_line_error(capsys) == "--title 'caf\\udce9' is not UTF-8 text"
+    assert not (tmp_path / "x.png").exists()
