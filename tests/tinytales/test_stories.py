@@ -155,6 +155,20 @@ def test_cli_rejects_bad_sizes(tmp_path, capsys, args, message):
     assert not (tmp_path / "demo").exists()
 
 
+def test_cli_rewrites_a_corpus_whose_files_changed_since(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["--size-mb", "0.02", "--out", str(out), "--quiet"]
+    assert demo_corpus_main(args) == 0
+    expected = (out / "train.txt").read_bytes()
+    damaged = bytearray(expected)
+    damaged[len(damaged) // 2] ^= 0x20  # same size, one letter's case flipped
+    (out / "train.txt").write_bytes(damaged)
+    capsys.readouterr()
+    assert demo_corpus_main(args) == 0
+    assert f"{out / 'train.txt'} differs from what {out / 'corpus.json'} records" in capsys.readouterr().out
+    assert (out / "train.txt").read_bytes() == expected
+
+
 def test_cli_refuses_an_out_that_cannot_be_a_directory(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     for out, reason in [("file", "it exists and is not a directory"), ("file/demo", "file is a file, not a directory")]:
