@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -311,6 +312,7 @@ def validate(cfg: Config) -> None:
     for key, value in non_negative.items():
         if not value >= 0:
             raise ConfigError(f"{key} must be >= 0, got {value}")
+    _validate_bounds(cfg)
     if o.min_lr > o.lr:
         raise ConfigError(f"optim.min_lr ({o.min_lr}) must not exceed optim.lr ({o.lr})")
     for key, value in {"optim.beta1": o.beta1, "optim.beta2": o.beta2}.items():
@@ -321,6 +323,24 @@ def validate(cfg: Config) -> None:
             f"optim.cosine_cycle_iters ({o.cosine_cycle_iters}) must exceed optim.warmup_iters ({o.warmup_iters})"
         )
     _validate_choices(cfg)
+
+
+def _validate_bounds(cfg: Config) -> None:
+    """Numbers that must be finite (an infinite learning rate or RoPE base only shows later, as a NaN loss) and
+    the seed's range."""
+    m, o = cfg.model, cfg.optim
+    finite = {
+        "model.rope_theta": m.rope_theta,
+        "optim.lr": o.lr,
+        "optim.min_lr": o.min_lr,
+        "optim.eps": o.eps,
+        "optim.weight_decay": o.weight_decay,
+    }
+    for key, value in finite.items():
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value}")
+    if cfg.train.seed >= 2**32:  # NumPy's global seed is 32 bits
+        raise ConfigError(f"train.seed must be below 2**32, got {cfg.train.seed}")
 
 
 def _validate_choices(cfg: Config) -> None:
@@ -373,6 +393,10 @@ def _parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
         key, sep, _ = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} must look like section.key=value (e.g. optim.lr=1e-3)")
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 arrive from argv as lone surrogates
+            raise ConfigError(f"override {item!r} is not UTF-8 text (a config, and the paths in it, are)") from None
     try:
         parsed = OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
     except (OmegaConfBaseException, yaml.YAMLError) as e:

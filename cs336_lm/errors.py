@@ -1,9 +1,11 @@
-"""The exceptions that carry a user-facing problem (bad input, bad config, bad files).
+"""The exceptions that carry a user-facing problem (bad input, bad config, bad files), and the one warning class.
 
 Library code raises these with a message that names the problem and the file, key or value involved;
 the command-line entry points (``cs336_lm.cli``) turn them into one line on stderr and exit status 2.
 Anything else that escapes is a bug and keeps its traceback.
 """
+
+import os
 
 
 class LMError(Exception):
@@ -24,6 +26,29 @@ class DataError(LMError):
 
 class CheckpointError(LMError):
     """A checkpoint that is missing, truncated, not a checkpoint, or of another model shape."""
+
+
+class DamagedCheckpointError(CheckpointError):
+    """A checkpoint file whose bytes were damaged: torn, unreadable, or whose contents no longer match the digest
+    stored in it. A resume passes over such a file to the newest checkpoint that verifies."""
+
+
+class WriteError(LMError):
+    """An output that could not be written: a full disk, a read-only or missing directory, a path through a file.
+
+    The message is ``cannot write PATH: REASON``; whatever ``PATH`` held before is left as it was.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        super().__init__(path, reason)  # both in args, so the error pickles (a worker process may raise it)
+        self.path, self.reason = path, reason
+
+    def __str__(self) -> str:
+        return f"cannot write {self.path}: {self.reason}"
+
+
+class UnverifiedCheckpointWarning(UserWarning):
+    """A checkpoint written before checkpoints carried a digest: it loads, but its contents cannot be verified."""
 
 
 class GenerationError(LMError):

@@ -6,7 +6,8 @@
 
 Imports are read from the source with ``ast`` (module level and inside functions alike, so a lazy import
 counts as much as an eager one). A module may import from its own subpackage and from any lower layer;
-``errors`` and ``fileio`` sit below everything. ``tests/test_layers.py`` runs the check.
+``errors`` sits below everything, ``fileio`` (atomic output, failing with errors' ``WriteError``) just above it.
+``tests/test_layers.py`` runs the check.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 # import each other. (The top-level cs336_lm/__init__.py holds no code and is not a layer.)
 LAYERS: dict[str, int] = {
     "errors": 0,
-    "fileio": 0,
+    "fileio": 1,  # atomic files and directories; raises errors' WriteError
     "kernels": 1,  # Triton kernels + autograd Functions: torch, triton and errors only
     "nn": 2,  # functional math, modules, the kernel dispatch, presets, accounting
     "config": 3,  # the experiment schema: reads nn's presets and backend names

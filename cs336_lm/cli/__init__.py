@@ -1,32 +1,108 @@
 """Command-line entry points: each parses arguments, validates them and calls one library function.
 
-``run_main`` gives every command the same behaviour for bad input: one ``error: …`` line on stderr and
-exit status 2 instead of a traceback.
+``run_main`` gives every command the same behaviour for bad input and a failing system: one ``error: …`` line
+on stderr and exit status 2 instead of a traceback, warnings as one ``warning: …`` line each, and a closed pipe
+on stdout (``lm-generate … | head``) ending the command quietly.
 """
 
+import contextlib
+import os
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 
 from cs336_lm.errors import LMError
 
 USAGE_ERROR = 2
+BROKEN_PIPE = 1
+STDOUT = "standard output"  # the file name a write error on stdout is reported with
 
 
 def run_main(fn: Callable[[], int | None]) -> int:
-    """Call ``fn`` and map user-facing failures to one stderr line and exit status 2.
+    """Call ``fn`` and map user-facing failures to one stderr line and an exit status.
 
-    ``LMError`` (our own), ``FileNotFoundError``/``PermissionError``/``IsADirectoryError`` (a path the
-    user gave) and ``KeyboardInterrupt`` (exit 130) are reported without a traceback.
+    ``LMError`` (our own), any ``OSError`` (a path the user gave, a full disk, standard output that cannot be
+    written) and ``MemoryError`` are exit status 2; a closed standard output is 1 and silent; ``KeyboardInterrupt``
+    is 130.
     """
+    with _one_line_warnings(), _named_stdout():
+        try:
+            status = fn() or 0
+            sys.stdout.flush()  # a full disk behind stdout shows here, not as a traceback at exit
+            return status
+        except BrokenPipeError:  # stdout closed early, e.g. piped into `head`: stop quietly
+            _discard_stdout()
+            return BROKEN_PIPE
+        except LMError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return USAGE_ERROR
+        except OSError as e:
+            if e.filename == STDOUT:
+                _discard_stdout()
+            print(f"error: {_describe_os_error(e)}", file=sys.stderr)
+            return USAGE_ERROR
+        except MemoryError as e:  # e.g. NumPy asked for an array far larger than memory (a huge batch size)
+            print(f"error: out of memory{f': {e}' if str(e) else ''}", file=sys.stderr)
+            return USAGE_ERROR
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+
+def _describe_os_error(e: OSError) -> str:
+    """``No such file or directory: data/x.txt``, or just the cause when the error names no file."""
+    reason = e.strerror or str(e) or type(e).__name__
+    return f"{reason}: {e.filename}" if e.filename else reason
+
+
+class _NamedStdout:
+    """``sys.stdout`` whose write errors name it (an ``OSError`` from a stream carries no file name), so that a
+    full disk behind a redirected stdout reads ``error: No space left on device: standard output``."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+    def write(self, text: str) -> int:
+        return self._named(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._named(self._stream.flush)
+
+    @staticmethod
+    def _named(call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise OSError(e.errno, e.strerror or str(e), STDOUT) from None
+
+
+@contextlib.contextmanager
+def _named_stdout() -> Iterator[None]:
+    original = sys.stdout
+    sys.stdout = _NamedStdout(original)
     try:
-        return fn() or 0
-    except LMError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return USAGE_ERROR
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
-        name = f": {e.filename}" if getattr(e, "filename", None) else ""
-        print(f"error: {e.strerror or e}{name}", file=sys.stderr)
-        return USAGE_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        yield
+    finally:
+        sys.stdout = original
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush of unwritable text cannot fail again."""
+    with contextlib.suppress(OSError, ValueError):  # no real file descriptor (e.g. captured by a test)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show warnings as ``warning: MESSAGE`` (without the source line Python adds) while a command runs."""
+    original = warnings.formatwarning
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = original

@@ -12,7 +12,6 @@ prompts file: every prompt (and sample) decodes together, and one JSON line per 
 
 import argparse
 import json
-import os
 import random
 import sys
 import time
@@ -27,6 +26,8 @@ from cs336_lm.fileio import atomic_write
 from cs336_lm.generation.prompts import read_prompts
 from cs336_lm.generation.sampling import validate_sampling
 from cs336_lm.run import LoadedRun, load_run
+
+SEEDS = range(-(2**63), 2**64)  # what torch.Generator.manual_seed accepts
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 def read_prompt(args: argparse.Namespace) -> str:
     """The prompt text from ``--prompt`` or ``--prompt-file``; an empty prompt is an error."""
     if hasattr(args, "prompt"):
-        text, where = args.prompt, "--prompt"
+        text, where = check_utf8(args.prompt, "--prompt"), "--prompt"
     else:
         path = args.prompt_file
         try:
@@ -82,8 +83,19 @@ def read_prompt(args: argparse.Namespace) -> str:
     return text
 
 
+def check_utf8(text: str, option: str) -> str:
+    """``text`` itself when it is valid UTF-8; bytes that are not arrive from argv as lone surrogates U+DC80–DCFF."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = ord(text[e.start])
+        what = f"byte 0x{bad - 0xDC00:02x}" if 0xDC80 <= bad <= 0xDCFF else f"lone surrogate U+{bad:04X}"
+        raise GenerationError(f"{option} is not UTF-8 text (invalid {what} at character {e.start})") from None
+    return text
+
+
 def check_args(args: argparse.Namespace) -> None:
-    """Reject invalid numbers before the model is loaded."""
+    """Reject invalid numbers and texts before the model is loaded."""
     validate_sampling(args.temperature, args.top_k, args.top_p)
     if args.max_new_tokens < 1:
         raise GenerationError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
@@ -93,8 +105,12 @@ def check_args(args: argparse.Namespace) -> None:
         raise GenerationError(f"--repetition-penalty must be > 0, got {args.repetition_penalty}")
     if any(not s for s in args.stop):
         raise GenerationError("--stop needs a non-empty text")
+    for stop in args.stop:
+        check_utf8(stop, "--stop")
     if args.out is not None and not hasattr(args, "prompts_file"):
         raise GenerationError("--out goes with --prompts-file (one prompt is printed to stdout)")
+    if args.seed is not None and (args.seed not in SEEDS or args.seed + args.num_samples - 1 not in SEEDS):
+        raise GenerationError(f"--seed must fit in 64 bits, as must seed + --num-samples - 1; got {args.seed}")
 
 
 def describe_finish(reason: str, loaded: LoadedRun, params: SamplingParams) -> str:
@@ -242,11 +258,7 @@ def _report(i: int, n: int, count: int, finish: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        return run_main(lambda: _main(argv))
-    except BrokenPipeError:  # stdout closed early, e.g. piped into `head`: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+    return run_main(lambda: _main(argv))  # stdout closed early (piped into `head`): exit 1 quietly
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from cs336_lm.cli import run_main
+from cs336_lm.errors import ConfigError
 from cs336_lm.training.plot import plot_runs
 
 
@@ -29,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    if args.title is not None:
+        try:
+            args.title.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 arrive from argv as lone surrogates
+            raise ConfigError(f"--title {args.title!r} is not UTF-8 text") from None
     out = plot_runs(args.runs, args.out, title=args.title)
     print(f"wrote {out}")
     return 0

@@ -9,6 +9,7 @@ then never half-written.
 """
 
 import argparse
+import math
 from pathlib import Path
 
 from cs336_lm.cli import run_main
@@ -47,8 +48,8 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.num_workers is not None and args.num_workers < 1:
         raise DataError(f"--num-workers must be at least 1, got {args.num_workers}")
-    if not args.chunk_mb > 0:
-        raise DataError(f"--chunk-mb must be positive, got {args.chunk_mb}")
+    if not 0 < args.chunk_mb < math.inf:
+        raise DataError(f"--chunk-mb must be a positive number, got {args.chunk_mb}")
     stats = tokenize_files(
         args.tokenizer,
         args.inputs,

@@ -7,6 +7,7 @@ The directory (``vocab.json``, ``merges.txt``, ``special_tokens.json``) loads wi
 """
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from cs336_lm.cli import run_main
 from cs336_lm.errors import ConfigError
-from cs336_lm.fileio import atomic_directory
+from cs336_lm.fileio import atomic_directory, check_writable
 from cs336_lm.tokenizer import Tokenizer, train_bpe
 from cs336_lm.tokenizer.files import MERGES_FILE, SPECIAL_TOKENS_FILE, VOCAB_FILE
 from cs336_lm.tokenizer.pretokenize import DEFAULT_CHUNK_BYTES
@@ -57,11 +58,18 @@ def special_tokens_from(args: argparse.Namespace) -> list[str]:
         if getattr(args, "special_tokens", None):
             raise ConfigError("--no-special-tokens contradicts --special-token")
         return []
-    return getattr(args, "special_tokens", None) or [DEFAULT_SPECIAL_TOKEN]
+    tokens = getattr(args, "special_tokens", None) or [DEFAULT_SPECIAL_TOKEN]
+    for token in tokens:
+        try:
+            token.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 arrive from argv as lone surrogates
+            raise ConfigError(f"--special-token {token!r} is not UTF-8 text") from None
+    return tokens
 
 
 def check_out_dir(out: Path) -> None:
-    """Refuse an ``--out`` that is a file or a directory holding anything but tokenizer files.
+    """Refuse, before training, an ``--out`` that is a file, a directory holding anything but tokenizer files, or a
+    directory that could not be replaced (read-only, or under a file or a read-only directory).
 
     The directory is replaced as a whole, so pointing ``--out`` at, say, a home directory must not wipe it.
     """
@@ -71,6 +79,7 @@ def check_out_dir(out: Path) -> None:
         others = sorted(p.name for p in out.iterdir() if p.name not in TOKENIZER_FILES)
         if others:
             raise ConfigError(f"--out {out} holds files other than a tokenizer's (e.g. {others[0]}); choose another")
+    check_writable(out, directory=True)
 
 
 def memory_peak_mib() -> tuple[float, float]:
@@ -105,8 +114,8 @@ def summary(out: Path, seconds: float, vocab: dict[int, bytes], merges: list, sp
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     specials = special_tokens_from(args)
-    if args.chunk_mb <= 0:
-        raise ConfigError(f"--chunk-mb must be positive, got {args.chunk_mb}")
+    if not 0 < args.chunk_mb < math.inf:
+        raise ConfigError(f"--chunk-mb must be a positive number, got {args.chunk_mb}")
     check_out_dir(args.out)
     start = time.perf_counter()
     workers = getattr(args, "num_workers", None)

@@ -32,8 +32,8 @@ import numpy as np
 from tqdm import tqdm
 
 from cs336_lm.data.tokens import token_dtype
-from cs336_lm.errors import DataError, TokenizerError
-from cs336_lm.fileio import atomic_write
+from cs336_lm.errors import DataError, TokenizerError, WriteError
+from cs336_lm.fileio import atomic_write, check_writable, os_reason, output_directory
 from cs336_lm.tokenizer.pretokenize import chunk_boundaries, decode_utf8, default_workers, pool_context
 from cs336_lm.tokenizer.tiktoken_backend import Backend, BackgroundCheck, select_backend
 from cs336_lm.tokenizer.tokenizer import Tokenizer
@@ -82,9 +82,10 @@ def tokenize_files(
     ``num_workers`` processes (default: one per CPU, at most one per chunk; 1, or less text than one chunk: in
     this process) encode chunks of about ``chunk_bytes``. ``progress`` shows a tqdm bar in MB (None: only on a
     terminal). ``backend`` is ``auto``, ``ours`` or ``tiktoken`` (``TokenizerError`` when tiktoken is asked for but
-    missing or not exact). Raises ``DataError`` for a missing, non-UTF-8 input or an output that cannot be written;
-    ``out_path`` is then left as it was. The output is the 1-D ``.npy`` array of all ids, uint16 when the
-    vocabulary fits, else uint32.
+    missing or not exact). Raises ``DataError`` for a missing or non-UTF-8 input and ``WriteError`` for an output
+    that cannot be written (checked before any work; a full disk shows later); ``out_path`` is then left as it was,
+    and directories created for it are removed again. The output is the 1-D ``.npy`` array of all ids, uint16 when
+    the vocabulary fits, else uint32.
     """
     start_time = time.perf_counter()
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.from_directory(tokenizer)
@@ -95,7 +96,7 @@ def tokenize_files(
     paths = [_check_input(p) for p in inputs]
     if not paths:
         raise DataError("no input files given")
-    out_path = _check_output(Path(out_path))
+    out_path = _check_output(Path(out_path), paths)
     chosen = select_backend(tok, backend, verify=False)
     check = BackgroundCheck(tok) if not chosen.verified else None
     tasks = []
@@ -108,7 +109,7 @@ def tokenize_files(
     workers = max(1, min(num_workers or default_workers(), len(tasks)))
     if total_bytes < chunk_bytes:
         workers = 1  # less than one chunk of text: starting a pool costs more than encoding it
-    with tempfile.TemporaryDirectory(prefix=f".{out_path.name}.parts.", dir=out_path.parent) as parts_dir:
+    with output_directory(out_path.parent), _parts_directory(out_path) as parts_dir:
         jobs = [(i, path, a, b, parts_dir, dtype.str) for i, (path, a, b) in enumerate(tasks)]
         started = check.start if check is not None else None
         counts = _encode_chunks((tok, chosen.encoding), jobs, workers, total_bytes, progress, started)
@@ -136,16 +137,28 @@ def _check_input(path: str | os.PathLike) -> Path:
     return path
 
 
-def _check_output(path: Path) -> Path:
+def _check_output(path: Path, inputs: list[Path]) -> Path:
     if path.is_dir():
-        raise DataError(f"output {path} is a directory; give a file name such as {path / 'train.npy'}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"cannot create the output directory {path.parent}: {e.strerror}") from None
-    if not os.access(path.parent, os.W_OK):
-        raise DataError(f"output directory {path.parent} is not writable")
+        raise WriteError(path, f"it is a directory; give a file name such as {path / 'train.npy'}")
+    if any(path.exists() and path.samefile(p) for p in inputs):
+        raise DataError(f"the output {path} is one of the inputs; writing it would replace that text")
+    check_writable(path)
     return path
+
+
+@contextlib.contextmanager
+def _parts_directory(out_path: Path) -> Iterator[str]:
+    """A temporary directory beside ``out_path`` for the part files, removed on exit; a failure to create it or to
+    write a part file (a full disk) is reported as a failure to write ``out_path``."""
+    try:
+        parts = tempfile.TemporaryDirectory(prefix=f".{out_path.name}.parts.", dir=out_path.parent)
+    except OSError as e:
+        raise WriteError(out_path, os_reason(e)) from None
+    with parts as parts_dir:
+        try:
+            yield parts_dir
+        except WriteError as e:
+            raise WriteError(out_path, e.reason) from None
 
 
 def _encode_chunks(
@@ -202,7 +215,12 @@ def _encode_chunk(job: tuple[int, str, int, int, str, str]) -> tuple[int, int, i
             array = np.array(ids, dtype=dtype)  # NumPy refuses a Python int outside the dtype's range
         except OverflowError:
             raise DataError(f"{path}: token id {max(ids)} does not fit the token file's dtype {dtype.name}") from None
-    array.tofile(_part_path(parts_dir, index))
+    part = _part_path(parts_dir, index)
+    try:
+        with open(part, "wb") as out:
+            out.write(array.data)  # a Python write, so a full disk reports its errno
+    except OSError as e:
+        raise WriteError(part, os_reason(e)) from None
     return index, len(array), len(data)
 
 

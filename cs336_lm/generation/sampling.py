@@ -17,11 +17,18 @@ from jaxtyping import Float, Int
 
 from cs336_lm.errors import GenerationError
 
+MIN_TEMPERATURE = 1e-6
+"""The smallest temperature above 0: below it sampling is greedy in all but name, and ``logits / T`` can overflow
+float32 (or divide by a temperature that rounds to 0) into NaN probabilities."""
+
 
 def validate_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    """Raise ``GenerationError`` naming the first invalid setting: temperature ≥ 0, top_k ≥ 1, 0 < top_p ≤ 1."""
+    """Raise ``GenerationError`` naming the first invalid setting: temperature 0 or in [1e-6, inf), top_k ≥ 1,
+    0 < top_p ≤ 1."""
     if not (isinstance(temperature, int | float) and math.isfinite(temperature) and temperature >= 0):
         raise GenerationError(f"temperature must be a finite number >= 0 (0 means greedy), got {temperature!r}")
+    if 0 < temperature < MIN_TEMPERATURE:
+        raise GenerationError(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise GenerationError(f"top_k must be an integer >= 1, got {top_k!r}")
     if top_p is not None and not (isinstance(top_p, int | float) and 0 < top_p <= 1):

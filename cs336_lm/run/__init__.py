@@ -13,13 +13,15 @@ from cs336_lm.run.checkpoint import (
     restore_rng_state,
     save_checkpoint,
     unwrap_model,
+    verify_checkpoint,
 )
 from cs336_lm.run.device import select_device
 from cs336_lm.run.model import LoadedRun, build_model, load_run, model_kwargs
-from cs336_lm.run.rundir import RunDir
+from cs336_lm.run.rundir import ResumePoint, RunDir
 
 __all__ = [
     "LoadedRun",
+    "ResumePoint",
     "RunDir",
     "Snapshot",
     "apply_checkpoint",
@@ -33,4 +35,5 @@ __all__ = [
     "save_checkpoint",
     "select_device",
     "unwrap_model",
+    "verify_checkpoint",
 ]

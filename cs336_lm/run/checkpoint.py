@@ -3,13 +3,20 @@
 A checkpoint is a dict of tensors and plain data (so ``torch.load(weights_only=True)`` reads it)::
 
     {"format_version": 1, "model": state_dict, "optimizer": state_dict, "iteration": int,
-     "config": plain dict, "rng": {"python", "numpy", "torch", ["cuda"], ["data"]}, ...extra}
+     "config": plain dict, "rng": {"python", "numpy", "torch", ["cuda"], ["data"]}, ...extra,
+     "digest": "sha256:…"}
 
 ``save_checkpoint`` / ``load_checkpoint`` handle one file (a path, written to a temporary sibling and renamed, or
 an open file object); where the files of a run live, which is the latest and which are kept is
 ``cs336_lm.run.rundir``'s business. RNG states are converted to tensors, lists and ints by
 ``capture_rng_state`` and put back by ``restore_rng_state``. Anything wrong with a file the user gives us —
 missing, truncated, not a checkpoint, another model's — is a ``CheckpointError`` with one clear message.
+
+``digest`` is the SHA-256 of everything else in the checkpoint (``cs336_lm.run.digest``), computed when it is
+saved and checked by ``read_checkpoint``, the one place every reader (resume, ``load_run`` and so ``lm-generate``,
+evaluation, serving, export) loads a checkpoint through: a file whose bytes were damaged without breaking the zip
+structure is a ``DamagedCheckpointError`` naming it, like a torn one. A checkpoint written before digests existed
+still loads, with an ``UnverifiedCheckpointWarning`` saying it could not be verified.
 """
 
 import dataclasses
@@ -24,12 +31,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from cs336_lm.errors import CheckpointError
-from cs336_lm.fileio import atomic_write
+from cs336_lm.errors import CheckpointError, DamagedCheckpointError, UnverifiedCheckpointWarning, WriteError
+from cs336_lm.fileio import atomic_write, make_directories
+from cs336_lm.run.digest import content_digest
 
 FORMAT_VERSION = 1
+DIGEST_KEY = "digest"
 _ZIP_MAGIC = b"PK\x03\x04"
-_RESERVED = {"format_version", "model", "optimizer", "iteration", "config", "rng"}
+_RESERVED = {"format_version", "model", "optimizer", "iteration", "config", "rng", DIGEST_KEY}
 _WRAPPERS = {"DataParallel", "DistributedDataParallel", "FullyShardedDataParallel"}
 _PLAIN = (torch.Tensor, str, int, float, bool, type(None), torch.dtype, torch.device)
 
@@ -151,12 +160,14 @@ def save_checkpoint(
     rng: dict | None = None,
     **extra: Any,
 ) -> None:
-    """Write a checkpoint of ``model`` (unwrapped), ``optimizer``, ``iteration``, ``config`` and ``rng`` to ``out``.
+    """Write a checkpoint of ``model`` (unwrapped), ``optimizer``, ``iteration``, ``config`` and ``rng`` to ``out``,
+    with the digest of all of it.
 
     ``rng`` defaults to ``capture_rng_state()`` (pass ``capture_rng_state(data_generator)`` to include the data
     sampler). ``extra`` keys (e.g. ``wandb_run_id="abc"``) are stored beside the standard ones and must be
     tensors or plain Python data. A path is written atomically (temporary file, fsync, ``os.replace``), creating
-    its parent directory; a file object is written in place.
+    its parent directory; a file object is written in place. A path that cannot be written (a full disk, a
+    read-only directory) is a ``WriteError`` naming it, and what the path held before is left as it was.
     """
     clash = _RESERVED & extra.keys()
     if clash:
@@ -171,13 +182,29 @@ def save_checkpoint(
         **extra,
     }
     _check_plain(ckpt, "checkpoint")
+    ckpt[DIGEST_KEY] = content_digest(ckpt)
     if isinstance(out, str | os.PathLike):
         out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
+        make_directories(out.parent)
         with atomic_write(out, "wb") as f:
-            torch.save(ckpt, f)
+            _torch_save(ckpt, f)
     else:
-        torch.save(ckpt, out)
+        _torch_save(ckpt, out)
+
+
+def _torch_save(obj: dict, f: IO[bytes]) -> None:
+    """``torch.save(obj, f)``, raising the error of a write that failed midway (a full disk: a ``WriteError`` or an
+    ``OSError``) rather than the ``RuntimeError`` torch's zip writer raises on top of it when it then cannot finish
+    the archive."""
+    try:
+        torch.save(obj, f)
+    except RuntimeError as e:
+        cause = e.__context__
+        while cause is not None and not isinstance(cause, OSError | WriteError):
+            cause = cause.__context__
+        if cause is None:
+            raise
+        raise cause from None
 
 
 def _describe(src: Source) -> str:
@@ -197,8 +224,13 @@ def _starts_like_zip(src: Source) -> bool:
     return head == _ZIP_MAGIC
 
 
-def read_checkpoint(src: Source, map_location: str | torch.device = "cpu") -> dict:
-    """Load and validate a checkpoint dict with ``torch.load(weights_only=True)`` (tensors mapped to CPU)."""
+def read_checkpoint(src: Source, map_location: str | torch.device = "cpu", *, mmap: bool = False) -> dict:
+    """Load, validate and verify a checkpoint dict with ``torch.load(weights_only=True)`` (tensors mapped to CPU).
+
+    A torn or unreadable file, or one whose contents do not match its digest, is a ``DamagedCheckpointError``; a
+    file that is not a cs336_lm checkpoint at all is a ``CheckpointError``. ``mmap=True`` (a path only) maps the
+    tensors instead of reading them into memory, for a read that only verifies.
+    """
     name = _describe(src)
     if isinstance(src, str | os.PathLike) and not Path(src).is_file():
         if Path(src).is_dir():
@@ -209,25 +241,63 @@ def read_checkpoint(src: Source, map_location: str | torch.device = "cpu") -> di
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {name}: {e.strerror or e}") from None
     if not is_zip:
-        raise CheckpointError(f"{name} is not a readable checkpoint (truncated or another format?): no zip header")
-    try:
-        ckpt = torch.load(src, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "Weights only load failed" in str(e):
-            raise CheckpointError(
-                f"{name} holds Python objects other than tensors and plain data; refusing to unpickle it"
-            ) from None
-        raise CheckpointError(f"{name} is not a PyTorch checkpoint ({e})") from None
-    except Exception as e:  # torch.load reports torn or foreign files with many exception types
-        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise CheckpointError(f"{name} is not a readable checkpoint (truncated or another format?): {reason}") from None
+        raise DamagedCheckpointError(
+            f"{name} is not a readable checkpoint (truncated or another format?): no zip header"
+        )
+    ckpt = _torch_load(src, name, map_location, mmap)
     if not isinstance(ckpt, dict) or not {"format_version", "model", "iteration"} <= ckpt.keys():
         raise CheckpointError(f"{name} is a PyTorch file but not a cs336_lm checkpoint")
     if ckpt["format_version"] != FORMAT_VERSION:
         raise CheckpointError(
             f"{name} has checkpoint format version {ckpt['format_version']}; this version reads {FORMAT_VERSION}"
         )
+    _verify_digest(ckpt, name)
     return ckpt
+
+
+def _torch_load(src: Source, name: str, map_location: str | torch.device, mmap: bool) -> Any:
+    """``torch.load(src, weights_only=True)``, its many failure types turned into one-line checkpoint errors."""
+    try:
+        return torch.load(src, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e):
+            raise CheckpointError(
+                f"{name} holds Python objects other than tensors and plain data; refusing to unpickle it"
+            ) from None
+        raise DamagedCheckpointError(f"{name} is not a PyTorch checkpoint ({e})") from None
+    except Exception as e:  # torch.load reports torn or foreign files with many exception types
+        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise DamagedCheckpointError(
+            f"{name} is not a readable checkpoint (truncated or another format?): {reason}"
+        ) from None
+
+
+def _verify_digest(ckpt: dict, name: str) -> None:
+    """Recompute the digest of what was read and compare it with the one stored at save time."""
+    stored = ckpt.get(DIGEST_KEY)
+    if stored is None:
+        warnings.warn(
+            f"{name} carries no digest (written before checkpoints were verified): its contents are not checked",
+            UnverifiedCheckpointWarning,
+            stacklevel=3,
+        )
+        return
+    if not isinstance(stored, str) or not stored.startswith("sha256:"):
+        raise CheckpointError(f"{name} has a digest of an unknown kind ({str(stored)[:20]!r}); cannot verify it")
+    try:
+        actual = content_digest({k: v for k, v in ckpt.items() if k != DIGEST_KEY})
+    except TypeError as e:
+        raise CheckpointError(f"{name} holds a value no cs336_lm checkpoint holds: {e}") from None
+    if actual != stored:
+        raise DamagedCheckpointError(f"{name} is damaged: its contents differ from the SHA-256 digest saved with it")
+
+
+def verify_checkpoint(path: str | os.PathLike) -> None:
+    """Raise as ``read_checkpoint`` would if the checkpoint file at ``path`` is unreadable or damaged; read
+    memory-mapped, so nothing but the digest walk touches the tensors."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnverifiedCheckpointWarning)
+        read_checkpoint(path, mmap=True)
 
 
 def _strip_wrapper_prefixes(state: dict) -> dict:

@@ -4,7 +4,8 @@
 its fresh model with it, loading rebuilds a trained one). ``load_run(path)`` takes a run directory (its latest
 checkpoint) or a checkpoint file, rebuilds the model from the config stored in the checkpoint, loads the weights
 with ``torch.load(weights_only=True)`` (no user file is ever unpickled) and the run's tokenizer, and returns them
-ready to generate or evaluate. Every problem is a one-line ``CheckpointError`` naming the path.
+ready to generate or evaluate. Every problem is a one-line ``CheckpointError`` naming the path; a damaged
+checkpoint (its digest does not match) is refused, naming the run's next older checkpoint to try instead.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 
 from cs336_lm.config import ModelConfig, model_from_dict
-from cs336_lm.errors import CheckpointError, LMError
+from cs336_lm.errors import CheckpointError, DamagedCheckpointError, LMError
 from cs336_lm.nn import TransformerLM
 from cs336_lm.run.checkpoint import apply_checkpoint, read_checkpoint
 from cs336_lm.run.device import select_device
@@ -65,7 +66,13 @@ def load_run(
     if not tokenizer_path.is_dir():
         where = "--tokenizer" if tokenizer_dir is not None else "a checkpoint is read from inside its run dir"
         raise CheckpointError(f"no tokenizer for {ckpt_path}: expected {tokenizer_path} ({where})")
-    ckpt = read_checkpoint(ckpt_path, map_location="cpu")
+    try:
+        ckpt = read_checkpoint(ckpt_path, map_location="cpu")
+    except DamagedCheckpointError as e:
+        older = run_dir.resume_candidates()[1:] if Path(path).is_dir() else []
+        if older:
+            raise DamagedCheckpointError(f"{e}; the run's next older checkpoint is {older[0]}: give that") from None
+        raise
     config = ckpt.get("config") or {}
     model = _rebuild(config.get("model"), ckpt_path, device)
     iteration = apply_checkpoint(ckpt, model, name=str(ckpt_path))

@@ -48,7 +48,8 @@ def check_inputs(cfg: Config) -> Inputs:
 def load_tokenizer(directory: Path) -> Tokenizer:
     """The tokenizer in ``directory``; a missing or malformed one is a one-line error naming data.tokenizer_dir."""
     if not directory.is_dir():
-        raise DataError(f"data.tokenizer_dir {directory} does not exist (train one with lm-train-bpe)")
+        what = "is a file, not a directory" if directory.exists() else "does not exist"
+        raise DataError(f"data.tokenizer_dir {directory} {what} (train one with lm-train-bpe)")
     try:
         return Tokenizer.from_directory(directory)
     except LMError as e:
@@ -58,7 +59,8 @@ def load_tokenizer(directory: Path) -> Tokenizer:
 def open_tokens(path: Path, key: str) -> np.ndarray:
     """Memory-map a token file written by ``lm-tokenize``, naming the config key when it is missing."""
     if not path.is_file():
-        raise DataError(f"{key} {path} does not exist (make it with lm-tokenize)")
+        what = "is not a file" if path.exists() else "does not exist"
+        raise DataError(f"{key} {path} {what} (make it with lm-tokenize)")
     return load_tokens(path)
 
 

@@ -2,6 +2,8 @@
 
 ``MetricsLog`` owns ``metrics.jsonl`` (one JSON object per log or eval step, appended and flushed as it goes;
 a resumed run first drops records past the step it resumes from, so the file reads as one uninterrupted run).
+``read_metrics`` reads it back strictly (a line that is not a JSON object is an error naming it), skipping only
+the torn last line a hard kill leaves; ``scan_metrics`` gives the readable records and the problems instead.
 ``format_line`` renders a record for people. ``WandbLogger`` mirrors records to Weights & Biases and
 ``TensorBoardLogger`` to TensorBoard event files, each when enabled and its package is installed (the ``wandb`` and
 ``tensorboard`` extras). ``RunLog`` puts them together for the main process of a run (and is silent on the
@@ -23,7 +25,8 @@ import torch
 from tqdm import tqdm
 
 from cs336_lm.config import WandbConfig
-from cs336_lm.fileio import atomic_write
+from cs336_lm.errors import DataError, WriteError
+from cs336_lm.fileio import atomic_write, os_reason
 from cs336_lm.run import RunDir
 
 
@@ -35,34 +38,82 @@ class MetricsLog:
         kept = _records_up_to(self.path, resume_step) if resume_step is not None else []
         with atomic_write(self.path, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in kept)
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        try:
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        except OSError as e:
+            raise WriteError(self.path, os_reason(e)) from None
 
     def write(self, record: dict[str, Any]) -> None:
-        """Append one record as a JSON line and flush it, so a crash loses nothing already logged."""
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        """Append one record as a JSON line and flush it, so a crash loses nothing already logged. A full disk is a
+        ``WriteError``; the line it tore is the torn last line ``read_metrics`` skips."""
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as e:
+            raise WriteError(self.path, os_reason(e)) from None
 
     def close(self) -> None:
         self._file.close()
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a ``metrics.jsonl`` file, in order; a torn last line (from a hard kill) is skipped."""
-    records: list[dict[str, Any]] = []
-    path = Path(path)
-    if not path.is_file():
-        return records
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+    """All records of a ``metrics.jsonl`` file, in order ([] when there is no such file). The torn last line a hard
+    kill leaves (no newline after it) is skipped; any other line that is not a UTF-8 JSON object is a
+    ``DataError`` naming the file and the line."""
+    records, problems = scan_metrics(path)
+    if problems:
+        raise DataError(f"{path}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     return records
 
 
+def scan_metrics(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """``(records, problems)``: the JSON objects of a ``metrics.jsonl`` file in order, and one message per other
+    line (``line 7 is not UTF-8 text``, ``line 9 is a JSON list, not an object``), the torn last line aside."""
+    path = Path(path)
+    if not path.is_file():
+        return [], []
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    torn_last = not data.endswith(b"\n")
+    records: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for number, raw in enumerate(lines, start=1):
+        problem = None
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            problem = f"line {number} is not UTF-8 text"
+        except json.JSONDecodeError:
+            problem = f"line {number} is not JSON"
+        else:
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                problem = f"line {number} is a JSON {_json_kind(record)}, not an object"
+        if problem and not (torn_last and number == len(lines)) and raw.strip():
+            problems.append(problem)
+    return records, problems
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "list", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+
+
 def _records_up_to(path: Path, step: int) -> list[dict[str, Any]]:
-    """Records with ``record["step"] <= step``: what an uninterrupted run would have logged so far."""
-    return [r for r in read_metrics(path) if r.get("step", 0) <= step]
+    """Records with a ``step`` up to ``step``: what an uninterrupted run would have logged so far. Lines that are
+    not records (damaged by hand or by the disk) are dropped with a warning naming them."""
+    records, problems = scan_metrics(path)
+    kept = [r for r in records if _is_step(r.get("step", 0)) and r.get("step", 0) <= step]
+    problems += [f"a record's step is {r['step']!r}" for r in records if not _is_step(r.get("step", 0))]
+    if problems:
+        warnings.warn(f"{path}: dropped what is not a metrics record: {'; '.join(problems[:3])}", stacklevel=3)
+    return kept
+
+
+def _is_step(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class StepWindow:
@@ -84,6 +135,20 @@ class StepWindow:
         result = (self.steps, self.loss_sum, self.timed_steps, self.seconds)
         self.steps, self.loss_sum, self.timed_steps, self.seconds = 0, 0.0, 0, 0.0
         return result
+
+    def state_dict(self) -> dict[str, Any]:
+        """The losses so far, ``{"steps": 3, "loss_sum": 12.5}``: what a checkpoint keeps, so that the record after
+        a resume averages the same steps as an uninterrupted run (step times belong to one process: not kept)."""
+        return {"steps": self.steps, "loss_sum": self.loss_sum}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any] | None) -> StepWindow:
+        """A window holding the losses of ``state`` (None, from a checkpoint written before windows were saved:
+        an empty window, so the first record after the resume averages only the steps since)."""
+        window = cls()
+        if state is not None:
+            window.steps, window.loss_sum = int(state["steps"]), float(state["loss_sum"])
+        return window
 
 
 def format_line(record: dict[str, Any], max_steps: int) -> str:

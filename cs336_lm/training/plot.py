@@ -12,13 +12,14 @@ clear ``LMError``.
 from __future__ import annotations
 
 import io
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cs336_lm.errors import DataError, LMError
-from cs336_lm.fileio import atomic_write
+from cs336_lm.fileio import atomic_write, check_writable, output_directory
 from cs336_lm.run import RunDir
 from cs336_lm.training.metrics import read_metrics
 
@@ -60,7 +61,7 @@ def curves_from_records(records: list[dict], name: str) -> Curves:
     """
     c = Curves(name)
     for r in records:
-        if not _is_number(r.get("step")):
+        if not _is_number(r.get("step")) or not math.isfinite(r["step"]):
             continue
         step = int(r["step"])
         if _is_number(r.get("loss")):
@@ -87,7 +88,8 @@ def _is_number(x) -> bool:
 
 def load_curves(run_dir: str | os.PathLike) -> Curves:
     """Curves of the run in ``run_dir`` (its ``metrics.jsonl``), named after the directory; or of a JSON-lines file
-    (a ``metrics.jsonl``, named after its directory, or an ``lm-eval --out`` file, named ``RUN/FILE``)."""
+    (a ``metrics.jsonl``, named after its directory, or an ``lm-eval --out`` file, named ``RUN/FILE``). A line of
+    the file that is not a JSON object (other than a torn last line) is a ``DataError`` naming it."""
     run_dir = Path(run_dir)
     path = RunDir(run_dir).metrics_file if run_dir.is_dir() else run_dir
     if not path.is_file():
@@ -158,13 +160,14 @@ def _plot_known(ax, xs: list, ys: list[float], **style) -> None:
 
 
 def plot_runs(run_dirs: list[str | os.PathLike], out: str | os.PathLike, title: str | None = None) -> Path:
-    """Draw the runs in ``run_dirs`` into the PNG ``out`` (written atomically); return its path."""
+    """Draw the runs in ``run_dirs`` into the PNG ``out`` (written atomically, its directory created as needed and
+    removed again if writing fails); return its path. An ``out`` that cannot be written is refused first."""
+    out = Path(out)
+    check_writable(out)
     runs = [load_curves(d) for d in run_dirs]
     fig = make_figure(runs, title)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out, "wb") as f:
+    with output_directory(out.parent), atomic_write(out, "wb") as f:
         f.write(buf.getvalue())
     return out

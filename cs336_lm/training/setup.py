@@ -6,12 +6,15 @@ when resuming, the checkpoint's weights, RNG and sampler states), checked on eve
 written; the DDP/FSDP wrapping and ``torch.compile``; the optimizer (and its saved state) and the fp16 loss scaler
 (and its saved state); the peak FLOP/s behind MFU; the run files. The result is a ``TrainingRun`` whose fields are
 the whole state the loop (``cs336_lm.training.trainer``) reads. ``Progress`` is the part that advances with every
-step and is saved with every checkpoint.
+step and is saved with every checkpoint. A resume starts from the newest checkpoint that verifies
+(``RunDir.load_resume``), warning about any damaged one it passed over; a run directory that ``setup`` created is
+removed again when setting up fails.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -22,14 +25,15 @@ import torch
 from torch import nn
 
 from cs336_lm.config import ARCH_FIELDS, Config, model_from_dict
-from cs336_lm.errors import CheckpointError, ConfigError
+from cs336_lm.errors import CheckpointError, ConfigError, UnverifiedCheckpointWarning
 from cs336_lm.nn import TransformerLM
 from cs336_lm.optim import AdamW
-from cs336_lm.run import RunDir, apply_checkpoint, build_model, read_checkpoint, restore_rng_state
+from cs336_lm.run import ResumePoint, RunDir, apply_checkpoint, build_model, read_checkpoint, restore_rng_state
 from cs336_lm.tokenizer import Tokenizer
 from cs336_lm.training import parallel
 from cs336_lm.training.build import batch_generator, build_optimizer, seed_everything, training_flops_per_token
 from cs336_lm.training.inputs import Inputs, check_inputs
+from cs336_lm.training.metrics import StepWindow
 from cs336_lm.training.peak import Peak, peak_for
 from cs336_lm.training.runtime import (
     ProcessInfo,
@@ -53,6 +57,9 @@ class Progress:
     """Training seconds of the earlier segments of a resumed run."""
     wandb_run_id: str | None = None
     """The wandb run this run logs to, so a resumed run continues it."""
+    window: StepWindow = field(default_factory=StepWindow)
+    """The training losses since the last metrics record (``log_window`` in a checkpoint), so that the first
+    record after a resume averages the same steps as in a run that never stopped."""
 
 
 @dataclass
@@ -114,7 +121,17 @@ class _Loaded:
 
 
 def setup(cfg: Config) -> TrainingRun:
-    """Everything a run needs, in order (see the module docstring); nothing is written before all is checked."""
+    """Everything a run needs, in order (see the module docstring); nothing is written before all is checked, and
+    a run directory created here is removed again if anything fails before the run files are written."""
+    run_dir = RunDir(cfg.train.out_dir)
+    try:
+        return _setup(cfg, run_dir)
+    except BaseException:
+        run_dir.remove_if_unused()
+        raise
+
+
+def _setup(cfg: Config, run_dir: RunDir) -> TrainingRun:
     proc = process_info(cfg.train.parallel)
     device = training_device(cfg.train.device, proc)
     parallel.init_process_group(proc, device)
@@ -127,7 +144,7 @@ def setup(cfg: Config) -> TrainingRun:
     if cfg.train.deterministic:
         make_deterministic(device, compiled)
     # every rank checks its inputs and the checkpoint; all go on or all stop, before any file is written
-    loaded = parallel.on_every_rank(partial(_load, cfg, proc, device), proc)
+    loaded = parallel.on_every_rank(partial(_load, cfg, proc, device, run_dir), proc)
     wrapped = parallel.wrap(loaded.model, cfg.train.parallel, device)
     optimizer = build_optimizer(loaded.model, cfg)  # after wrapping: FSDP replaces the parameters
     scaler = LossScaler(enabled=dtype == torch.float16)
@@ -162,21 +179,20 @@ def setup(cfg: Config) -> TrainingRun:
     )
 
 
-def _load(cfg: Config, proc: ProcessInfo, device: torch.device) -> _Loaded:
+def _load(cfg: Config, proc: ProcessInfo, device: torch.device, run_dir: RunDir) -> _Loaded:
     """Check the inputs, open the run directory, build the model and apply the checkpoint's weights, RNG and
     sampler states (its optimizer state follows once the model is wrapped)."""
     inputs = check_inputs(cfg)
-    run_dir = RunDir(cfg.train.out_dir)
     if proc.is_main:
         run_dir.create()
-    resumed_from = run_dir.resume_source(cfg.train.resume)
+    point = _resume_point(run_dir, cfg.train.resume, proc)
     seed_everything(cfg.train.seed)
     model = build_model(cfg.model, device)
     sampler = batch_generator(cfg.train.seed, proc.rank)
-    if resumed_from is None:
+    if point is None:
         notes = init_weights(cfg, model, inputs.tokenizer) if cfg.train.init_from else []
         return _Loaded(inputs, run_dir, model, sampler, Progress(), None, None, notes)
-    checkpoint = read_checkpoint(resumed_from)
+    checkpoint, resumed_from = point.checkpoint, point.path
     check_compatible(cfg, checkpoint.get("config"), resumed_from)
     step = apply_checkpoint(checkpoint, model, None, name=str(resumed_from))
     if step > cfg.train.max_steps:
@@ -184,8 +200,21 @@ def _load(cfg: Config, proc: ProcessInfo, device: torch.device) -> _Loaded:
         raise ConfigError(f"{resumed_from} is at step {step}, past train.max_steps={max_steps}; raise max_steps")
     restore_rng_state(checkpoint["rng"])
     sampler, notes = _restored_sampler(checkpoint["rng"], cfg.train.seed, proc, step)
-    progress = Progress(step, float(checkpoint.get("wall_time_s", 0.0)), checkpoint.get("wandb_run_id"))
+    window = StepWindow.from_state_dict(checkpoint.get("log_window"))
+    progress = Progress(step, float(checkpoint.get("wall_time_s", 0.0)), checkpoint.get("wandb_run_id"), window)
     return _Loaded(inputs, run_dir, model, sampler, progress, checkpoint, resumed_from, notes)
+
+
+def _resume_point(run_dir: RunDir, resume: str, proc: ProcessInfo) -> ResumePoint | None:
+    """``run_dir.load_resume(resume)``; its warnings (damaged checkpoints passed over, one without a digest) are
+    shown by the main process only."""
+    with warnings.catch_warnings():
+        if not proc.is_main:
+            warnings.simplefilter("ignore", UnverifiedCheckpointWarning)
+        point = run_dir.load_resume(resume)
+    if point is not None and point.skipped and proc.is_main:
+        warnings.warn(point.warning(), stacklevel=2)
+    return point
 
 
 def _restored_sampler(rng: dict, seed: int, proc: ProcessInfo, step: int) -> tuple[np.random.Generator, list[str]]:
@@ -208,24 +237,29 @@ def _restored_sampler(rng: dict, seed: int, proc: ProcessInfo, step: int) -> tup
 
 
 def check_compatible(cfg: Config, stored: dict[str, Any] | None, path: Path) -> None:
-    """A checkpoint resumes only into the same architecture: compare its stored ``model`` section (with the
-    defaults of fields added since it was written filled in)."""
-    if not stored or not isinstance(stored.get("model"), dict):
-        return
-    try:
-        saved = dataclasses.asdict(model_from_dict(stored["model"]))
-    except ConfigError:
-        saved = stored["model"]
-    differences = [
-        f"model.{key}={saved.get(key)} (config: {getattr(cfg.model, key)})"
-        for key in ARCH_FIELDS
-        if saved.get(key) != getattr(cfg.model, key)
-    ]
+    """A checkpoint resumes only into the same architecture: compare its stored ``model`` section."""
+    differences = shape_differences(cfg, stored)
     if differences:
         raise ConfigError(
             f"cannot resume from {path}: it was trained with {', '.join(differences)}; "
             "use the same model settings or a new train.out_dir with train.resume=none"
         )
+
+
+def shape_differences(cfg: Config, stored: dict[str, Any] | None) -> list[str]:
+    """``model.KEY=stored (config: ours)`` for each shape field a checkpoint's stored config differs in (the defaults
+    of fields added since it was written filled in); empty when it stores no model config."""
+    if not stored or not isinstance(stored.get("model"), dict):
+        return []
+    try:
+        saved = dataclasses.asdict(model_from_dict(stored["model"]))
+    except ConfigError:
+        saved = stored["model"]
+    return [
+        f"model.{key}={saved.get(key)} (config: {getattr(cfg.model, key)})"
+        for key in ARCH_FIELDS
+        if saved.get(key) != getattr(cfg.model, key)
+    ]
 
 
 def init_weights(cfg: Config, model: TransformerLM, tokenizer: Tokenizer) -> list[str]:
@@ -238,19 +272,9 @@ def init_weights(cfg: Config, model: TransformerLM, tokenizer: Tokenizer) -> lis
     except CheckpointError as e:
         raise ConfigError(f"{source}: {e}") from None
     checkpoint = read_checkpoint(path)
-    stored = (checkpoint.get("config") or {}).get("model")
-    if isinstance(stored, dict):
-        try:
-            saved = dataclasses.asdict(model_from_dict(stored))
-        except ConfigError:
-            saved = stored
-        differences = [
-            f"model.{k}={saved.get(k)} (config: {getattr(cfg.model, k)})"
-            for k in ARCH_FIELDS
-            if saved.get(k) != getattr(cfg.model, k)
-        ]
-        if differences:
-            raise ConfigError(f"{source} has another model shape: {', '.join(differences)}")
+    differences = shape_differences(cfg, checkpoint.get("config"))
+    if differences:
+        raise ConfigError(f"{source} has another model shape: {', '.join(differences)}")
     apply_checkpoint(checkpoint, model, None, name=f"{source} ({path})")
     if run.tokenizer_dir.is_dir() and not _same_tokenizer(Tokenizer.from_directory(run.tokenizer_dir), tokenizer):
         raise ConfigError(

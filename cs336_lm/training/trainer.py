@@ -28,12 +28,12 @@ from tqdm import tqdm
 
 from cs336_lm.config import Config, summary, to_dict
 from cs336_lm.data import get_batch, iter_eval_batches
-from cs336_lm.errors import LMError, NonFiniteLossError
+from cs336_lm.errors import LMError, NonFiniteLossError, WriteError
 from cs336_lm.nn.functional import cross_entropy
 from cs336_lm.run import Snapshot, capture_rng_state
 from cs336_lm.training import parallel
 from cs336_lm.training.build import batch_generator, lr_at
-from cs336_lm.training.metrics import RunLog, StepWindow, memory_gb, perplexity
+from cs336_lm.training.metrics import RunLog, memory_gb, perplexity
 from cs336_lm.training.peak import mfu
 from cs336_lm.training.runtime import GracefulStop, autocast, preserved_torch_settings
 from cs336_lm.training.setup import TrainingRun, setup
@@ -66,7 +66,7 @@ class Trainer:
     def __init__(self, cfg: Config):
         self.job: TrainingRun = setup(cfg)
         self.log = RunLog.silent()  # metrics.jsonl, wandb and stdout once ``run`` opens them (main process)
-        self.window = StepWindow()  # losses and step times since the last training record
+        self.window = self.job.progress.window  # losses (kept in checkpoints) and step times since the last record
         self.stop: GracefulStop | None = None  # the SIGINT/SIGTERM handler while ``run`` loops
         self.stop_votes = 0.0  # ranks that had asked to stop by the last step's all-reduce
         self.start_time = time.perf_counter()  # reset when the loop starts
@@ -207,6 +207,13 @@ class Trainer:
                 if self.step != self.last_saved_step:
                     path = self._save()
                     self.log.say(f"saved checkpoint {path}" if path else "")
+        except WriteError as e:  # a full disk: say where the run stands and how to go on
+            latest = self.job.run_dir.latest()
+            raise WriteError(
+                e.path,
+                f"{e.reason}; training stopped after step {self.step}, the last checkpoint is {latest or 'none'}: "
+                "free some space and run the same command again to resume",
+            ) from None
         finally:
             self.stop = None
             self.log.close()
@@ -296,6 +303,7 @@ class Trainer:
             wall_time_s=self.wall_time(),
             wandb_run_id=self.log.run_id,
             loss_scaler=job.scaler.state_dict() if job.scaler.enabled else None,
+            log_window=self.window.state_dict(),
         )
 
     # ---- start and end -----------------------------------------------------------------------------------

@@ -57,8 +57,10 @@ def test_help_shows_defaults(capsys):
         ("missing_input", "does not exist"),
         ("not_utf8", "is not UTF-8 text: invalid byte 0xff at byte offset 4"),
         ("out_is_directory", "is a directory"),
-        ("out_parent_is_file", "cannot create the output directory"),
+        ("out_parent_is_file", "in.txt is a file, not a directory"),
         ("zero_workers", "--num-workers must be at least 1"),
+        ("chunk_inf", "--chunk-mb must be a positive number, got inf"),
+        ("out_is_the_input", "is one of the inputs"),
     ],
 )
 def test_errors_are_one_line_and_exit_2(tmp_path, tok_dir, capsys, case, message):
@@ -80,6 +82,10 @@ def test_errors_are_one_line_and_exit_2(tmp_path, tok_dir, capsys, case, message
         out = tmp_path / "in.txt" / "out.npy"
     elif case == "zero_workers":
         extra = ["--num-workers", "0"]
+    elif case == "chunk_inf":
+        extra = ["--chunk-mb", "inf"]
+    elif case == "out_is_the_input":
+        src = out
     code, _, err = run(["--tokenizer", tokenizer, src, "--out", out, *extra], capsys)
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
@@ -94,3 +100,24 @@ def test_module_entry_point(tmp_path, tok_dir):
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     assert load_tokens(out).tolist() == Tokenizer.from_directory(tok_dir).encode(TEXT)
+
+
+@pytest.mark.parametrize("failing", ["parts", "output"])
+def test_a_full_disk_is_one_line_keeps_the_old_output_and_leaves_nothing(
+    tmp_path, tok_dir, capsys, full_disk, monkeypatch, failing
+):
+    """The disk fills up while the workers write their part files, or while the .npy itself is written."""
+    (tmp_path / "in.txt").write_text(TEXT * 20, encoding="utf-8")
+    out = tmp_path / "out.npy"
+    out.write_bytes(b"previous")
+    full_disk(free=0)
+    if failing == "output":
+        import cs336_lm.data.prepare
+
+        monkeypatch.delattr(cs336_lm.data.prepare, "open")  # part files are written as usual
+    code, _, err = run(["--tokenizer", tok_dir, tmp_path / "in.txt", "--out", out, "--chunk-mb", "0.0001"], capsys)
+    assert code == 2 and err == f"error: cannot write {out}: No space left on device\n"
+    assert out.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.npy", "tok"]
+    code, _, _ = run(["--tokenizer", tok_dir, tmp_path / "in.txt", "--out", tmp_path / "new" / "x.npy"], capsys)
+    assert code == 2 and not (tmp_path / "new").exists()

@@ -183,5 +183,9 @@ def test_decompress_errors(tmp_path):
     with pytest.raises(DataError, match="cannot decompress"):
         decompress(bad, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt.gz"]
+    bad.write_bytes(b"not gzip at all")  # an OSError from reading, not from writing the output
+    with pytest.raises(DataError, match=r"cannot decompress .*bad\.txt\.gz: Not a gzipped file"):
+        decompress(bad, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt.gz"]
     with pytest.raises(DataError, match="expected one of"):
         decompressed_name(tmp_path / "x.zip")

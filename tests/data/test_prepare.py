@@ -13,7 +13,7 @@ import pytest
 from cs336_lm.data import prepare
 from cs336_lm.data.prepare import tokenize_files
 from cs336_lm.data.tokens import load_tokens
-from cs336_lm.errors import DataError
+from cs336_lm.errors import DataError, WriteError
 from cs336_lm.tokenizer import Tokenizer
 
 EOT = "<|endoftext|>"
@@ -140,10 +140,12 @@ def test_input_and_output_errors(tmp_path):
     src = write(tmp_path / "a.txt", "the")
     with pytest.raises(DataError, match="does not exist"):
         tokenize_files(tok, [tmp_path / "missing.txt"], tmp_path / "out.npy")
-    with pytest.raises(DataError, match="is a directory"):
+    with pytest.raises(WriteError, match="is a directory"):
         tokenize_files(tok, [src], tmp_path)
-    with pytest.raises(DataError, match="cannot create the output directory"):
+    with pytest.raises(WriteError, match=r"out\.npy: .*a\.txt is a file, not a directory"):
         tokenize_files(tok, [src], src / "out.npy")  # the parent is a file
+    with pytest.raises(DataError, match="is one of the inputs"):
+        tokenize_files(tok, [src], src)
     with pytest.raises(DataError, match="empty"):
         tokenize_files(tok, [write(tmp_path / "empty.txt", "")], tmp_path / "out.npy")
     with pytest.raises(DataError, match="no input files"):

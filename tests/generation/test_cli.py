@@ -171,6 +171,9 @@ def broken_inputs(run_dir, tmp_path_factory):
         (["{run}", "--prompt", "a", "--num-samples", "0"], "num-samples"),
         (["{run}", "--prompt", "y" * 80], "context is 64"),
         (["{run}", "--prompt", "a", "--device", "gpu0"], "not a device"),
+        (["{run}", "--prompt", "caf\udce9 au lait"], "--prompt is not UTF-8 text (invalid byte 0xe9 at character 3)"),
+        (["{run}", "--prompt", "a", "--seed", str(2**64)], "--seed must fit in 64 bits"),
+        (["{run}", "--prompt", "a", "--seed", str(2**64 - 2), "--num-samples", "3"], "--seed must fit in 64 bits"),
     ],
 )
 def test_errors_are_one_line_and_exit_2(run_dir, broken_inputs, tmp_path, capsys, args, message):
@@ -288,3 +291,19 @@ def test_bad_prompts_files_are_one_line_errors(run_dir, tmp_path, capsys, conten
     rc, out, err = cli(capsys, run_dir, "--prompts-file", tmp_path / name)
     assert rc == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err
+
+
+def test_a_damaged_checkpoint_is_refused_naming_the_next_older_one(tmp_path, capsys, flip_tensor_bytes):
+    write_run(tmp_path, byte_tokenizer(), steps=(2, 5))
+    damaged = tmp_path / "checkpoints" / "step_00000005.pt"
+    flip_tensor_bytes(damaged)
+    rc, out, err = cli(capsys, tmp_path, "--prompt", "abc", "--max-new-tokens", 2)
+    assert rc == 2 and out == ""
+    assert err == (
+        f"error: {damaged} is damaged: its contents differ from the SHA-256 digest saved with it; the run's next older "
+        f"checkpoint is {tmp_path / 'checkpoints' / 'step_00000002.pt'}: give that\n"
+    )
+    rc, _, err = cli(capsys, damaged, "--prompt", "abc", "--max-new-tokens", 2)
+    assert rc == 2 and err.startswith(f"error: {damaged} is damaged") and err.count("\n") == 1
+    rc, out, _ = cli(capsys, tmp_path / "checkpoints" / "step_00000002.pt", "--prompt", "abc", "--max-new-tokens", 2)
+    assert rc == 0 and out.startswith("abc")

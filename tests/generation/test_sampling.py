@@ -107,6 +107,7 @@ def test_filters_apply_in_order_temperature_top_k_top_p():
     [
         (-0.1, None, None, "temperature"),
         (math.nan, None, None, "temperature"),
+        (1e-320, None, None, r"temperature must be 0 \(greedy\) or at least 1e-06"),  # 1/T overflows float32
         (1.0, 0, None, "top_k"),
         (1.0, -3, None, "top_k"),
         (1.0, None, 0.0, "top_p"),
@@ -122,6 +123,13 @@ def test_invalid_settings_are_rejected(temperature, top_k, top_p, word):
 def test_valid_settings_pass():
     validate_sampling(0, 1, 1.0)
     validate_sampling(1.3, None, 0.01)
+    validate_sampling(1e-6, None, None)
+
+
+def test_the_smallest_temperature_still_gives_a_distribution():
+    logits = torch.randn(2, 50, generator=torch.Generator().manual_seed(0)) * 30
+    probs = torch.softmax(filter_logits(logits, 1e-6, None, None), dim=-1)
+    assert torch.isfinite(probs).all() and torch.equal(probs.argmax(-1), logits.argmax(-1))
 
 
 def test_greedy_is_deterministic_argmax():

@@ -139,10 +139,58 @@ def test_cli_writes_splits_and_skips_when_up_to_date(tmp_path, capsys):
     assert (out / "train.txt").read_text(encoding="utf-8") != train
 
 
-def test_cli_rejects_bad_size(tmp_path, capsys):
-    assert demo_corpus_main(["--size-mb", "0", "--out", str(tmp_path)]) == 2
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--size-mb", "0"], "--size-mb must be a positive number, got 0.0"),
+        (["--size-mb", "nan"], "--size-mb must be a positive number, got nan"),
+        (["--size-mb", "inf"], "--size-mb must be a positive number, got inf"),
+        (["--size-mb", "0.01", "--valid-mb", "inf"], "--valid-mb must be a positive number, got inf"),
+        (["--size-mb", "0.01", "--valid-mb", "-1"], "--valid-mb must be a positive number, got -1.0"),
+    ],
+)
+def test_cli_rejects_bad_sizes(tmp_path, capsys, args, message):
+    assert demo_corpus_main([*args, "--out", str(tmp_path / "demo")]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert not (tmp_path / "demo").exists()
+
+
+def test_cli_rewrites_a_corpus_whose_files_changed_since(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["--size-mb", "0.02", "--out", str(out), "--quiet"]
+    assert demo_corpus_main(args) == 0
+    expected = (out / "train.txt").read_bytes()
+    damaged = bytearray(expected)
+    damaged[len(damaged) // 2] ^= 0x20  # same size, one letter's case flipped
+    (out / "train.txt").write_bytes(damaged)
+    capsys.readouterr()
+    assert demo_corpus_main(args) == 0
+    assert f"{out / 'train.txt'} differs from what {out / 'corpus.json'} records" in capsys.readouterr().out
+    assert (out / "train.txt").read_bytes() == expected
+
+
+def test_cli_refuses_an_out_that_cannot_be_a_directory(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for out, reason in [("file", "it exists and is not a directory"), ("file/demo", "file is a file, not a directory")]:
+        assert demo_corpus_main(["--size-mb", "0.01", "--out", str(tmp_path / out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: cannot write {tmp_path / out}: ") and err.count("\n") == 1 and reason in err
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_cli_on_a_full_disk_is_one_line_and_leaves_no_directory(tmp_path, capsys, full_disk):
+    full_disk(free=1000)
+    out = tmp_path / "new" / "demo"
+    assert demo_corpus_main(["--size-mb", "0.01", "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err == f"error: cannot write {out / 'train.txt'}: No space left on device\n"
+    assert list(tmp_path.iterdir()) == []  # new/demo, made for the corpus, is removed again
+
+
+def test_cli_refuses_a_corpus_larger_than_the_free_space(tmp_path, capsys):
+    assert demo_corpus_main(["--size-mb", "1e12", "--out", str(tmp_path / "demo"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error:") and "--size-mb" in err
+    assert err.startswith(f"error: cannot write {tmp_path / 'demo'}: the corpus needs 1,050,000,000,000.0 MB but")
+    assert not (tmp_path / "demo").exists()
 
 
 @pytest.mark.slow

@@ -77,6 +77,11 @@ def bad_inputs(tmp_path, run_inputs):
         ({"model.context_length": 0}, "model.context_length must be positive"),
         ({"optim.lrr": 1}, "did you mean 'optim.lr'"),
         ({"train.device": "tpu"}, "train.device"),
+        ({"optim.lr": "inf"}, "optim.lr must be a finite number"),
+        ({"model.rope_theta": "inf"}, "model.rope_theta must be a finite number"),
+        ({"train.seed": 2**32}, "train.seed must be below 2**32"),
+        ({"train.out_dir": tmp_path / "r\udcffun"}, "is not UTF-8 text"),  # bytes from argv that are not UTF-8
+        ({"train.resume": a_file}, "a_file is not a readable checkpoint"),
     ]
 
 
@@ -138,3 +143,46 @@ def test_non_finite_loss_exits_1_with_one_line(tmp_path, capsys, run_inputs, mon
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: the training loss became") and "at step 1" in lines[0]
     assert RunDir(tmp_path / "run").latest() is None
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint(
+    tmp_path, capsys, run_inputs, monkeypatch, full_disk
+):
+    real_save, saved = RunDir.save_checkpoint, []
+
+    def save(self, model, optimizer, step, *args, **kwargs):
+        saved.append(step)
+        if len(saved) == 2:  # the disk fills up during the checkpoint of step 6, partway through
+            full_disk(free=50_000)
+        return real_save(self, model, optimizer, step, *args, **kwargs)
+
+    monkeypatch.setattr(RunDir, "save_checkpoint", save)
+    out_dir = tmp_path / "run"
+    rc, _, err = run_cli(capsys, ["--config", str(DEBUG_CONFIG), *tiny_overrides(run_inputs, out_dir)])
+    run = RunDir(out_dir)
+    assert rc == 2 and saved == [3, 6]
+    assert err.splitlines() == [
+        f"error: cannot write {run.checkpoint_path(6)}: No space left on device; training stopped after step 6, the "
+        f"last checkpoint is {run.checkpoint_path(3)}: free some space and run the same command again to resume"
+    ]
+    assert sorted(p.name for p in run.checkpoints_dir.iterdir()) == ["latest", "step_00000003.pt"]  # no temporary
+    assert read_checkpoint(run.latest())["iteration"] == 3  # and it verifies
+
+
+def test_a_full_disk_while_logging_is_one_line(tmp_path, capsys, run_inputs, monkeypatch, full_disk):
+    from cs336_lm.training import metrics
+
+    real_init = metrics.MetricsLog.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self._file = full_disk(free=100).wrap(self._file)  # room for about one record
+
+    monkeypatch.setattr(metrics.MetricsLog, "__init__", init)
+    out_dir = tmp_path / "run"
+    rc, _, err = run_cli(capsys, ["--config", str(DEBUG_CONFIG), *tiny_overrides(run_inputs, out_dir)])
+    assert rc == 2
+    assert err.splitlines() == [
+        f"error: cannot write {out_dir / 'metrics.jsonl'}: No space left on device; training stopped after step 1, "
+        "the last checkpoint is none: free some space and run the same command again to resume"
+    ]

@@ -83,6 +83,12 @@ def test_overrides_parse_types_and_nested_sections(tmp_path):
         (["optim.warmup_iters=10", "optim.cosine_cycle_iters=5"], "cosine_cycle_iters"),
         (["train.max_steps"], "must look like section.key=value"),
         (["model=3"], "model"),
+        (["optim.lr=inf"], "optim.lr must be a finite number, got inf"),
+        (["optim.min_lr=.inf", "optim.lr=.inf"], "optim.lr must be a finite number"),
+        (["model.rope_theta=inf"], "model.rope_theta must be a finite number"),
+        (["optim.weight_decay=inf"], "optim.weight_decay must be a finite number"),
+        (["train.seed=4294967296"], r"train.seed must be below 2\*\*32"),
+        (["train.out_dir=runs/caf\udce9"], "is not UTF-8 text"),  # argv bytes that are not UTF-8
     ],
 )
 def test_bad_values_name_the_key(tmp_path, override, fragment):

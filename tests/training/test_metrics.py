@@ -93,3 +93,18 @@ def test_step_window_leaves_untimed_steps_out_of_throughput():
     window.add(3.0, 2.0)
     assert window.take() == (3, 9.0, 2, 3.0)
     assert window.take() == (0, 0.0, 0, 0.0)
+
+
+def test_step_window_state_keeps_the_losses_and_not_the_times():
+    window = StepWindow()
+    window.add(0.1, 5.0)
+    window.add(0.2, 5.0)
+    state = window.state_dict()
+    assert state == {"steps": 2, "loss_sum": 0.1 + 0.2}
+    resumed = StepWindow.from_state_dict(state)
+    resumed.add(0.3, 1.0)
+    window.add(0.3, 1.0)
+    steps, loss_sum, timed, seconds = resumed.take()
+    assert (steps, loss_sum) == window.take()[:2] and loss_sum == 0.1 + 0.2 + 0.3  # the same sum, bit for bit
+    assert (timed, seconds) == (1, 1.0)  # only the steps timed after the resume
+    assert StepWindow.from_state_dict(None).take() == (0, 0.0, 0, 0.0)  # a checkpoint from before windows were kept

@@ -103,3 +103,69 @@ def test_missing_matplotlib_gives_one_clear_line(tmp_path, monkeypatch, capsys):
     assert plot_main([str(tmp_path / "a"), "--out", str(tmp_path / "x.png")]) == 2
     assert capsys.readouterr().err == f"error: {MISSING_MATPLOTLIB}\n"
     assert not (tmp_path / "x.png").exists()
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err.removeprefix("error: ").strip()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"step": 1, "loss": 2.0}\n\xff\xfe\n', "metrics.jsonl: line 2 is not UTF-8 text"),
+        (b'{"step": 1, "loss": 2.0}\n[1, 2]\n', "metrics.jsonl: line 2 is a JSON list, not an object"),
+        (b'{"step": 1, "loss": 2.0}\n3\n"x"\n', "metrics.jsonl: line 2 is a JSON number, not an object (and 1 more)"),
+        (b'{"step": 1, "loss": 2.0}\nnot json\n{"step": 2, "loss": 1.0}\n', "metrics.jsonl: line 2 is not JSON"),
+    ],
+    ids=["not-utf8", "list", "number-and-string", "garbage-line"],
+)
+def test_metrics_lines_that_are_not_records_are_one_line_errors(tmp_path, capsys, content, message):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_bytes(content)
+    assert plot_main([str(tmp_path / "run"), "--out", str(tmp_path / "plots" / "loss.png")]) == 2
+    assert one_line_error(capsys) == f"{tmp_path / 'run'}/{message}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no PNG, no plots/ directory
+
+
+def test_steps_that_are_not_finite_numbers_are_skipped():
+    records = [{"step": 1e400, "loss": 1.0}, {"step": float("nan"), "loss": 1.0}, {"step": 2, "loss": 1e400}]
+    c = curves_from_records(records, "r")
+    assert c.train_steps == [2] and c.train_loss == [float("inf")]
+
+
+def test_an_out_that_cannot_be_written_is_one_line_and_nothing_is_drawn(tmp_path, capsys):
+    write_run(tmp_path / "a")
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dir").mkdir()
+    cases = {
+        tmp_path / "file" / "loss.png": f"{tmp_path / 'file'} is a file, not a directory",
+        tmp_path / "file" / "deeper" / "loss.png": f"{tmp_path / 'file'} is a file, not a directory",
+        tmp_path / "dir": "it is a directory",
+    }
+    for out, reason in cases.items():
+        assert plot_main([str(tmp_path / "a"), "--out", str(out)]) == 2
+        assert one_line_error(capsys) == f"cannot write {out}: {reason}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "dir", "file"] and not any((tmp_path / "dir").iterdir())
+
+
+def test_a_full_disk_is_one_line_and_the_previous_png_survives(tmp_path, capsys, full_disk):
+    write_run(tmp_path / "a")
+    out = tmp_path / "new" / "loss.png"
+    assert plot_main([str(tmp_path / "a"), "--out", str(out)]) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    full_disk(free=0)
+    assert plot_main([str(tmp_path / "a"), "--out", str(out)]) == 2
+    assert one_line_error(capsys) == f"cannot write {out}: No space left on device"
+    assert out.read_bytes() == before and [p.name for p in out.parent.iterdir()] == ["loss.png"]
+    assert plot_main([str(tmp_path / "a"), "--out", str(tmp_path / "other" / "loss.png")]) == 2
+    assert not (tmp_path / "other").exists()  # the directory made for it is removed again
+
+
+def test_a_title_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    write_run(tmp_path / "a")
+    assert plot_main([str(tmp_path / "a"), "--out", str(tmp_path / "x.png"), "--title", "caf\udce9"]) == 2
+    assert one_line_error(capsys) == "--title 'caf\\udce9' is not UTF-8 text"
+    assert not (tmp_path / "x.png").exists()

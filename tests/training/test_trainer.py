@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cs336_lm.config import load_config
-from cs336_lm.errors import CheckpointError, ConfigError
+from cs336_lm.errors import CheckpointError, ConfigError, LMError
 from cs336_lm.nn import TransformerLM
 from cs336_lm.run import RunDir, read_checkpoint
 from cs336_lm.tokenizer import Tokenizer
@@ -91,14 +91,16 @@ def test_loss_goes_down(tmp_path, tiny_config):
         ({"train.dtype": "fp32"}, set()),
         ({"train.dtype": "bf16", "train.grad_accum_steps": 2}, set()),
         ({"train.dtype": "fp16", "train.grad_accum_steps": 2}, {1, 4}),  # skipped steps before and after the stop
+        ({"train.dtype": "fp32", "train.log_every": 4}, set()),  # the stop falls inside a log window
     ],
-    ids=["fp32", "bf16-accum2", "fp16-accum2-overflows"],
+    ids=["fp32", "bf16-accum2", "fp16-accum2-overflows", "log-window"],
 )
 def test_interrupted_and_resumed_run_is_bitwise_identical(
     tmp_path, tiny_config, monkeypatch, force_overflow, extra, overflows
 ):
     """N steps straight == N/2 steps, SIGTERM, resume, N/2 more: same parameters, optimizer and loss-scaler state,
-    and logs (on one thread: tiny_config sets train.threads=1)."""
+    and logs, record by record (on one thread: tiny_config sets train.threads=1; with ``log_every=4`` the record at
+    step 4 averages steps 1-4 though the run stopped after 2)."""
     force_overflow(overflows)
     train(tiny_config(tmp_path / "straight", extra))
     interrupt_at(monkeypatch, 2)  # not a checkpoint step: the signal handler saves one itself
@@ -115,9 +117,54 @@ def test_interrupted_and_resumed_run_is_bitwise_identical(
     assert straight["loss_scaler"] == resumed["loss_scaler"]
     if overflows:
         assert resumed["loss_scaler"]["skipped_steps"] == 2 and resumed["loss_scaler"]["scale"] == 2.0**14
-    logs = [read_metrics(tmp_path / name / "metrics.jsonl") for name in ("straight", "resumed")]
-    keys = ("step", "tokens", "lr", "loss", "grad_norm", "val_loss", "loss_scale", "skipped_steps")
+    assert_same_records(tmp_path / "straight", tmp_path / "resumed")
+
+
+def assert_same_records(run_a, run_b):
+    """The two runs' metrics.jsonl hold the same records, equal in everything but the timings."""
+    logs = [read_metrics(run / "metrics.jsonl") for run in (run_a, run_b)]
+    keys = ("step", "tokens", "lr", "loss", "grad_norm", "val_loss", "val_ppl", "loss_scale", "skipped_steps")
     assert [{k: r.get(k) for k in keys} for r in logs[0]] == [{k: r.get(k) for k in keys} for r in logs[1]]
+    assert len(logs[0]) > 2
+
+
+def test_resume_passes_over_a_damaged_checkpoint_and_ends_as_an_uninterrupted_run(
+    tmp_path, tiny_config, flip_tensor_bytes
+):
+    train(tiny_config(tmp_path / "straight"))
+    train(tiny_config(tmp_path / "run", {"train.max_steps": 5}))  # checkpoints at steps 3 and 5
+    damaged = RunDir(tmp_path / "run").checkpoint_path(5)
+    flip_tensor_bytes(damaged)
+    good = RunDir(tmp_path / "run").checkpoint_path(3)
+    with pytest.warns(UserWarning, match=rf"{damaged} is damaged: .*; resuming from {good}, the newest checkpoint"):
+        result = train(tiny_config(tmp_path / "run"))
+    assert result.step == 6
+    assert_bitwise_equal(final_state(tmp_path / "straight")["model"], final_state(tmp_path / "run")["model"])
+    assert_same_records(tmp_path / "straight", tmp_path / "run")
+
+
+def test_a_resume_that_fails_leaves_no_run_directory_behind(tmp_path, tiny_config, flip_tensor_bytes):
+    train(tiny_config(tmp_path / "a", {"train.max_steps": 3}))
+    damaged = RunDir(tmp_path / "a").checkpoint_path(3)
+    flip_tensor_bytes(damaged)
+    for resume in (tmp_path / "missing.pt", damaged, tmp_path / "a"):
+        with pytest.raises(LMError):
+            Trainer(tiny_config(tmp_path / "new" / "run", {"train.resume": str(resume)}))
+        assert not (tmp_path / "new").exists(), resume
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(LMError):
+        Trainer(tiny_config(tmp_path / "kept" / "run", {"train.resume": str(damaged)}))
+    assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())  # only what setup made is gone
+
+
+def test_metrics_damaged_by_hand_are_dropped_with_a_warning_on_resume(tmp_path, tiny_config):
+    train(tiny_config(tmp_path / "run", {"train.max_steps": 3}))
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    with metrics.open("ab") as f:
+        f.write(b'\xff\xfe not text\n[1, 2]\n{"step": "three"}\n')
+    with pytest.warns(UserWarning, match=r"line 5 is not UTF-8 text; line 6 is a JSON list, not an object; a reco"):
+        train(tiny_config(tmp_path / "run", {"train.max_steps": 4}))
+    assert [r["step"] for r in read_metrics(metrics) if "loss" in r] == [1, 2, 3, 4]
 
 
 def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, tiny_config):
