@@ -176,7 +176,7 @@ async def stream(plan: Plan, info: ModelInfo, submission: Submission, body: Comp
 
 
 def _event(data: dict) -> bytes:
-    return b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
+    return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
 class EventStream(StreamingResponse):

@@ -39,7 +39,7 @@ def response(error: ServeError) -> JSONResponse:
 
 async def send_error(send: Send, error: ServeError) -> None:
     """Answer ``error`` on a raw ASGI connection (for middleware, which runs outside FastAPI's handlers)."""
-    payload = json.dumps(body_of(error)).encode()
+    payload = json.dumps(body_of(error), separators=(",", ":")).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     if error.status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
