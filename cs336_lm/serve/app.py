@@ -60,6 +60,16 @@ def create_app(
     app = FastAPI(title="cs336_lm", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine_loop, app.state.metrics = loop, metrics
     http_errors.install(app)
+    _add_routes(app, loop, info, page)
+    app.add_middleware(LimitBody, max_bytes=max_body_bytes)
+    if api_key:
+        app.add_middleware(RequireKey, api_key=api_key)
+    app.add_middleware(CountRequests, metrics=metrics)
+    return app
+
+
+def _add_routes(app: FastAPI, loop: EngineLoop, info: ModelInfo, page: str) -> None:
+    """The endpoints of the module docstring, on ``loop`` and ``info``."""
 
     @app.post("/v1/completions", response_model=None)
     async def create_completion(request: Request) -> Response:
@@ -93,14 +103,8 @@ def create_app(
 
     @app.get("/metrics")
     async def metrics_text() -> PlainTextResponse:
-        return PlainTextResponse(metrics.render(loop.stats, info.name), media_type=CONTENT_TYPE)
+        return PlainTextResponse(loop.metrics.render(loop.stats, info.name), media_type=CONTENT_TYPE)
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
-
-    app.add_middleware(LimitBody, max_bytes=max_body_bytes)
-    if api_key:
-        app.add_middleware(RequireKey, api_key=api_key)
-    app.add_middleware(CountRequests, metrics=metrics)
-    return app

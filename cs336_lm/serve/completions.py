@@ -25,7 +25,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from cs336_lm.engine import Engine, SamplingParams
-from cs336_lm.errors import ServeError
+from cs336_lm.errors import LMError, ServeError
 from cs336_lm.serve import http_errors, protocol
 from cs336_lm.serve.http_errors import body_of
 from cs336_lm.serve.loop import Submission
@@ -49,7 +49,7 @@ class ModelInfo:
     @classmethod
     def of(cls, engine: Engine, name: str) -> ModelInfo:
         if engine.tokenizer is None:
-            raise ServeError("the server needs the engine's tokenizer (Engine(model, tokenizer=...))", 500)
+            raise LMError("the server needs the engine's tokenizer (Engine(model, tokenizer=...))")
         tok = engine.tokenizer
         model = engine.model
         return cls(name, model.context_length, model.vocab_size, tok, tuple(tok.special_token_ids.values()))

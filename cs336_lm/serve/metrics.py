@@ -36,6 +36,7 @@ class Metrics:
         _family(out, "lm_info", "gauge", "The served model (always 1).", [({"model": model}, 1)])
         requests = [({"path": p, "status": str(s)}, n) for (p, s), n in sorted(self.http_requests.items())]
         _family(out, "lm_http_requests_total", "counter", "HTTP requests answered, by path and status.", requests)
+        # the engine thread may add a reason meanwhile: sorted() copies the items in one step under the GIL
         finished = [({"reason": r}, n) for r, n in sorted(self.finished.items())]
         _family(out, "lm_requests_finished_total", "counter", "Completion choices finished, by reason.", finished)
         for name, kind, text, value in (
