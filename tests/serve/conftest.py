@@ -44,11 +44,14 @@ def make_model(dtype: torch.dtype = torch.float64, seed: int = 0) -> Transformer
     return TransformerLM(**SHAPE, dtype=dtype).eval()
 
 
-def write_run(root: Path) -> Path:
-    """A run directory holding the float32 weights of ``make_model`` and ``make_tokenizer``."""
+def write_run(root: Path, context_length: int = SHAPE["context_length"]) -> Path:
+    """A run directory holding the float32 weights of ``make_model`` (with that context) and ``make_tokenizer``."""
+    shape = {**SHAPE, "context_length": context_length}
     run = RunDir(root).create()
     make_tokenizer().save(run.tokenizer_dir)
-    run.save_checkpoint(make_model(torch.float32), None, 0, None, config={"model": {**SHAPE, "preset": None}})
+    torch.manual_seed(0)
+    model = TransformerLM(**shape)
+    run.save_checkpoint(model, None, 0, None, config={"model": {**shape, "preset": None}})
     return root
 
 

@@ -25,6 +25,12 @@ def run_dir(tmp_path_factory) -> Path:
     return write_run(tmp_path_factory.mktemp("serve") / "run")
 
 
+@pytest.fixture(scope="module")
+def long_run_dir(tmp_path_factory) -> Path:
+    """A 4096-token context: a stream to its end takes seconds, so SIGTERM surely comes while it runs."""
+    return write_run(tmp_path_factory.mktemp("serve") / "long", context_length=4096)
+
+
 def test_help_shows_every_option_with_its_default(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--help"])
@@ -119,13 +125,13 @@ def stream_events(url: str, max_tokens: int, sent_first: threading.Event, events
 
 
 @pytest.mark.parametrize("grace", ["30", "0"])
-def test_sigterm_ends_streams_with_a_final_event_and_exits_0(run_dir, grace):
-    server = ServeProcess(run_dir, "--shutdown-grace", grace, "--log-level", "warning")
+def test_sigterm_ends_streams_with_a_final_event_and_exits_0(long_run_dir, grace):
+    server = ServeProcess(long_run_dir, "--shutdown-grace", grace, "--max-kv-tokens", "8192", "--log-level", "warning")
     try:
         assert server.url.startswith("http://127.0.0.1:")  # loopback unless told otherwise
         events: list[str] = []
         first = threading.Event()
-        max_tokens = 200 if grace == "30" else 509  # 509: to the end of the 512-token context
+        max_tokens = 200 if grace == "30" else 4000
         client = threading.Thread(target=stream_events, args=(server.url, max_tokens, first, events))
         client.start()
         assert first.wait(30)
@@ -143,5 +149,5 @@ def test_sigterm_ends_streams_with_a_final_event_and_exits_0(run_dir, grace):
         assert last["choices"][0]["finish_reason"] == "length" and last["usage"]["completion_tokens"] == 200
     else:  # aborted at once, with an error event the OpenAI client raises
         assert last["error"]["code"] == "shutdown"
-        assert json.loads(events[-3])["usage"]["completion_tokens"] < 509
+        assert json.loads(events[-3])["usage"]["completion_tokens"] < 4000
     assert "Traceback" not in "".join(server.stderr)

@@ -36,6 +36,13 @@ FLAGS = [
     "--disable-sync",
 ]
 PROMPT = "Once upon a time"
+MAX_TOKENS = 480
+
+
+class SlowerEngine(SlowEngine):
+    delay = 0.02  # 480 tokens take 10 s or more: time enough to watch the text come in and click Stop
+
+
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_MS = 30_000
 
@@ -67,14 +74,14 @@ def test_the_page_streams_text_in_and_stop_aborts_the_request(browser_page, mode
     page = browser_page
     stop_ids = (tokenizer.special_token_ids[SPECIAL],)
     [greedy] = Engine(model, tokenizer=tokenizer).generate(
-        [PROMPT], SamplingParams(max_new_tokens=400, temperature=0.0, stop_ids=stop_ids)
+        [PROMPT], SamplingParams(max_new_tokens=MAX_TOKENS, temperature=0.0, stop_ids=stop_ids)
     )
-    with LiveServer(SlowEngine(model, tokenizer=tokenizer)) as live:
+    with LiveServer(SlowerEngine(model, tokenizer=tokenizer)) as live:
         page.goto(f"{live.url}/")
         page.wait_for_function("document.getElementById('model').textContent.includes('tiny · context 512')")
         page.fill("#prompt", PROMPT)
         page.fill("#temperature", "0")
-        page.fill("#max_tokens", "400")
+        page.fill("#max_tokens", str(MAX_TOKENS))
         page.click("#generate")
 
         page.wait_for_function("document.getElementById('completion').textContent.length > 0")
@@ -93,7 +100,7 @@ def test_the_page_streams_text_in_and_stop_aborts_the_request(browser_page, mode
 
         metrics = live.wait_idle()  # Stop closed the connection: the server aborted the request
         assert metrics['lm_requests_finished_total{reason="abort"}'] == 1
-        assert metrics["lm_generation_tokens_total"] < 400
+        assert metrics["lm_generation_tokens_total"] < MAX_TOKENS
 
 
 def test_the_page_ships_in_the_wheel(tmp_path):
