@@ -123,3 +123,25 @@ def test_shutdown_lets_short_requests_finish_and_ends_long_ones_with_an_error_ev
     assert short[-1] == "[DONE]" and json.loads(short[-2])["choices"][0]["finish_reason"] == "length"
     assert long[-1] == "[DONE]" and json.loads(long[-2])["error"]["code"] == "shutdown"
     assert len(long) < 500
+
+
+def test_a_full_queue_answers_503_and_the_server_goes_on(model, tokenizer):
+    engine = SlowEngine(model, tokenizer=tokenizer, max_num_seqs=1)  # one request runs, the next waits
+    with LiveServer(engine, max_queue=1) as live, httpx.Client(base_url=live.url, timeout=30) as http:
+        body = {"prompt": "Hi", "max_tokens": 300, "temperature": 0, "stream": True}
+        with http.stream("POST", "/v1/completions", json=body) as running:
+            lines = running.iter_lines()  # kept: dropping the iterator would close the connection
+            next(lines)
+            with http.stream("POST", "/v1/completions", json=body) as waiting:
+                assert waiting.status_code == 200
+                deadline = time.monotonic() + 10
+                while live.metrics()["lm_requests_waiting"] < 1:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.02)
+                refused = http.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 2})
+                assert refused.status_code == 503
+                error = refused.json()["error"]
+                assert error["code"] == "queue_full" and error["type"] == "server_error"
+                assert http.get("/health").status_code == 200
+        live.wait_idle()
+        assert http.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 2}).status_code == 200
