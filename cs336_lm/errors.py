@@ -71,3 +71,18 @@ class PeerFailure(LMError):
 class InteropError(LMError):
     """A HuggingFace folder that is missing, malformed or holds something cs336_lm cannot represent (another
     architecture, RoPE scaling, biases, a tokenizer that is not byte-level BPE), or an export that cannot be written."""
+
+
+class ServeError(LMError):
+    """A request the HTTP server (``cs336_lm.serve``) refuses, answered as an OpenAI error body.
+
+    ``status`` is the HTTP status (400 bad value, 401 bad key, 404 unknown model or path, 413 body too large,
+    422 body not of the schema, 503 full queue or shutting down); ``param`` names the request field at fault and
+    ``code`` is a short machine-readable reason (``"model_not_found"``, ``"context_length_exceeded"``, …).
+    """
+
+    def __init__(self, message: str, status: int = 400, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.param = param
+        self.code = code

@@ -1,0 +1,116 @@
+"""The page at ``/`` in a real browser: headless Chromium (Debian's ``chromium``, driven by Playwright) loads it,
+types a prompt, clicks Generate, sees the model's text stream in, and clicks Stop, which aborts the request. And
+the page is in the wheel, so an installed ``lm-serve`` has it.
+
+``make browser`` (run by ``make test`` and so by CI) installs Chromium; without it this test is skipped, except
+under CI (``CI`` set), where it fails.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from cs336_lm.engine import Engine, SamplingParams
+
+from .conftest import SPECIAL, LiveServer, SlowEngine
+
+try:
+    from playwright import sync_api
+except ImportError:  # pragma: no cover - dev installs it
+    sync_api = None
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PROMPT = "Once upon a time"
+MAX_TOKENS = 480
+
+
+class SlowerEngine(SlowEngine):
+    delay = 0.02  # 480 tokens take 10 s or more: time enough to watch the text come in and click Stop
+
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture
+def browser_page(tmp_path):
+    missing = None if sync_api is not None else "the playwright package (pip install -e '.[dev]')"
+    if not Path(CHROMIUM).exists():
+        missing = "chromium (`make browser` installs Debian's package)"
+    if missing is not None:  # skipped on a developer's machine, a failure in CI, which must run it
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"the browser test needs {missing}")
+    with sync_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=FLAGS
+        )
+        try:
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            yield page
+        finally:
+            context.close()
+
+
+def text_of(page, element_id: str) -> str:
+    return page.evaluate(f"document.getElementById({element_id!r}).textContent")
+
+
+def test_the_page_streams_text_in_and_stop_aborts_the_request(browser_page, model, tokenizer):
+    page = browser_page
+    stop_ids = (tokenizer.special_token_ids[SPECIAL],)
+    [greedy] = Engine(model, tokenizer=tokenizer).generate(
+        [PROMPT], SamplingParams(max_new_tokens=MAX_TOKENS, temperature=0.0, stop_ids=stop_ids)
+    )
+    with LiveServer(SlowerEngine(model, tokenizer=tokenizer)) as live:
+        page.goto(f"{live.url}/")
+        page.wait_for_function("document.getElementById('model').textContent.includes('tiny · context 512')")
+        page.fill("#prompt", PROMPT)
+        page.fill("#temperature", "0")
+        page.fill("#max_tokens", str(MAX_TOKENS))
+        page.click("#generate")
+
+        page.wait_for_function("document.getElementById('completion').textContent.length > 0")
+        assert page.is_enabled("#stop") and page.is_disabled("#generate")
+        first = len(text_of(page, "completion"))
+        page.wait_for_function(f"document.getElementById('completion').textContent.length > {first + 5}")
+        assert page.is_enabled("#stop"), "the text should still be coming in"
+        page.wait_for_function("document.getElementById('status').textContent.includes('tokens/s')")
+
+        page.click("#stop")
+        page.wait_for_function("document.getElementById('status').textContent.includes('stopped')")
+        assert page.is_enabled("#generate") and page.is_disabled("#stop")
+        shown = text_of(page, "completion")
+        assert text_of(page, "shown-prompt") == PROMPT
+        assert len(shown) > first + 5 and greedy.text.startswith(shown) and len(shown) < len(greedy.text)
+
+        metrics = live.wait_idle()  # Stop closed the connection: the server aborted the request
+        assert metrics['lm_requests_finished_total{reason="abort"}'] == 1
+        assert metrics["lm_generation_tokens_total"] < MAX_TOKENS
+
+
+def test_the_page_ships_in_the_wheel(tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "cs336_lm", src / "cs336_lm", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(src), "-w", "dist"]
+    subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    [wheel] = (tmp_path / "dist").glob("cs336_lm-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        page = z.read("cs336_lm/serve/static/index.html").decode()
+    assert page == (REPO / "cs336_lm" / "serve" / "static" / "index.html").read_text(encoding="utf-8")
