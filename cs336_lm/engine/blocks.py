@@ -6,12 +6,15 @@ shared (its reference count is above one) when sequences have the same tokens in
 are computed is registered under a hash of its tokens and of every token before it, so a later sequence with
 the same prefix takes it instead of computing it again. A block nobody holds any more is free; if it is
 registered it keeps its contents, in least-recently-freed order, until a new allocation needs it. Block 0 is
-never handed out: it is the sink that padding rows of a fixed-shape batch write into.
+never handed out: it is the sink that padding rows of a fixed-shape batch write into. Plain free blocks are
+handed out lowest id first, so the blocks in use crowd the start of the pool (the CPU decode attention reads
+the used end of the pool in one piece).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+import heapq
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from cs336_lm.errors import GenerationError
@@ -25,7 +28,7 @@ def block_hash(parent: int | None, tokens: Sequence[int]) -> int:
 
 
 class BlockManager:
-    """Free lists, reference counts and the registry of computed full blocks, in O(1) per block."""
+    """Free lists, reference counts and the registry of computed full blocks, in O(log num_blocks) per block."""
 
     def __init__(self, num_blocks: int, block_size: int):
         if num_blocks < 2:
@@ -35,7 +38,7 @@ class BlockManager:
         self.hashes: list[int | None] = [None] * num_blocks
         self.tokens: list[tuple[int, ...] | None] = [None] * num_blocks
         self.registry: dict[int, int] = {}  # block hash -> block id
-        self.plain: deque[int] = deque(range(1, num_blocks))  # free, holding nothing worth keeping
+        self.plain: list[int] = list(range(1, num_blocks))  # a heap: free, holding nothing worth keeping
         self.cached: OrderedDict[int, None] = OrderedDict()  # free but registered, oldest first
 
     @property
@@ -54,7 +57,7 @@ class BlockManager:
     def allocate(self) -> int:
         """A free block with reference count 1; a registered one is forgotten only when no plain block is left."""
         if self.plain:
-            block = self.plain.popleft()
+            block = heapq.heappop(self.plain)
         elif self.cached:
             block, _ = self.cached.popitem(last=False)
             self._unregister(block)
@@ -77,7 +80,7 @@ class BlockManager:
         if self.hashes[block] is not None:
             self.cached[block] = None
         else:
-            self.plain.append(block)
+            heapq.heappush(self.plain, block)
 
     def lookup(self, key: int, tokens: Sequence[int]) -> int | None:
         """The registered block with this hash and exactly these tokens, or None."""

@@ -1,14 +1,21 @@
 """The paged KV cache: a pool of fixed-size blocks per layer, and the view one engine step hands the model.
 
-``PagedKVCache`` holds, for every layer, keys and values as ``(num_blocks · block_size, num_kv_heads, d_head)``
-slot arrays: slot ``block · block_size + i`` is token ``i`` of a block. ``PagedStep.build`` turns the chunks a
-step schedules into one packed row of new tokens — the decoding sequences' single tokens first, then each prompt
-chunk — with their positions, the slot each token's K/V goes to, and what each attention layer needs to read
-every sequence's cache through its block table. It is the ``kv_cache`` of ``TransformerLM.forward``
-(``cs336_lm.nn.cache``): in each layer ``PagedLayer.attend`` writes the new keys and values into their slots,
-then attends. Decoding tokens attend together: on CUDA with the Triton paged-attention kernel, which reads the
-blocks in place; elsewhere their keys are gathered into one padded tensor and the attention module's own
-backend runs over it with a mask. Each prompt chunk attends over its sequence's gathered cache, causally.
+``PagedKVCache`` holds, for every layer, keys and values as ``(num_blocks, num_kv_heads, block_size, d_head)``:
+block ``b`` holds tokens ``0 … block_size − 1`` of whichever sequence's block table lists it. ``PagedStep.build``
+turns the chunks a step schedules into one packed row of new tokens — the decoding sequences' single tokens
+first, then each prompt chunk — with their positions, the (block, offset) their K/V go to, and what each
+attention layer needs to read every sequence's cache through its block table. It is the ``kv_cache`` of
+``TransformerLM.forward`` (``cs336_lm.nn.cache``): in each layer ``PagedLayer.attend`` writes the new keys and
+values, then attends.
+
+Decoding tokens attend together. On CUDA the Triton paged-attention kernel reads the blocks in place. On a CPU
+(``DecodePlan``) the attention also reads the pool in place instead of gathering each sequence's keys into a
+padded copy (a gather of 64 sequences × 400 tokens cost ~8× the attention itself): every block in use is
+multiplied by the query of the sequence that owns it — one batched matmul over the used end of the pool —
+and the scores of each sequence's blocks, a small tensor, are put in order, masked and normalised by the kernel
+dispatch's softmax; the probabilities then weigh the value blocks in place and are summed per sequence. A block
+two decoding sequences share (a common prompt prefix) is read once more for each further sequence. Each prompt
+chunk attends causally over its sequence's keys, gathered, through the attention module's own backend.
 """
 
 from __future__ import annotations
@@ -24,17 +31,17 @@ from cs336_lm.nn import MultiHeadSelfAttention, TransformerLM, dispatch
 
 
 class PagedKVCache:
-    """Key and value slot pools for every layer of ``model``: ``num_blocks`` blocks of ``block_size`` tokens."""
+    """Key and value block pools for every layer of ``model``: ``num_blocks`` blocks of ``block_size`` tokens."""
 
     def __init__(self, model: TransformerLM, num_blocks: int, block_size: int):
         weight = model.lm_head.weight
         self.num_blocks, self.block_size = num_blocks, block_size
         self.num_kv_heads, self.d_head = model.num_kv_heads, model.d_head
-        shape = (num_blocks * block_size, model.num_kv_heads, model.d_head)
-        self.keys = [torch.empty(shape, device=weight.device, dtype=weight.dtype) for _ in model.layers]
-        self.values = [torch.empty(shape, device=weight.device, dtype=weight.dtype) for _ in model.layers]
-        for pool in self.keys + self.values:  # only the sink block is read before it is written: padding reads it
-            pool[:block_size].zero_()
+        shape = (num_blocks, model.num_kv_heads, block_size, model.d_head)
+        # zeros, not empty: the CPU decode attention multiplies whole blocks, including tokens not yet written,
+        # by a weight of 0 — which must not meet a NaN left in fresh memory
+        self.keys = [torch.zeros(shape, device=weight.device, dtype=weight.dtype) for _ in model.layers]
+        self.values = [torch.zeros(shape, device=weight.device, dtype=weight.dtype) for _ in model.layers]
         self.device = weight.device
 
     @property
@@ -48,11 +55,74 @@ class PagedKVCache:
 
 @dataclass
 class _Segment:
-    """A prompt chunk in the packed row: ``count`` queries from ``start``, over ``slots`` (its whole context)."""
+    """A prompt chunk in the packed row: ``count`` queries from ``start``, over the ``context`` tokens of the
+    sequence (cached ones and its own) held in ``blocks``."""
 
     start: int
     count: int
-    slots: Tensor  # (context,) the slots of the sequence's tokens 0 … context − 1
+    context: int
+    blocks: Tensor  # (blocks,) the sequence's first ceil(context / block_size) blocks
+
+
+@dataclass
+class DecodePlan:
+    """Index tensors of one step's CPU decode attention over the pool in place (see the module docstring).
+
+    ``D`` decoding sequences, each over at most ``W`` blocks (its block table padded with the sink block); the
+    first sequence listing a block owns it, any later one reads it as an ``extra`` pair.
+    """
+
+    used: int  # blocks 0 … used − 1 of the pool hold every block the decoding sequences read
+    owner: Tensor  # (used,) the decoding sequence that owns each block (0 for blocks none owns: their weight is 0)
+    pairs: Tensor  # (D·W,) row of each (sequence, table entry) in [owned blocks' scores; extra pairs' scores]
+    owned_rows: Tensor  # rows of (D·W) whose block their sequence owns …
+    owned_blocks: Tensor  # … and those blocks
+    extra_rows: Tensor  # rows of (D·W) that read a block another sequence owns …
+    extra_blocks: Tensor  # … those blocks …
+    extra_seqs: Tensor  # … and the sequences reading them
+    valid: Tensor  # (D, 1, 1, W·block_size): True on the tokens each sequence has
+    width: int  # W
+
+    @classmethod
+    def build(cls, tables: list[list[int]], lens: list[int], size: int, device: torch.device) -> DecodePlan:
+        width = max(math.ceil(n / size) for n in lens)
+        owner: dict[int, int] = {}
+        pairs, owned_rows, owned_blocks, extra_rows, extra_blocks, extra_seqs = [], [], [], [], [], []
+        for b, (table, n) in enumerate(zip(tables, lens, strict=True)):
+            for j in range(width):
+                block = table[j] if j * size < n else 0  # the sink pads a short table
+                row = b * width + j
+                if owner.setdefault(block, b) == b or block == 0:
+                    owned_rows.append(row)
+                    owned_blocks.append(block)
+                    pairs.append(block)
+                else:
+                    extra_rows.append(row)
+                    extra_blocks.append(block)
+                    extra_seqs.append(b)
+                    pairs.append(-len(extra_rows))  # resolved below, once the owned rows are counted
+        used = max(owner) + 1
+        pairs = [p if p >= 0 else used - 1 - p for p in pairs]  # extra pair k sits at row used + k
+        owners = [0] * used
+        for block, b in owner.items():
+            owners[block] = b
+        valid = torch.arange(width * size)[None, :] < torch.tensor(lens)[:, None]  # (D, W·block_size)
+
+        def tensor(values: list[int]) -> Tensor:
+            return torch.tensor(values, dtype=torch.long, device=device)
+
+        return cls(
+            used=used,
+            owner=tensor(owners),
+            pairs=tensor(pairs),
+            owned_rows=tensor(owned_rows),
+            owned_blocks=tensor(owned_blocks),
+            extra_rows=tensor(extra_rows),
+            extra_blocks=tensor(extra_blocks),
+            extra_seqs=tensor(extra_seqs),
+            valid=valid[:, None, None, :].to(device),
+            width=width,
+        )
 
 
 class PagedStep:
@@ -63,10 +133,10 @@ class PagedStep:
         self.token_ids = torch.empty(1, 0, dtype=torch.long)
         self.positions = torch.empty(1, 0, dtype=torch.long)
         self.last_rows = torch.empty(0, dtype=torch.long)
-        self.slots = torch.empty(0, dtype=torch.long)
+        self.write_blocks = torch.empty(0, dtype=torch.long)  # (new,) the block each new token's K/V goes to …
+        self.write_offsets = torch.empty(0, dtype=torch.long)  # … and its offset in that block
         self.num_decode = 0
-        self.decode_slots: Tensor | None = None  # (decoding, max_len) slots, padded with slot 0 of the sink
-        self.decode_mask: Tensor | None = None  # (decoding, 1, 1, max_len): True on real tokens
+        self.plan: DecodePlan | None = None  # the CPU decode attention's indices
         self.block_tables: Tensor | None = None  # (decoding, max_blocks) int32, for the Triton kernel
         self.lens: Tensor | None = None  # (decoding,) int32
         self.segments: list[_Segment] = []
@@ -78,19 +148,20 @@ class PagedStep:
         size, device = cache.block_size, cache.device
         ids: list[int] = []
         positions: list[int] = []
-        slots: list[int] = []
+        blocks: list[int] = []
         last_rows: list[int] = []
         for chunk in chunks:
             seq, table = chunk.seq, chunk.seq.block_table
             span = range(chunk.start, chunk.start + chunk.count)
             ids += seq.tokens[chunk.start : chunk.start + chunk.count]
             positions += span
-            slots += [table[p // size] * size + p % size for p in span]
+            blocks += [table[p // size] for p in span]
             if chunk.samples:
                 last_rows.append(len(ids) - 1)
         step.token_ids = torch.tensor([ids], dtype=torch.long, device=device)
         step.positions = torch.tensor([positions], dtype=torch.long, device=device)
-        step.slots = torch.tensor(slots, dtype=torch.long, device=device)
+        step.write_blocks = torch.tensor(blocks, dtype=torch.long, device=device)
+        step.write_offsets = step.positions[0] % size
         step.last_rows = torch.tensor(last_rows, dtype=torch.long, device=device)
         while step.num_decode < len(chunks) and chunks[step.num_decode].count == 1 and chunks[step.num_decode].samples:
             step.num_decode += 1  # the leading one-token chunks that sample: they attend together
@@ -99,39 +170,29 @@ class PagedStep:
         row = step.num_decode
         for chunk in chunks[step.num_decode :]:
             context = chunk.start + chunk.count
-            step.segments.append(_Segment(row, chunk.count, _slots_of(chunk.seq.block_table, context, size, device)))
+            table = chunk.seq.block_table[: math.ceil(context / size)]
+            step.segments.append(_Segment(row, chunk.count, context, torch.tensor(table, device=device)))
             row += chunk.count
         return step
 
     def _plan_decode(self, decoding: list[Chunk], triton_decode: bool) -> None:
         size, device = self.cache.block_size, self.cache.device
         lens = [c.start + 1 for c in decoding]
+        tables = [c.seq.block_table for c in decoding]
         if triton_decode:
             width = max(math.ceil(n / size) for n in lens)
-            tables = [c.seq.block_table[:width] + [0] * (width - len(c.seq.block_table[:width])) for c in decoding]
-            self.block_tables = torch.tensor(tables, dtype=torch.int32, device=device)
+            padded = [t[:width] + [0] * (width - len(t[:width])) for t in tables]
+            self.block_tables = torch.tensor(padded, dtype=torch.int32, device=device)
             self.lens = torch.tensor(lens, dtype=torch.int32, device=device)
-            return
-        longest = max(lens)
-        rows = torch.zeros(len(decoding), longest, dtype=torch.long)
-        for i, chunk in enumerate(decoding):
-            rows[i, : lens[i]] = _slots_of(chunk.seq.block_table, lens[i], size, torch.device("cpu"))
-        self.decode_slots = rows.to(device)
-        valid = torch.arange(longest)[None, :] < torch.tensor(lens)[:, None]  # (decoding, longest)
-        self.decode_mask = valid[:, None, None, :].to(device)
+        else:
+            self.plan = DecodePlan.build(tables, lens, size, device)
 
     def layer(self, index: int) -> PagedLayer:
         return PagedLayer(self, index)
 
 
-def _slots_of(table: list[int], length: int, size: int, device: torch.device) -> Tensor:
-    """The slots of tokens ``0 … length − 1`` of a sequence with block table ``table``."""
-    blocks = torch.tensor(table[: math.ceil(length / size)], dtype=torch.long)
-    return (blocks[:, None] * size + torch.arange(size)).flatten()[:length].to(device)
-
-
 class PagedLayer:
-    """Layer ``index``'s view of a ``PagedStep``: write the new K/V into their slots, then attend."""
+    """Layer ``index``'s view of a ``PagedStep``: write the new K/V into their blocks, then attend."""
 
     def __init__(self, step: PagedStep, index: int):
         self.step, self.index = step, index
@@ -141,35 +202,83 @@ class PagedLayer:
         d_head), each token attending over its own sequence's cache."""
         step, cache = self.step, self.step.cache
         keys, values = cache.keys[self.index], cache.values[self.index]
-        keys[step.slots] = k[0].transpose(0, 1)  # (new, kv_heads, d_head) into their slots
-        values[step.slots] = v[0].transpose(0, 1)
+        where = (step.write_blocks, slice(None), step.write_offsets)
+        keys[where] = k[0].transpose(0, 1)  # (new, kv_heads, d_head) into (block, :, offset)
+        values[where] = v[0].transpose(0, 1)
+        if not step.segments:  # decoding only: the row of n tokens is a batch of n one-token queries
+            return self._decode(q[0].transpose(0, 1), keys, values, attention).transpose(0, 1)[None]
         parts = []
         if step.num_decode:
-            parts.append(self._decode(q[0, :, : step.num_decode], keys, values, attention))  # (heads, decoding, d)
+            decoded = self._decode(q[0, :, : step.num_decode].transpose(0, 1), keys, values, attention)
+            parts.append(decoded.transpose(0, 1)[None])  # (1, heads, decoding, d_head)
         for seg in step.segments:
             queries = q[:, :, seg.start : seg.start + seg.count]  # (1, heads, count, d_head)
-            k_ctx = keys[seg.slots].transpose(0, 1)[None]  # (1, kv_heads, context, d_head)
-            v_ctx = values[seg.slots].transpose(0, 1)[None]
-            out = attention.attend(queries, k_ctx, v_ctx, q_offset=len(seg.slots) - seg.count)
-            parts.append(out[0])  # (heads, count, d_head)
-        return torch.cat(parts, dim=1)[None] if len(parts) > 1 else parts[0][None]
+            k_ctx, v_ctx = (_gather(pool, seg.blocks, seg.context) for pool in (keys, values))
+            parts.append(attention.attend(queries, k_ctx, v_ctx, q_offset=seg.context - seg.count))
+        return torch.cat(parts, dim=2)
 
     def _decode(self, q: Tensor, keys: Tensor, values: Tensor, attention: MultiHeadSelfAttention) -> Tensor:
-        """One query per decoding sequence over its cached tokens: (heads, decoding, d_head)."""
+        """One query per decoding sequence, ``q`` (decoding, heads, d_head), over its cache; the same shape out."""
         step = self.step
-        queries = q.transpose(0, 1)  # (decoding, heads, d_head)
+        scale = 1.0 / math.sqrt(q.shape[-1])
         if step.block_tables is not None and step.lens is not None:
             from cs336_lm.kernels.paged_attention import triton_paged_decode
 
-            scale = 1.0 / math.sqrt(q.shape[-1])
-            out = triton_paged_decode(queries, keys, values, step.block_tables, step.lens, step.cache.block_size, scale)
-            return out.transpose(0, 1)
-        assert step.decode_slots is not None
-        k_ctx = keys[step.decode_slots].transpose(1, 2)  # (decoding, kv_heads, longest, d_head)
-        v_ctx = values[step.decode_slots].transpose(1, 2)
-        longest = step.decode_slots.shape[1]
-        out = attention.attend(queries[:, :, None], k_ctx, v_ctx, q_offset=longest - 1, mask=step.decode_mask)
-        return out[:, :, 0].transpose(0, 1)  # (heads, decoding, d_head)
+            return triton_paged_decode(q, keys, values, step.block_tables, step.lens, scale)
+        assert step.plan is not None
+        if attention.attention == "sdpa":  # the fused baseline needs each sequence's keys in one piece
+            return _decode_gathered(q, keys, values, step.plan, attention)
+        return _decode_in_place(q, keys, values, step.plan, scale, attention.kernels)
+
+
+def _gather(pool: Tensor, blocks: Tensor, length: int) -> Tensor:
+    """The first ``length`` tokens held in ``blocks`` of ``pool``, as (1, kv_heads, length, d_head)."""
+    picked = pool.index_select(0, blocks)  # (blocks, kv_heads, block_size, d_head)
+    return picked.transpose(0, 1).flatten(1, 2)[None, :, :length]
+
+
+def _decode_in_place(q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, scale: float, kernels: str) -> Tensor:
+    """Decode attention over the pool in place (the module docstring): ``q`` (D, heads, d_head) → (D, heads, d_head)."""
+    decoding, heads, d_head = q.shape
+    kv_heads, size = keys.shape[1], keys.shape[2]
+    group = heads // kv_heads
+    qg = q.view(decoding, kv_heads, group, d_head)  # query heads grouped by the key/value head they read
+    scores = qg.index_select(0, plan.owner) @ keys[: plan.used].transpose(-2, -1)  # (used, kv_heads, g, size)
+    if plan.extra_rows.numel():
+        extra = qg.index_select(0, plan.extra_seqs) @ keys.index_select(0, plan.extra_blocks).transpose(-2, -1)
+        scores = torch.cat([scores, extra])
+    # each sequence's blocks in table order: (D, W, kv_heads, g, size) → (D, kv_heads, g, W·size)
+    ordered = scores.index_select(0, plan.pairs).view(decoding, plan.width, kv_heads, group, size)
+    ordered = ordered.permute(0, 2, 3, 1, 4).reshape(decoding, kv_heads, group, plan.width * size)
+    ordered = ordered.masked_fill_(~plan.valid, -math.inf)
+    probs = dispatch.causal_softmax(ordered, scale, q_offset=plan.width * size, backend=kernels)  # all visible
+    probs = probs.view(decoding, kv_heads, group, plan.width, size).permute(0, 3, 1, 2, 4)
+    probs = probs.reshape(decoding * plan.width, kv_heads, group, size)  # one row per (sequence, table entry)
+    weights = torch.zeros_like(scores[: plan.used]).index_copy_(0, plan.owned_blocks, probs[plan.owned_rows])
+    out = torch.zeros_like(qg).index_add_(0, plan.owner, weights @ values[: plan.used])  # (D, kv_heads, g, d_head)
+    if plan.extra_rows.numel():
+        extra_out = probs[plan.extra_rows] @ values.index_select(0, plan.extra_blocks)
+        out.index_add_(0, plan.extra_seqs, extra_out)
+    return out.view(decoding, heads, d_head)
+
+
+def _decode_gathered(
+    q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, attention: MultiHeadSelfAttention
+) -> Tensor:
+    """Decode attention through the module's own backend over each sequence's keys gathered into one padded
+    tensor (the sink block pads short tables; ``plan.valid`` masks the padding)."""
+    decoding = q.shape[0]
+    rows = torch.empty(decoding * plan.width, dtype=torch.long, device=q.device)
+    rows[plan.owned_rows] = plan.owned_blocks
+    if plan.extra_rows.numel():
+        rows[plan.extra_rows] = plan.extra_blocks
+    blocks = rows.view(decoding, plan.width)
+    k_ctx, v_ctx = (
+        pool[blocks].permute(0, 2, 1, 3, 4).flatten(2, 3) for pool in (keys, values)
+    )  # (D, kv_heads, W·size, d_head)
+    longest = k_ctx.shape[2]
+    out = attention.attend(q[:, :, None], k_ctx, v_ctx, q_offset=longest - 1, mask=plan.valid)
+    return out[:, :, 0]
 
 
 def triton_decode_available(model: TransformerLM) -> bool:

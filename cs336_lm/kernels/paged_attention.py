@@ -1,7 +1,7 @@
 """Triton paged attention for decoding: one new query per sequence over keys and values kept in fixed-size blocks.
 
-The cache of every layer is a pool of slots ``(num_slots, num_kv_heads, d_head)`` for keys and one for values;
-slot ``block · block_size + i`` holds token ``i`` of a block. Sequence ``b`` owns the blocks listed in row ``b``
+The cache of every layer is a pool of blocks ``(num_blocks, num_kv_heads, block_size, d_head)`` for keys and
+one for values; ``pool[block, :, i]`` holds token ``i`` of a block. Sequence ``b`` owns the blocks listed in row ``b``
 of a block table and has ``lens[b]`` tokens. One program serves one (sequence, key/value head) pair and all the
 query heads that share that key/value head (grouped-query attention): it walks the sequence's blocks through
 the block table, computes ``q · kᵀ · scale`` for the block, and folds it into a running softmax (maximum,
@@ -28,8 +28,9 @@ def _paged_decode_kernel(
     scale,
     stride_qb,
     stride_qh,
-    stride_slot,
+    stride_block,
     stride_kvh,
+    stride_tok,
     stride_table,
     stride_ob,
     stride_oh,
@@ -57,8 +58,7 @@ def _paged_decode_kernel(
         block = tl.load(table_ptr + seq.to(tl.int64) * stride_table + j).to(tl.int64)
         tokens = j * BLOCK_SIZE + in_block
         token_ok = (in_block < BLOCK_SIZE) & (tokens < length)
-        slots = block * BLOCK_SIZE + in_block
-        kv_offsets = slots[:, None] * stride_slot + kv_head * stride_kvh + dims[None, :]
+        kv_offsets = block * stride_block + kv_head * stride_kvh + in_block[:, None] * stride_tok + dims[None, :]
         kv_mask = token_ok[:, None] & dim_ok[None, :]
         k = tl.load(k_ptr + kv_offsets, mask=kv_mask, other=0.0).to(tl.float32)  # (BLOCK_P2, D_P2)
         scores = tl.sum(q[:, None, :] * k[None, :, :], axis=2) * scale  # (GROUP_P2, BLOCK_P2)
@@ -77,11 +77,10 @@ def _paged_decode_kernel(
 
 def triton_paged_decode(
     q: Float[torch.Tensor, "seqs num_heads d_head"],
-    k_pool: Float[torch.Tensor, "slots num_kv_heads d_head"],
-    v_pool: Float[torch.Tensor, "slots num_kv_heads d_head"],
+    k_pool: Float[torch.Tensor, "blocks num_kv_heads block_size d_head"],
+    v_pool: Float[torch.Tensor, "blocks num_kv_heads block_size d_head"],
     block_tables: Int[torch.Tensor, "seqs max_blocks"],
     lens: Int[torch.Tensor, " seqs"],
-    block_size: int,
     scale: float,
 ) -> Float[torch.Tensor, "seqs num_heads d_head"]:
     """``softmax(q kᵀ · scale) v`` of each sequence's one query over its ``lens[b]`` cached tokens (all visible).
@@ -90,12 +89,13 @@ def triton_paged_decode(
     sequence's last block are never read. Every length must be at least 1.
     """
     seqs, num_heads, d_head = q.shape
-    num_kv_heads = k_pool.shape[1]
+    num_kv_heads, block_size = k_pool.shape[1], k_pool.shape[2]
     if num_heads % num_kv_heads:
         raise ValueError(f"{num_heads} query heads do not group over {num_kv_heads} key/value heads")
     if (
         k_pool.shape != v_pool.shape
         or k_pool.stride() != v_pool.stride()
+        or k_pool.dim() != 4
         or k_pool.shape[-1] != d_head
         or k_pool.stride(-1) != 1
     ):
@@ -117,6 +117,7 @@ def triton_paged_decode(
         q.stride(1),
         k_pool.stride(0),
         k_pool.stride(1),
+        k_pool.stride(2),
         block_tables.stride(0),
         out.stride(0),
         out.stride(1),

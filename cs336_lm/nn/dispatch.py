@@ -63,7 +63,7 @@ def add_rms_norm(
     The Triton path does both in one pass (the sum is rounded to the input dtype before it is normalised,
     exactly as the two separate ops would); gradients reach ``x``, ``residual`` and ``weight``.
     """
-    dtype = torch.promote_types(x.dtype, residual.dtype)
+    dtype = x.dtype if x.dtype == residual.dtype else torch.promote_types(x.dtype, residual.dtype)
     if use_triton(x.device, dtype, backend):
         from cs336_lm.kernels.rmsnorm import triton_add_rms_norm
 

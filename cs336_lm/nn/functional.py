@@ -70,16 +70,19 @@ def softmax(x: Float[Tensor, "..."], dim: int = -1) -> Float[Tensor, "..."]:
 
 def _causal_softmax_value(scores: Tensor, scale: float, q_offset: int) -> Tensor:
     q_len, k_len = scores.shape[-2:]
-    if q_offset + 1 >= k_len:  # every query sees every key (a decoding step): nothing to mask
-        z = scores.float() if scores.dtype in _LOW_PRECISION else scores.clone()
+    if q_offset + 1 >= k_len:  # every query sees every key (a decoding step): nothing to mask, no copy first
+        z = _float32(scores)
+        fresh = z is not scores
     else:
         future = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).triu_(q_offset + 1)  # (q, k)
+        # (..., q, k): the one fresh buffer, then in place
         if scores.dtype in _LOW_PRECISION:
             z = scores.float().masked_fill_(future, -math.inf)
         else:
-            z = scores.masked_fill(future, -math.inf)  # (..., q, k): the one fresh buffer, then in place
+            z = scores.masked_fill(future, -math.inf)
+        fresh = True
     m = z.amax(-1, keepdim=True)  # max over visible keys (key 0 is always visible when q_offset ≥ 0)
-    torch.add(m.mul_(-scale), z, alpha=scale, out=z)  # z = scale · (z − m) in one pass
+    z = torch.add(m.mul_(-scale), z, alpha=scale, out=z if fresh else None)  # z = scale · (z − m) in one pass
     z.exp_()
     # normalise, writing straight into the output dtype (no separate cast pass for bf16/fp16)
     return torch.div(z, z.sum(-1, keepdim=True), out=z if z.dtype == scores.dtype else torch.empty_like(scores))
@@ -176,7 +179,8 @@ def _rms_norm_value(x: Tensor, weight: Tensor, eps: float) -> tuple[Tensor, Tens
     x32 = _float32(x)
     # r = 1 / sqrt(mean(x²) + eps), from the 2-norm: one read of x, no temporary
     r = torch.linalg.vector_norm(x32, dim=-1, keepdim=True).square_().div_(x.shape[-1]).add_(eps).rsqrt_()
-    return torch.mul(x32, r).mul_(_float32(weight)).to(x.dtype), r
+    y = torch.mul(x32, r).mul_(_float32(weight))
+    return (y if y.dtype == x.dtype else y.to(x.dtype)), r
 
 
 class _RMSNorm(torch.autograd.Function):

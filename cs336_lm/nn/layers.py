@@ -192,7 +192,8 @@ class RotaryPositionalEmbedding(nn.Module):
         return F.rope_rotate(q, cos2, sin2), F.rope_rotate(k, cos2, sin2)
 
     def _rows(self, token_positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        return self.cos2[token_positions].to(dtype), self.sin2[token_positions].to(dtype)  # (..., seq, d_k) each
+        cos2, sin2 = self.cos2[token_positions], self.sin2[token_positions]  # (..., seq, d_k) each
+        return (cos2, sin2) if cos2.dtype == dtype else (cos2.to(dtype), sin2.to(dtype))
 
     def extra_repr(self) -> str:
         return f"theta={self.theta}, d_k={self.d_k}, max_seq_len={self.max_seq_len}"

@@ -1,6 +1,7 @@
 """The engine against things it did not compute: the model's full forward, ``generate`` on each prompt alone, the
 block pool's own accounting, and hand-made cases for every way a request ends."""
 
+import os
 import random
 
 import pytest
@@ -49,6 +50,25 @@ def test_paged_logits_equal_full_sequence_and_contiguous_cache(attention, num_kv
             full = model(tokens)[0, len(prompt) - 1 : -1]  # (12, vocab): the rows each new token came from
         torch.testing.assert_close(torch.stack(engine.logits[rid]), full, atol=2e-5, rtol=0)
         assert out.tokens == alone(model, prompt, SamplingParams(max_new_tokens=12))  # the contiguous cache
+
+
+@pytest.mark.parametrize("attention", ["reference", "sdpa"])
+def test_decoding_over_shared_prefix_blocks_keeps_the_full_sequence_logits(attention):
+    # Prompts sharing 3 full blocks (and samples of one prompt sharing all of its full blocks): a block several
+    # decoding sequences read at once must give each of them the logits of its own full forward.
+    model = make_model(dtype=torch.float32, attention=attention, num_kv_heads=2)
+    prefix = list(range(200, 212))
+    prompts = [[*prefix, *tail] for tail in random_prompts(4, seed=3, longest=9)] + [list(range(40, 57))] * 3
+    engine = RecordingEngine(model, block_size=4, max_batch_tokens=64, max_kv_tokens=400)
+    for pool in engine.cache.keys + engine.cache.values:  # stale contents (finite) must weigh nothing
+        pool.normal_(std=1e3)
+    params = [SamplingParams(max_new_tokens=10, temperature=1.0, seed=i) for i in range(len(prompts))]
+    outs = engine.generate(prompts, params)
+    assert engine.blocks.num_used == 0
+    for rid, (prompt, out) in enumerate(zip(prompts, outs, strict=True)):
+        with torch.inference_mode():
+            full = model(torch.tensor([prompt + out.tokens]))[0, len(prompt) - 1 : -1]
+        torch.testing.assert_close(torch.stack(engine.logits[rid]), full, atol=2e-5, rtol=0)
 
 
 def test_greedy_and_seeded_requests_equal_generate_alone_whatever_shares_the_batch(model):
@@ -170,6 +190,12 @@ def test_bad_sampling_params_are_refused(kwargs, message):
         SamplingParams(**kwargs)
 
 
+def test_the_pool_starts_zeroed(model):
+    # blocks are multiplied whole by the CPU decode attention; fresh memory must hold no NaN
+    engine = Engine(model, block_size=4, max_kv_tokens=64)
+    assert all(not pool.any() for pool in engine.cache.keys + engine.cache.values)
+
+
 def test_bad_requests_are_refused(model):
     engine = Engine(model, block_size=4, max_kv_tokens=32)
     with pytest.raises(GenerationError, match="empty"):
@@ -187,3 +213,17 @@ def test_bad_requests_are_refused(model):
     with pytest.raises(GenerationError, match="max_batch_tokens"):
         Engine(model, max_batch_tokens=0)
     assert engine.stats().waiting == 0
+
+
+def test_the_triton_decode_path_reads_the_pool_as_the_gather_path_does(model):
+    # Under TRITON_INTERPRET=1 the paged kernel runs on CPU tensors: the engine's decode steps through it must
+    # sample exactly the tokens of the gather path (the pools' layout and strides reach the kernel right).
+    pytest.importorskip("triton")
+    if not os.environ.get("TRITON_INTERPRET"):
+        pytest.skip("needs the Triton interpreter (CUDA machines run tests/engine/test_gpu.py)")
+    prompts = random_prompts(3, seed=9, longest=20)
+    params = SamplingParams(max_new_tokens=5)
+    gathered = Engine(model, block_size=4).generate(prompts, params)
+    engine = Engine(model, block_size=4)
+    engine.triton_decode = True
+    assert [c.tokens for c in engine.generate(prompts, params)] == [c.tokens for c in gathered]

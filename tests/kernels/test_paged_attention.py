@@ -10,14 +10,17 @@ pytest.importorskip("triton")
 from cs336_lm.kernels.paged_attention import triton_paged_decode
 
 
-def reference(q, k_pool, v_pool, tables, lens, block_size, scale):
+def reference(q, k_pool, v_pool, tables, lens, scale):
     """Each sequence alone: gather its tokens' keys and values through the block table, torch's softmax."""
     out = torch.empty(q.shape, dtype=torch.float32)
     group = q.shape[1] // k_pool.shape[1]
+    block_size = k_pool.shape[2]
     for b, n in enumerate(lens.tolist()):
-        slots = torch.tensor([tables[b, t // block_size].item() * block_size + t % block_size for t in range(n)])
-        k = k_pool[slots].float().repeat_interleave(group, dim=1)  # (n, heads, d)
-        v = v_pool[slots].float().repeat_interleave(group, dim=1)
+        blocks = [tables[b, t // block_size].item() for t in range(n)]
+        k = torch.stack([k_pool[blk, :, t % block_size] for t, blk in enumerate(blocks)])  # (n, kv_heads, d)
+        v = torch.stack([v_pool[blk, :, t % block_size] for t, blk in enumerate(blocks)])
+        k = k.float().repeat_interleave(group, dim=1)  # (n, heads, d)
+        v = v.float().repeat_interleave(group, dim=1)
         scores = torch.einsum("hd,thd->ht", q[b].float(), k) * scale
         out[b] = torch.einsum("ht,thd->hd", torch.softmax(scores, -1), v)
     return out
@@ -32,8 +35,8 @@ def random_case(lens, heads, kv_heads, d_head, block_size, dtype, seed):
     tables = torch.zeros(len(lens), max(per_seq) + 2, dtype=torch.int32)  # trailing entries never read
     for b, count in enumerate(per_seq):
         tables[b, :count] = torch.tensor([order.pop() for _ in range(count)])
-    k_pool = torch.randn(num_blocks * block_size, kv_heads, d_head, generator=g).to(dtype)
-    v_pool = torch.randn(num_blocks * block_size, kv_heads, d_head, generator=g).to(dtype)
+    k_pool = torch.randn(num_blocks, kv_heads, block_size, d_head, generator=g).to(dtype)
+    v_pool = torch.randn(num_blocks, kv_heads, block_size, d_head, generator=g).to(dtype)
     q = torch.randn(len(lens), heads, d_head, generator=g).to(dtype)
     return q, k_pool, v_pool, tables, torch.tensor(lens, dtype=torch.int32)
 
@@ -54,8 +57,8 @@ def test_paged_decode_matches_gathered_attention(target, lens, heads, kv_heads, 
     q, k_pool, v_pool, tables, lengths = random_case(lens, heads, kv_heads, d_head, block_size, dtype, seed=len(lens))
     scale = d_head**-0.5
     on = [t.to(target.device) for t in (q, k_pool, v_pool, tables, lengths)]
-    got = triton_paged_decode(*on, block_size, scale)
-    want = reference(q, k_pool, v_pool, tables, lengths, block_size, scale)
+    got = triton_paged_decode(*on, scale)
+    want = reference(q, k_pool, v_pool, tables, lengths, scale)
     tolerance = {torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
     assert got.dtype == dtype
     torch.testing.assert_close(got.float().cpu(), want, atol=tolerance, rtol=tolerance)
@@ -64,4 +67,4 @@ def test_paged_decode_matches_gathered_attention(target, lens, heads, kv_heads, 
 def test_mismatched_heads_are_refused():
     q, k_pool, v_pool, tables, lengths = random_case([3], 6, 4, 16, 16, torch.float32, 0)
     with pytest.raises(ValueError, match="do not group"):
-        triton_paged_decode(q, k_pool, v_pool, tables, lengths, 16, 0.25)
+        triton_paged_decode(q, k_pool, v_pool, tables, lengths, 0.25)
