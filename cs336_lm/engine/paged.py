@@ -14,7 +14,9 @@ padded copy (a gather of 64 sequences × 400 tokens cost ~8× the attention itse
 multiplied by the query of the sequence that owns it — one batched matmul over the used end of the pool —
 and the scores of each sequence's blocks, a small tensor, are put in order, masked and normalised by the kernel
 dispatch's softmax; the probabilities then weigh the value blocks in place and are summed per sequence. A block
-two decoding sequences share (a common prompt prefix) is read once more for each further sequence. Each prompt
+two decoding sequences share (a common prompt prefix) is read once more for each further sequence. A lone
+decoding sequence whose blocks are consecutive (the common case: free blocks go out lowest first) reads them as
+one slice of the pool, with none of that bookkeeping. Each prompt
 chunk attends causally over its sequence's keys, gathered, through the attention module's own backend.
 """
 
@@ -38,11 +40,23 @@ class PagedKVCache:
         self.num_blocks, self.block_size = num_blocks, block_size
         self.num_kv_heads, self.d_head = model.num_kv_heads, model.d_head
         shape = (num_blocks, model.num_kv_heads, block_size, model.d_head)
-        # zeros, not empty: the CPU decode attention multiplies whole blocks, including tokens not yet written,
-        # by a weight of 0 — which must not meet a NaN left in fresh memory
-        self.keys = [torch.zeros(shape, device=weight.device, dtype=weight.dtype) for _ in model.layers]
-        self.values = [torch.zeros(shape, device=weight.device, dtype=weight.dtype) for _ in model.layers]
+        self.keys = [torch.empty(shape, device=weight.device, dtype=weight.dtype) for _ in model.layers]
+        self.values = [torch.empty(shape, device=weight.device, dtype=weight.dtype) for _ in model.layers]
+        self.zeroed = 0  # blocks 0 … zeroed − 1 have been zeroed (see ensure_zeroed)
         self.device = weight.device
+
+    def ensure_zeroed(self, upto: int) -> None:
+        """Zero blocks ``zeroed … upto − 1`` of every pool, once.
+
+        The decode attention multiplies whole blocks, tokens not yet written included, by a weight of 0, which
+        must not meet a NaN left in fresh memory. The pools stay ``empty`` and are zeroed only as far as the
+        blocks in use reach (free blocks are handed out lowest first), so an idle pool commits no memory.
+        """
+        if upto <= self.zeroed:
+            return
+        for pool in self.keys + self.values:
+            pool[self.zeroed : upto].zero_()
+        self.zeroed = upto
 
     @property
     def bytes(self) -> int:
@@ -82,6 +96,8 @@ class DecodePlan:
     extra_seqs: Tensor  # … and the sequences reading them
     valid: Tensor  # (D, 1, 1, W·block_size): True on the tokens each sequence has
     width: int  # W
+    run: slice | None = None  # one sequence whose blocks are consecutive: they are read as a slice of the pool
+    length: int = 0  # that sequence's tokens
 
     @classmethod
     def build(cls, tables: list[list[int]], lens: list[int], size: int, device: torch.device) -> DecodePlan:
@@ -111,7 +127,11 @@ class DecodePlan:
         def tensor(values: list[int]) -> Tensor:
             return torch.tensor(values, dtype=torch.long, device=device)
 
+        first = tables[0][0]
+        consecutive = len(lens) == 1 and tables[0][:width] == list(range(first, first + width))
         return cls(
+            run=slice(first, first + width) if consecutive else None,
+            length=lens[0],
             used=used,
             owner=tensor(owners),
             pairs=tensor(pairs),
@@ -146,6 +166,7 @@ class PagedStep:
         """Pack ``chunks`` (decode chunks first, as the scheduler plans them) into one forward's inputs."""
         step = cls(cache)
         size, device = cache.block_size, cache.device
+        cache.ensure_zeroed(1 + max(max(c.seq.block_table, default=0) for c in chunks))
         ids: list[int] = []
         positions: list[int] = []
         blocks: list[int] = []
@@ -242,6 +263,8 @@ def _decode_in_place(q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, 
     decoding, heads, d_head = q.shape
     kv_heads, size = keys.shape[1], keys.shape[2]
     group = heads // kv_heads
+    if plan.run is not None:
+        return _decode_run(q.view(kv_heads, group, d_head), keys[plan.run], values[plan.run], plan, scale, kernels)
     qg = q.view(decoding, kv_heads, group, d_head)  # query heads grouped by the key/value head they read
     scores = qg.index_select(0, plan.owner) @ keys[: plan.used].transpose(-2, -1)  # (used, kv_heads, g, size)
     if plan.extra_rows.numel():
@@ -260,6 +283,17 @@ def _decode_in_place(q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, 
         extra_out = probs[plan.extra_rows] @ values.index_select(0, plan.extra_blocks)
         out.index_add_(0, plan.extra_seqs, extra_out)
     return out.view(decoding, heads, d_head)
+
+
+def _decode_run(q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, scale: float, kernels: str) -> Tensor:
+    """One sequence (``q`` (kv_heads, g, d_head)) over its blocks ``keys``/``values`` (W, kv_heads, size, d_head),
+    views of the pool: no owner or pair bookkeeping, and the scores cut to its tokens instead of masked."""
+    width, kv_heads, size, d_head = keys.shape
+    scores = (q @ keys.transpose(-2, -1)).permute(1, 2, 0, 3).reshape(kv_heads, -1, width * size)  # (kvh, g, W·size)
+    probs = dispatch.causal_softmax(scores[..., : plan.length], scale, q_offset=plan.length, backend=kernels)
+    probs = torch.nn.functional.pad(probs, (0, width * size - plan.length))  # weight 0 on the unwritten tail
+    out = probs.view(kv_heads, -1, width, size).permute(2, 0, 1, 3) @ values  # (W, kv_heads, g, d_head)
+    return out.sum(0).view(1, -1, d_head)
 
 
 def _decode_gathered(

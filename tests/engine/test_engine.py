@@ -1,6 +1,7 @@
 """The engine against things it did not compute: the model's full forward, ``generate`` on each prompt alone, the
 block pool's own accounting, and hand-made cases for every way a request ends."""
 
+import math
 import os
 import random
 
@@ -62,6 +63,7 @@ def test_decoding_over_shared_prefix_blocks_keeps_the_full_sequence_logits(atten
     engine = RecordingEngine(model, block_size=4, max_batch_tokens=64, max_kv_tokens=400)
     for pool in engine.cache.keys + engine.cache.values:  # stale contents (finite) must weigh nothing
         pool.normal_(std=1e3)
+    engine.cache.zeroed = engine.cache.num_blocks
     params = [SamplingParams(max_new_tokens=10, temperature=1.0, seed=i) for i in range(len(prompts))]
     outs = engine.generate(prompts, params)
     assert engine.blocks.num_used == 0
@@ -69,6 +71,22 @@ def test_decoding_over_shared_prefix_blocks_keeps_the_full_sequence_logits(atten
         with torch.inference_mode():
             full = model(torch.tensor([prompt + out.tokens]))[0, len(prompt) - 1 : -1]
         torch.testing.assert_close(torch.stack(engine.logits[rid]), full, atol=2e-5, rtol=0)
+
+
+def test_a_lone_sequence_reads_its_consecutive_blocks_as_a_slice(monkeypatch):
+    import cs336_lm.engine.paged as paged
+
+    runs = []
+    decode_run = paged._decode_run
+    monkeypatch.setattr(paged, "_decode_run", lambda *a: runs.append(a[3].run) or decode_run(*a))
+    model = make_model(dtype=torch.float32, num_kv_heads=2)
+    prompt = random_prompts(1, seed=5, longest=30)[0]
+    engine = RecordingEngine(model, block_size=4, max_kv_tokens=400)
+    out = engine.generate([prompt], SamplingParams(max_new_tokens=14))[0]
+    with torch.inference_mode():
+        full = model(torch.tensor([prompt + out.tokens]))[0, len(prompt) - 1 : -1]
+    torch.testing.assert_close(torch.stack(engine.logits[0]), full, atol=2e-5, rtol=0)
+    assert len(runs) == 13 * model.num_layers and runs[0].start == 1  # every decode step, from the first block
 
 
 def test_greedy_and_seeded_requests_equal_generate_alone_whatever_shares_the_batch(model):
@@ -190,10 +208,20 @@ def test_bad_sampling_params_are_refused(kwargs, message):
         SamplingParams(**kwargs)
 
 
-def test_the_pool_starts_zeroed(model):
-    # blocks are multiplied whole by the CPU decode attention; fresh memory must hold no NaN
-    engine = Engine(model, block_size=4, max_kv_tokens=64)
-    assert all(not pool.any() for pool in engine.cache.keys + engine.cache.values)
+@pytest.mark.parametrize("attention", ["reference", "sdpa"])
+def test_nan_in_fresh_pool_memory_never_reaches_the_logits(attention):
+    # blocks are read whole, tokens not yet written included: the pool zeroes each block before its first use
+    model = make_model(dtype=torch.float32, attention=attention)
+    engine = RecordingEngine(model, block_size=4, max_batch_tokens=16, max_kv_tokens=400)
+    for pool in engine.cache.keys + engine.cache.values:
+        pool.fill_(math.nan)
+    prompts = random_prompts(5, seed=4, longest=13)
+    outs = engine.generate(prompts, SamplingParams(max_new_tokens=6))
+    for rid, (prompt, out) in enumerate(zip(prompts, outs, strict=True)):
+        with torch.inference_mode():
+            full = model(torch.tensor([prompt + out.tokens]))[0, len(prompt) - 1 : -1]
+        torch.testing.assert_close(torch.stack(engine.logits[rid]), full, atol=2e-5, rtol=0)
+    assert engine.cache.zeroed < engine.cache.num_blocks  # only as far as the blocks in use reached
 
 
 def test_bad_requests_are_refused(model):
