@@ -11,7 +11,9 @@ Set-ups are interleaved within every repeat (so machine noise hits them alike); 
 times, tokens/s and the ratios ours/ours+torch (the optimizer's share) and ours/hf (the whole stack). On CPU it
 also reports tokens per second of process CPU time, which stays meaningful on a shared machine where the wall
 clock mostly measures how long we waited for a core (use ``--threads 1`` there). A second
-table times the optimizer step alone: our AdamW (foreach and per-tensor) against torch's. Run
+table times the optimizer step alone: our AdamW (foreach and per-tensor) against torch's. On a CPU the process
+keeps freed memory for reuse, as ``lm-train`` does (``train.reuse_cpu_memory``), for every set-up alike;
+``--system-malloc`` times them with glibc's defaults instead. Run
 ``python scripts/bench_train.py --help`` for the options; ``--quick`` runs a small shape for a smoke test.
 """
 
@@ -31,6 +33,7 @@ from cs336_lm.interop.hf_llama import to_llama
 from cs336_lm.nn import PRESETS, TransformerLM
 from cs336_lm.nn.functional import cross_entropy
 from cs336_lm.optim import AdamW, clip_grad_norm_, param_groups_for_weight_decay
+from cs336_lm.run.malloc import reuse_freed_memory
 
 SETUPS = ("ours", "ours+torch", "hf")
 DTYPES = ("fp32", "bf16")
@@ -153,6 +156,7 @@ def print_report(args, device, training: dict, optim: dict) -> None:
         f"preset {args.preset} ({params / 1e6:.1f}M params), batch {args.batch_size} x context {args.context_length}, "
         f"attention={args.attention}, device {device}, {torch.get_num_threads()} threads, "
         f"{args.repeats} repeats x {args.steps} steps"
+        + (", freed memory kept for reuse (all set-ups)" if getattr(args, "reuse_memory", False) else "")
     )
     on_cpu = device.type == "cpu"
     cells = [(" step ms", "step_s", 1e3, 15), (" tok/s", "tokens_per_s", 1, 13)]
@@ -192,6 +196,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=2, help="training steps per timed round")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice); 1 on a busy machine")
+    parser.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="leave glibc's allocator as it is (default: keep freed memory for reuse, as lm-train does on a CPU)",
+    )
     parser.add_argument("--quick", action="store_true", help="debug preset, batch 4 x 64, 2 repeats of 1 step")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
@@ -205,6 +214,7 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.reuse_memory = device.type == "cpu" and not args.system_malloc and reuse_freed_memory()
     training = time_training(args, device)
     optim = time_optimizers(args, device)
     print_report(args, device, training, optim)

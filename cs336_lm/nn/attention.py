@@ -150,8 +150,9 @@ class MultiHeadSelfAttention(nn.Module):
         q_len = q.shape[-2]
         if q.device.type != "cpu" or mask is not None or q_len <= CPU_CAUSAL_TILE:
             return self._sliced(q, k, v, scale, q_offset, mask)
-        # On a CPU, queries in tiles: tile t sees only keys up to its last query, so the scores above the causal
-        # diagonal are never computed (10 of 16 score blocks at 256 tokens) and each tile's scores stay in cache.
+        if q.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled("cpu"):
+            return _TiledCausalAttention.apply(q, k, v, scale, q_offset)
+        # Under autocast: the same tiles through autograd (the Function above would see the autocast dtypes).
         tiles = []
         for start in range(0, q_len, CPU_CAUSAL_TILE):
             stop = min(start + CPU_CAUSAL_TILE, q_len)
@@ -194,6 +195,78 @@ class MultiHeadSelfAttention(nn.Module):
     def extra_repr(self) -> str:
         kv = f", num_kv_heads={self.num_kv_heads}" if self.num_kv_heads != self.num_heads else ""
         return f"num_heads={self.num_heads}{kv}, d_head={self.d_head}, attention={self.attention!r}"
+
+
+class _TiledCausalAttention(torch.autograd.Function):
+    """Causal attention on a CPU, query tile by query tile, with a hand-written backward.
+
+    Tile ``t`` (``CPU_CAUSAL_TILE`` queries) sees only the keys up to its last query, so the scores above the
+    causal diagonal are never computed (10 of 16 score blocks at 256 tokens) and each tile's scores stay in cache.
+    The forward keeps each tile's probabilities ``P``; the backward walks the tiles again and accumulates the key
+    and value gradients in place — ``dV += Pᵀ dO``, ``dS = P ∘ (dP − Σ P ∘ dP) · scale`` with ``dP = dO Vᵀ``,
+    ``dQ = dS K``, ``dK += dSᵀ Q`` — where autograd over slices would zero-fill and add a full-size gradient per
+    tile. The scale multiplies the small query tile, not the scores, and only each tile's last square of keys can
+    be in a query's future, so the softmax makes four passes over the scores and the backward three. Grouped heads
+    are stacked along the query axis as in ``_reference_attend``.
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, scale: float, q_offset: int) -> Tensor:
+        batch, heads, q_len, d_head = q.shape
+        kv_heads = k.shape[1]
+        group = heads // kv_heads
+        k, v = k.contiguous(), v.contiguous()  # every tile's key prefix is then a view
+        out = q.new_empty(batch, kv_heads, group, q_len, v.shape[-1])
+        grouped_q = q.view(batch, kv_heads, group, q_len, d_head)
+        probs = []
+        for start, stop, keys in _causal_tiles(q_len, q_offset):
+            tile = stop - start
+            q_tile = grouped_q[..., start:stop, :].reshape(batch, kv_heads, group * tile, d_head) * scale
+            p = q_tile @ k[..., :keys, :].transpose(-2, -1)  # (b, kvh, g·tile, keys): scaled scores, then in place
+            # only the last `tile` keys can lie in a query's future: mask that square, not the whole row
+            p.view(batch, kv_heads, group, tile, keys)[..., keys - tile :].masked_fill_(
+                _future(tile, q.device), -math.inf
+            )
+            p.sub_(p.amax(-1, keepdim=True)).exp_()
+            p.div_(p.sum(-1, keepdim=True))  # softmax over the visible keys; hidden ones are exact zeros
+            out[..., start:stop, :] = (p @ v[..., :keys, :]).view(batch, kv_heads, group, tile, -1)
+            probs.append(p)
+        ctx.save_for_backward(q, k, v, *probs)
+        ctx.scale, ctx.q_offset = scale, q_offset
+        return out.view(batch, heads, q_len, -1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        q, k, v, *probs = ctx.saved_tensors
+        batch, heads, q_len, d_head = q.shape
+        kv_heads = k.shape[1]
+        group = heads // kv_heads
+        grad_q = torch.empty_like(q).view(batch, kv_heads, group, q_len, d_head)
+        grad_k, grad_v = torch.zeros_like(k), torch.zeros_like(v)
+        grouped_q = q.view(batch, kv_heads, group, q_len, d_head)
+        grouped_grad = grad.reshape(batch, kv_heads, group, q_len, -1)
+        scale = ctx.scale
+        for (start, stop, keys), p in zip(_causal_tiles(q_len, ctx.q_offset), probs, strict=True):
+            tile = stop - start
+            q_tile = grouped_q[..., start:stop, :].reshape(batch, kv_heads, group * tile, d_head)
+            g_tile = grouped_grad[..., start:stop, :].reshape(batch, kv_heads, group * tile, -1)
+            grad_v[..., :keys, :] += p.transpose(-2, -1) @ g_tile
+            ds = (g_tile @ v[..., :keys, :].transpose(-2, -1)).mul_(p)  # P ∘ dP, then P ∘ (dP − Σ P ∘ dP)
+            ds.addcmul_(p, ds.sum(-1, keepdim=True), value=-1)  # hidden keys: p = 0, so ds = 0 (scale comes below)
+            grad_q[..., start:stop, :] = (ds @ k[..., :keys, :]).mul_(scale).view(batch, kv_heads, group, tile, -1)
+            grad_k[..., :keys, :] += ds.transpose(-2, -1) @ (q_tile * scale)
+        return grad_q.view(batch, heads, q_len, d_head), grad_k, grad_v, None, None
+
+
+def _future(size: int, device) -> Tensor:
+    """(size, size), True above the diagonal: the keys of a tile's last square that lie in a query's future."""
+    return torch.ones(size, size, dtype=torch.bool, device=device).triu_(1)
+
+
+def _causal_tiles(q_len: int, q_offset: int) -> list[tuple[int, int, int]]:
+    """``(start, stop, keys)`` per query tile: queries ``start…stop−1`` see the first ``keys`` keys."""
+    return [(s, min(s + CPU_CAUSAL_TILE, q_len), q_offset + min(s + CPU_CAUSAL_TILE, q_len))
+            for s in range(0, q_len, CPU_CAUSAL_TILE)]  # fmt: skip
 
 
 def head_positions(token_positions: Tensor | None, seq_len: int, device=None) -> Tensor:

@@ -13,7 +13,7 @@ Triton is not used. Half-precision inputs are computed in float32 inside and ret
 import math
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Complex, Float, Int
 from torch import Tensor
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -230,9 +230,54 @@ def rope(
     ``(a, b) → (a cos − b sin, a sin + b cos)``. ``cos``/``sin`` are tables indexed by position
     (``cos[p, k] = cos(p · θ^(−2k/d))``); ``token_positions`` must broadcast against ``x.shape[:-1]``.
     Written as ``x · cos' + swap(x) · sin'`` where ``swap`` exchanges each pair, ``cos'`` repeats every
-    cosine twice and ``sin'`` interleaves ``(−sin, +sin)``: three passes over ``x``.
+    cosine twice and ``sin'`` interleaves ``(−sin, +sin)``: three passes over ``x``. float32/float64 on a CPU
+    instead multiply each pair, read as the complex number ``a + ib``, by ``cos + i sin`` (``rope_complex``): one
+    pass.
     """
+    if rope_is_complex(x):
+        return rope_complex(x, torch.complex(cos[token_positions], sin[token_positions]))
     return rope_rotate(x, *rope_tables(token_positions, cos, sin, x.dtype))
+
+
+def rope_is_complex(x: Tensor) -> bool:
+    """Whether ``rope`` rotates ``x`` as complex numbers: float32/float64 on a CPU, where it is the fastest
+    form (torch has no bfloat16 complex type, and ``torch.compile`` on a GPU fuses the real form anyway)."""
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+
+
+def _as_complex(x: Tensor) -> Tensor:
+    """``x`` (..., d) read as (..., d/2) complex numbers ``x[2k] + i·x[2k+1]``, a view where the strides allow."""
+    if x.stride(-1) != 1 or x.storage_offset() % 2 or any(stride % 2 for stride in x.stride()[:-1]):
+        x = x.contiguous()
+    return torch.view_as_complex(x.unflatten(-1, (-1, 2)))
+
+
+def _rotate_complex(x: Tensor, rotation: Tensor) -> Tensor:
+    return torch.view_as_real(_as_complex(x) * rotation).flatten(-2)
+
+
+class _RopeComplex(torch.autograd.Function):
+    """``y = x · r`` on pairs read as complex numbers, ``|r| = 1``; the gradient is ``g · conj(r)`` (turned back)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, rotation: Tensor) -> Tensor:
+        ctx.save_for_backward(rotation)
+        return _rotate_complex(x, rotation)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (rotation,) = ctx.saved_tensors
+        return _rotate_complex(grad, rotation.conj()), None
+
+
+def rope_complex(
+    x: Float[Tensor, "... seq d_head"], rotation: Complex[Tensor, "... seq half_d_head"]
+) -> Float[Tensor, "... seq d_head"]:
+    """``rope`` with the rotation given as ``cos + i·sin`` at the tokens' positions (float32/float64 ``x``); no
+    gradient flows to ``rotation``."""
+    if not torch.is_grad_enabled():
+        return _rotate_complex(x, rotation)
+    return _RopeComplex.apply(x, rotation)
 
 
 def rope_tables(
@@ -296,39 +341,73 @@ def scaled_dot_product_attention(
     return softmax(scores, dim=-1) @ v
 
 
+_CROSS_ENTROPY_CHUNK = 1 << 18
+"""Logits per chunk of the cross-entropy's passes (1 MiB of float32): a chunk stays in cache across its passes."""
+_CROSS_ENTROPY_MAX_CHUNKS = 64
+
+
+def _row_chunks(rows: int, width: int) -> range:
+    """Start rows of the chunks ``cross_entropy`` walks: ~``_CROSS_ENTROPY_CHUNK`` logits each, at most
+    ``_CROSS_ENTROPY_MAX_CHUNKS`` of them (so a huge vocabulary does not become thousands of tiny ops)."""
+    step = max(1, _CROSS_ENTROPY_CHUNK // width, -(-rows // _CROSS_ENTROPY_MAX_CHUNKS))
+    return range(0, rows, step)
+
+
 class _CrossEntropy(torch.autograd.Function):
+    """Both passes walk the logits in row chunks that fit in cache: the forward reads each chunk once from memory
+    for its maximum, ``exp(x − max)`` and sum, the backward reads it once more and writes its gradient, and no
+    temporary the size of the logits is made."""
+
     @staticmethod
     def forward(ctx, logits: Tensor, targets: Tensor) -> Tensor:
         x = logits.reshape(-1, logits.shape[-1])  # (N, vocab_size)
         t = targets.reshape(-1, 1)  # (N, 1)
-        x32 = _float32(x)
-        m = x32.amax(-1, keepdim=True)  # (N, 1)
-        target_logit = x32.gather(-1, t)  # (N, 1), read before a low-precision copy is overwritten below
-        e = torch.sub(x32, m, out=x32 if x32 is not x else None).exp_()  # (N, vocab_size): exp(x − m)
-        total = e.sum(-1, keepdim=True)  # (N, 1): Σ exp(x − m)
+        compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+        n, vocab = x.shape
+        m = torch.empty(n, 1, dtype=compute, device=x.device)  # row maxima
+        total = torch.empty(n, 1, dtype=compute, device=x.device)  # Σ exp(x − m)
+        chunks = _row_chunks(n, vocab)
+        scratch = torch.empty(min(chunks.step, n), vocab, dtype=compute, device=x.device)
+        for i in chunks:
+            rows = x[i : i + chunks.step]
+            m_rows = m[i : i + chunks.step]
+            m_rows.copy_(rows.amax(-1, keepdim=True))
+            e = torch.sub(rows, m_rows, out=scratch[: rows.shape[0]]).exp_()
+            torch.sum(e, -1, keepdim=True, out=total[i : i + chunks.step])
+        target_logit = x.gather(-1, t).to(compute)  # (N, 1)
         # Both terms are shifted by m, so logits of 1e4 lose no digits to the shift.
         loss = (total.log() - (target_logit - m)).mean()
-        # The backward needs softmax = e / Σ: keep e (in the logits' dtype, the size of the logits it replaces).
-        ctx.save_for_backward(e if e.dtype == x.dtype else e.to(x.dtype), t, total)
+        ctx.save_for_backward(x, t, m, total)
         ctx.shape = logits.shape
         return loss
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        e, t, total = ctx.saved_tensors
-        n = e.shape[0]
-        # dL/dx = (softmax(x) − onehot(t)) · g / N, with softmax = e / Σ: one pass over the logits
-        g = grad.to(total.dtype)
-        p = torch.mul(_float32(e), g / n / total)  # (N, vocab_size)
-        p.scatter_add_(-1, t, (g / -n).expand(t.shape))  # − g / N at each target
-        return p.to(e.dtype).view(ctx.shape), None
+        x, t, m, total = ctx.saved_tensors
+        n, vocab = x.shape
+        # dL/dx = (softmax(x) − onehot(t)) · g / N with softmax = exp(x − m) / Σ, chunk by chunk
+        g = grad.to(total.dtype) / n
+        scale = g / total  # (N, 1)
+        out = torch.empty_like(x)
+        chunks = _row_chunks(n, vocab)
+        low = x.dtype != total.dtype
+        scratch = torch.empty(min(chunks.step, n), vocab, dtype=total.dtype, device=x.device) if low else None
+        for i in chunks:
+            rows = x[i : i + chunks.step]
+            p = scratch[: rows.shape[0]] if scratch is not None else out[i : i + chunks.step]
+            torch.sub(rows, m[i : i + chunks.step], out=p).exp_().mul_(scale[i : i + chunks.step])
+            p.scatter_add_(-1, t[i : i + chunks.step], (-g).expand(rows.shape[0], 1))  # − g / N at each target
+            if low:
+                out[i : i + chunks.step].copy_(p)
+        return out.view(ctx.shape), None
 
 
 def cross_entropy(logits: Float[Tensor, "... vocab_size"], targets: Int[Tensor, "..."]) -> Float[Tensor, ""]:
     """Mean over all positions of ``−log softmax(logits)[target] = logsumexp(logits) − logits[target]``.
 
-    The logsumexp subtracts the row maximum first, so logits of 1e4 are exact. The forward keeps
-    ``exp(logits − max)`` in place of the logits (same size), so the backward ``(softmax − onehot) / N`` is one
-    pass over the logits. The loss is float32 whatever the logits' dtype.
+    The logsumexp subtracts the row maximum first, so logits of 1e4 are exact. Both passes walk the logits in
+    cache-sized row chunks: the forward keeps only each row's maximum and sum besides the logits, and the
+    backward ``(softmax − onehot) / N`` reads the logits once and writes the gradient. The loss is float32 whatever
+    the logits' dtype (float64 for float64 logits).
     """
     return _CrossEntropy.apply(logits, targets)

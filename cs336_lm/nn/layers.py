@@ -144,7 +144,8 @@ class RotaryPositionalEmbedding(nn.Module):
     """Rotary position embedding on adjacent pairs: pair k at position p turns by ``p · θ^(−2k/d_k)``.
 
     Holds ``cos`` and ``sin`` tables of shape (max_seq_len, d_k/2) as non-persistent float32 buffers
-    (not in the state_dict; rebuilt from θ), and the same tables laid out for ``F.rope_rotate`` —
+    (not in the state_dict; rebuilt from θ), read as ``cos + i·sin`` by ``F.rope_complex`` (float32 on a CPU), and
+    the same tables laid out for ``F.rope_rotate`` —
     ``cos2`` repeating each cosine twice, ``sin2`` interleaving ``(−sin, +sin)``, (max_seq_len, d_k) — so a
     forward only looks rows up. ``forward(x, token_positions)`` takes ``x`` of shape (..., seq, d_k) — e.g.
     (batch, num_heads, seq, d_head) — and positions that broadcast against ``x.shape[:-1]``: (seq,) or, with a
@@ -184,12 +185,20 @@ class RotaryPositionalEmbedding(nn.Module):
     def forward(
         self, x: Float[Tensor, "... seq d_k"], token_positions: Int[Tensor, "... seq"]
     ) -> Float[Tensor, "... seq d_k"]:
+        if F.rope_is_complex(x):
+            return F.rope_complex(x, self._rotation(token_positions))
         return F.rope_rotate(x, *self._rows(token_positions, x.dtype))
 
     def rotate_both(self, q: Tensor, k: Tensor, token_positions: Tensor) -> tuple[Tensor, Tensor]:
         """``(self(q, positions), self(k, positions))``, the position tables looked up once for both."""
+        if F.rope_is_complex(q):
+            rotation = self._rotation(token_positions)
+            return F.rope_complex(q, rotation), F.rope_complex(k, rotation)
         cos2, sin2 = self._rows(token_positions, q.dtype)
         return F.rope_rotate(q, cos2, sin2), F.rope_rotate(k, cos2, sin2)
+
+    def _rotation(self, token_positions: Tensor) -> Tensor:
+        return torch.complex(self.cos[token_positions], self.sin[token_positions])  # (..., seq, d_k/2)
 
     def _rows(self, token_positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         cos2, sin2 = self.cos2[token_positions], self.sin2[token_positions]  # (..., seq, d_k) each

@@ -29,6 +29,7 @@ from cs336_lm.errors import CheckpointError, ConfigError, UnverifiedCheckpointWa
 from cs336_lm.nn import TransformerLM
 from cs336_lm.optim import AdamW
 from cs336_lm.run import ResumePoint, RunDir, apply_checkpoint, build_model, read_checkpoint, restore_rng_state
+from cs336_lm.run.malloc import reuse_freed_memory
 from cs336_lm.tokenizer import Tokenizer
 from cs336_lm.training import parallel
 from cs336_lm.training.build import batch_generator, build_optimizer, seed_everything, training_flops_per_token
@@ -87,6 +88,8 @@ class TrainingRun:
     """Dynamic loss scaling, enabled for fp16 (a no-op otherwise); its state is saved with every checkpoint."""
     threads: ThreadChoice
     """torch's intra-op CPU threads for this run, and why."""
+    reuse_memory: bool
+    """Whether freed CPU memory is kept for reuse (``train.reuse_cpu_memory``, glibc only)."""
     peak: Peak | None
     """One device's peak FLOP/s for MFU (main process only; the others log nothing)."""
     sampler: np.random.Generator
@@ -141,6 +144,7 @@ def _setup(cfg: Config, run_dir: RunDir) -> TrainingRun:
     # auto never exceeds torch's own count (its default: the physical cores, or OMP_NUM_THREADS)
     threads = choose_threads(cfg.train.threads, deterministic_cpu=deterministic_cpu, ceiling=torch.get_num_threads())
     torch.set_num_threads(threads.count)
+    reuse_memory = cfg.train.reuse_cpu_memory and device.type == "cpu" and reuse_freed_memory()
     if cfg.train.deterministic:
         make_deterministic(device, compiled)
     # every rank checks its inputs and the checkpoint; all go on or all stop, before any file is written
@@ -170,6 +174,7 @@ def _setup(cfg: Config, run_dir: RunDir) -> TrainingRun:
         optimizer=optimizer,
         scaler=scaler,
         threads=threads,
+        reuse_memory=reuse_memory,
         peak=peak_for(device, dtype) if proc.is_main else None,
         sampler=loaded.sampler,
         progress=loaded.progress,

@@ -338,7 +338,8 @@ class Trainer:
             f"model {params / 1e6:.2f}M parameters on {job.device}, {self._precision()}, "
             f"compile {'on' if job.compiled else 'off'}",
             f"torch CPU threads: {job.threads.describe()}"
-            + ("; deterministic algorithms on" if t.deterministic else ""),
+            + ("; deterministic algorithms on" if t.deterministic else "")
+            + ("; freed memory kept for reuse" if job.reuse_memory else ""),
             f"MFU peak per device: {job.peak.describe() if job.peak else 'unknown'}",
             f"{job.tokens_per_step:,} tokens per step = {t.batch_size} sequences x {t.grad_accum_steps} "
             f"accumulation x {m.context_length} tokens x {job.proc.world_size} process(es); "

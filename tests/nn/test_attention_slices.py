@@ -52,3 +52,18 @@ def test_query_tiles_equal_one_block_forward_and_backward(monkeypatch):
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-6, atol=1e-6)
     for got, want in zip(results[0][1], results[1][1], strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_tiled_attention_gradcheck_float64(monkeypatch):
+    # tiles of 3 over 7 queries (3, 3, 1) after a 2-token cache, 2 query heads per key/value head
+    monkeypatch.setattr(attention, "CPU_CAUSAL_TILE", 3)
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(2, 4, 7, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    k, v = (torch.randn(2, 2, 9, 3, dtype=torch.float64, generator=g, requires_grad=True) for _ in range(2))
+    assert torch.autograd.gradcheck(lambda q, k, v: attention._TiledCausalAttention.apply(q, k, v, 0.6, 2), (q, k, v))
+    # and the values equal an independent masked softmax with the keys repeated per query head
+    out = attention._TiledCausalAttention.apply(q, k, v, 0.6, 2)
+    kr, vr = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+    mask = torch.ones(7, 9, dtype=torch.bool).tril(2)
+    want = torch.softmax((q @ kr.transpose(-2, -1) * 0.6).masked_fill(~mask, float("-inf")), -1) @ vr
+    torch.testing.assert_close(out, want)

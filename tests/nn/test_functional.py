@@ -176,3 +176,23 @@ def test_gradcheck_float64():
 def _tables(d: int, max_len: int, theta: float = 10000.0):
     angles = torch.arange(max_len, dtype=torch.float64)[:, None] * theta ** (-torch.arange(0, d, 2) / d)
     return angles.cos(), angles.sin()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("chunk", [5, 24, 1 << 18])
+def test_cross_entropy_in_row_chunks_matches_torch(monkeypatch, dtype, chunk):
+    """Chunks of one row, of 4 rows with a ragged last one, and all rows in one: the same loss and gradient."""
+    monkeypatch.setattr(F, "_CROSS_ENTROPY_CHUNK", chunk)
+    logits = _randn(7, 5, dtype=dtype, scale=3.0)
+    targets = torch.tensor([0, 4, 2, 2, 1, 3, 0])
+    ours, (g_ours,) = _grads(lambda x: F.cross_entropy(x, targets), logits)
+    ref, (g_ref,) = _grads(lambda x: TF.cross_entropy(x.to(torch.float64), targets), logits)
+    tol = {"atol": 1e-12, "rtol": 1e-12} if dtype == torch.float64 else TOL[dtype]
+    torch.testing.assert_close(ours.double(), ref, **tol)
+    torch.testing.assert_close(g_ours.double(), g_ref.to(dtype).double(), **tol)
+    assert ours.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    assert len(F._row_chunks(7, 5)) == -(-7 // max(1, chunk // 5))
+
+
+def test_cross_entropy_chunks_are_bounded_for_a_huge_vocabulary():
+    assert len(F._row_chunks(4096, 1 << 18)) == F._CROSS_ENTROPY_MAX_CHUNKS

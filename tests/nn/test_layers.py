@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as TF
 
 from cs336_lm.nn import Embedding, Linear, RMSNorm, RotaryPositionalEmbedding, SwiGLU
+from cs336_lm.nn import functional as F
 
 
 def test_linear_is_x_times_weight_transposed():
@@ -115,3 +116,39 @@ def test_device_and_dtype_keywords():
     ):
         assert all(p.dtype == torch.float64 for p in module.parameters())
     assert RMSNorm(4, device="meta").weight.device.type == "meta"
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "odd_offset"])
+def test_rope_complex_and_real_forms_agree_with_gradients(layout):
+    """float32 on a CPU rotates as complex numbers, other dtypes and devices through cos'/swap/sin': both forms give
+    the float64 reference's values, and the gradient of a rotation is the rotation back, on any strides."""
+    torch.manual_seed(1)
+    rope = RotaryPositionalEmbedding(theta=10000.0, d_k=8, max_seq_len=32)
+    positions = torch.tensor([5, 0, 31, 2, 9])
+    base = torch.randn(2, 5, 3 * 8 + 1)
+    if layout == "contiguous":
+        x = base[..., :24].contiguous().view(2, 5, 3, 8).transpose(1, 2).contiguous()
+    elif layout == "transposed":
+        x = base[..., :24].view(2, 5, 3, 8).transpose(1, 2)  # (2, 3, 5, 8) view, like split_heads
+    else:
+        x = base[..., 1:25].unflatten(-1, (3, 8)).transpose(1, 2)  # storage offset 1: no complex view possible
+    assert F.rope_is_complex(x)
+    expected = _rope_complex(x.double(), positions, 10000.0)
+    cos2, sin2 = rope.cos2[positions], rope.sin2[positions]
+    forms = {
+        "complex": lambda t: F.rope_complex(t, torch.complex(rope.cos[positions], rope.sin[positions])),
+        "real": lambda t: F.rope_rotate(t, cos2, sin2),
+        "layer": lambda t: rope(t, positions),
+    }
+    weights = torch.randn(expected.shape)
+    for name, form in forms.items():
+        leaf = x.detach().clone().requires_grad_()
+        y = form(leaf)
+        torch.testing.assert_close(y.double(), expected, atol=1e-6, rtol=1e-6, msg=name)
+        (y * weights).sum().backward()
+        # the gradient turns the weights back by the same angle: rotate(grad) equals the weights
+        turned = _rope_complex(leaf.grad.double(), positions, 10000.0)
+        torch.testing.assert_close(turned, weights.double(), atol=1e-5, rtol=1e-5, msg=name)
+    with torch.no_grad():
+        torch.testing.assert_close(forms["complex"](x), forms["real"](x), atol=1e-6, rtol=1e-6)
+    assert not F.rope_is_complex(x.bfloat16())
