@@ -193,7 +193,22 @@ def batch_one(model, hf, args, device) -> dict:
     for r in range(max(3, args.repeats)):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             seconds[name].append(timed(ways[name], device)[0])
-    return {"new_tokens": new, "tokens_per_s": {n: new / statistics.median(s) for n, s in seconds.items()}}
+    out = {"new_tokens": new, "tokens_per_s": {n: new / statistics.median(s) for n, s in seconds.items()}}
+    if device.type == "cpu":
+        out["floor"] = weight_streaming_floor(model)
+    return out
+
+
+def weight_streaming_floor(model) -> dict:
+    """The decode speed a batch-1 step cannot beat on this CPU: every weight but the token embedding's (one row is
+    read) passes through the cores once per token, at the memory read bandwidth (a sum over 512 MiB, best of 5)."""
+    weight_bytes = sum(
+        p.numel() * p.element_size() for name, p in model.named_parameters() if name != "token_embeddings.weight"
+    )
+    block = torch.ones(128 * 2**20)  # 512 MiB of float32, far beyond any cache
+    best = min(timed(block.sum, torch.device("cpu"))[0] for _ in range(5))
+    gbps = block.numel() * 4 / best / 1e9
+    return {"weight_bytes": weight_bytes, "read_gb_per_s": gbps, "tokens_per_s": gbps * 1e9 / weight_bytes}
 
 
 def gpu_decode(model, args, device) -> dict:
@@ -246,6 +261,12 @@ def print_batch_one(res: dict) -> None:
     hf = one.get("HF generate")
     tail = f"; engine / HF {one['engine'] / hf:.2f}x, generate / HF {one['generate'] / hf:.2f}x" if hf else ""
     print(f"batch 1, {res['new_tokens']} new tokens (tok/s): {line}{tail}")
+    floor = res.get("floor")
+    if floor:
+        shares = ", ".join(f"{n} {r / floor['tokens_per_s']:.0%}" for n, r in one.items())
+        bound = f"{floor['read_gb_per_s']:.1f} GB/s read = {floor['tokens_per_s']:.1f} tok/s"
+        print(f"  weight-streaming bound: {floor['weight_bytes'] / 1e6:.1f} MB of weights per token at {bound}; "
+              f"reached: {shares}")  # fmt: skip
 
 
 def main(argv=None) -> int:

@@ -10,10 +10,11 @@ the workload is done. At concurrency 1 and 8 only the first 8·C requests run, t
 Reported per concurrency: generated tokens/s (all tokens / wall time of the whole run), time to first token
 (request sent → first text chunk) and time between tokens (the gap before each chunk, spread over the tokens it
 carries), p50 and p99. At the top concurrency (32) the server runs ``--repeats`` times, each between two runs of
-``Engine(model).generate`` on the same requests in this process with the same engine settings (the server
-process is idle meanwhile); each server run is set against the mean of the offline runs around it, and the
-median of those ratios is reported (target: server ≥ 0.9× offline). The load average before and after is kept
-too: on a shared machine the figures move with it.
+``Engine(model).generate`` on the same requests in this process with the same engine settings and at most 32
+running at once, as the clients allow the server (the server process is idle meanwhile); each server run is set
+against the mean of the offline runs around it, and the median of those ratios is reported (target: server ≥ 0.9×
+offline). One more offline run takes all requests at once (the engine's default ``max_num_seqs``), for scale. The
+load average before and after is kept too: on a shared machine the figures move with it.
 
     python scripts/bench_serve.py                 # 128 requests, concurrency 1, 8, 32
     python scripts/bench_serve.py --quick --json out.json
@@ -188,10 +189,12 @@ def start_server(run: Path, args: argparse.Namespace) -> tuple[subprocess.Popen,
     raise RuntimeError(f"lm-serve exited ({proc.wait()}) before it listened")
 
 
-def offline(run: Path, requests: list[Request], args: argparse.Namespace) -> dict:
-    """``Engine.generate`` on the same requests, with the server's engine settings (tokenizer included)."""
+def offline(run: Path, requests: list[Request], args: argparse.Namespace, max_num_seqs: int | None = None) -> dict:
+    """``Engine.generate`` on the same requests, with the server's engine settings (tokenizer included), at most
+    ``max_num_seqs`` running at once (the clients' concurrency; None: the engine's default, all of them)."""
     loaded = load_run(run, "cpu")
-    engine = Engine(loaded.model, max_batch_tokens=args.max_batch_tokens, tokenizer=loaded.tokenizer)
+    limit = {} if max_num_seqs is None else {"max_num_seqs": max_num_seqs}
+    engine = Engine(loaded.model, max_batch_tokens=args.max_batch_tokens, tokenizer=loaded.tokenizer, **limit)
     params = [SamplingParams(max_new_tokens=r.max_new_tokens) for r in requests]
     start = time.perf_counter()
     done = engine.generate([r.prompt for r in requests], params)
@@ -212,10 +215,11 @@ def measure(run: Path, workload: list[Request], levels: list[int], args: argpars
             if c != top:
                 results["server"][c] = summarize(*asyncio.run(load(host, port, requests, c)))
                 continue
-            results["offline"].append(offline(run, requests, args))
+            results["offline"].append(offline(run, requests, args, max_num_seqs=c))
             for _ in range(args.repeats):
                 results["top_runs"].append(summarize(*asyncio.run(load(host, port, requests, c))))
-                results["offline"].append(offline(run, requests, args))
+                results["offline"].append(offline(run, requests, args, max_num_seqs=c))
+        results["offline_all_at_once"] = offline(run, workload, args)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -254,8 +258,9 @@ def print_table(results: dict, top: int) -> None:
         print(f"{c:>11} {r['requests']:>8} {r['tokens']:>7} {r['tok_per_s']:>8.1f} {r['ttft_p50_ms']:>7.0f}ms "
               f"{r['ttft_p99_ms']:>6.0f}ms {r['itl_p50_ms']:>6.1f}ms {r['itl_p99_ms']:>6.1f}ms")  # fmt: skip
     off = ", ".join(f"{r['tok_per_s']:.1f}" for r in results["offline"])
-    print(f"offline Engine.generate on the same {results['offline'][0]['requests']} requests: {off} tok/s "
-          f"(median {results['offline_tok_per_s']:.1f})")  # fmt: skip
+    print(f"offline Engine.generate on the same {results['offline'][0]['requests']} requests, {top} at a time: "
+          f"{off} tok/s (median {results['offline_tok_per_s']:.1f}); all at once (the engine's default "
+          f"max_num_seqs): {results['offline_all_at_once']['tok_per_s']:.1f}")  # fmt: skip
     verdict = "met" if results["ratio_at_top"] >= TARGET else "NOT met"
     each = ", ".join(f"{r:.2f}" for r in results["ratios_at_top"])
     print(

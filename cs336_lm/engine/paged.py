@@ -11,7 +11,8 @@ values, then attends.
 Decoding tokens attend together. On CUDA the Triton paged-attention kernel reads the blocks in place. On a CPU
 (``DecodePlan``) the attention also reads the pool in place instead of gathering each sequence's keys into a
 padded copy (a gather of 64 sequences × 400 tokens cost ~8× the attention itself): every block in use is
-multiplied by the query of the sequence that owns it — one batched matmul over the used end of the pool —
+multiplied by the query of the sequence that owns it — one batched matmul over the used end of the pool, or over
+just the blocks in use when they are scattered over it (``COMPACT_BELOW``) —
 and the scores of each sequence's blocks, a small tensor, are put in order, masked and normalised by the kernel
 dispatch's softmax; the probabilities then weigh the value blocks in place and are summed per sequence. A block
 two decoding sequences share (a common prompt prefix) is read once more for each further sequence. A lone
@@ -78,6 +79,12 @@ class _Segment:
     blocks: Tensor  # (blocks,) the sequence's first ceil(context / block_size) blocks
 
 
+COMPACT_BELOW = 0.75
+"""When the decoding sequences hold fewer than this share of blocks 0 … (their highest) − 1, the decode attention
+reads just their blocks (an ``index_select``) instead of that whole extent of the pool: a server's requests come
+and go, and the blocks in use end up scattered among free and cached ones."""
+
+
 @dataclass
 class DecodePlan:
     """Index tensors of one step's CPU decode attention over the pool in place (see the module docstring).
@@ -86,11 +93,11 @@ class DecodePlan:
     first sequence listing a block owns it, any later one reads it as an ``extra`` pair.
     """
 
-    used: int  # blocks 0 … used − 1 of the pool hold every block the decoding sequences read
+    used: int  # blocks 0 … used − 1 of the pool (or of ``blocks``) hold every block the decoding sequences read
     owner: Tensor  # (used,) the decoding sequence that owns each block (0 for blocks none owns: their weight is 0)
     pairs: Tensor  # (D·W,) row of each (sequence, table entry) in [owned blocks' scores; extra pairs' scores]
     owned_rows: Tensor  # rows of (D·W) whose block their sequence owns …
-    owned_blocks: Tensor  # … and those blocks
+    owned_blocks: Tensor  # … and those blocks (positions in ``blocks`` when that is set)
     extra_rows: Tensor  # rows of (D·W) that read a block another sequence owns …
     extra_blocks: Tensor  # … those blocks …
     extra_seqs: Tensor  # … and the sequences reading them
@@ -98,6 +105,7 @@ class DecodePlan:
     width: int  # W
     run: slice | None = None  # one sequence whose blocks are consecutive: they are read as a slice of the pool
     length: int = 0  # that sequence's tokens
+    blocks: Tensor | None = None  # the owned blocks, when they are too few of 0 … max − 1 to read that slice
 
     @classmethod
     def build(cls, tables: list[list[int]], lens: list[int], size: int, device: torch.device) -> DecodePlan:
@@ -117,11 +125,17 @@ class DecodePlan:
                     extra_blocks.append(block)
                     extra_seqs.append(b)
                     pairs.append(-len(extra_rows))  # resolved below, once the owned rows are counted
-        used = max(owner) + 1
+        held = sorted(owner)
+        compact = len(held) < COMPACT_BELOW * (held[-1] + 1)
+        if compact:  # the blocks in use are scattered over the pool: read just them (a copy), not the whole extent
+            index = {block: i for i, block in enumerate(held)}
+            owned_blocks = [index[block] for block in owned_blocks]
+            pairs = [index[p] if p >= 0 else p for p in pairs]
+        used = len(held) if compact else held[-1] + 1
         pairs = [p if p >= 0 else used - 1 - p for p in pairs]  # extra pair k sits at row used + k
         owners = [0] * used
         for block, b in owner.items():
-            owners[block] = b
+            owners[index[block] if compact else block] = b
         valid = torch.arange(width * size)[None, :] < torch.tensor(lens)[:, None]  # (D, W·block_size)
 
         def tensor(values: list[int]) -> Tensor:
@@ -132,6 +146,7 @@ class DecodePlan:
         return cls(
             run=slice(first, first + width) if consecutive else None,
             length=lens[0],
+            blocks=tensor(held) if compact and not consecutive else None,
             used=used,
             owner=tensor(owners),
             pairs=tensor(pairs),
@@ -266,7 +281,11 @@ def _decode_in_place(q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, 
     if plan.run is not None:
         return _decode_run(q.view(kv_heads, group, d_head), keys[plan.run], values[plan.run], plan, scale, kernels)
     qg = q.view(decoding, kv_heads, group, d_head)  # query heads grouped by the key/value head they read
-    scores = qg.index_select(0, plan.owner) @ keys[: plan.used].transpose(-2, -1)  # (used, kv_heads, g, size)
+    if plan.blocks is not None:
+        held_keys, held_values = keys.index_select(0, plan.blocks), values.index_select(0, plan.blocks)
+    else:
+        held_keys, held_values = keys[: plan.used], values[: plan.used]
+    scores = qg.index_select(0, plan.owner) @ held_keys.transpose(-2, -1)  # (used, kv_heads, g, size)
     if plan.extra_rows.numel():
         extra = qg.index_select(0, plan.extra_seqs) @ keys.index_select(0, plan.extra_blocks).transpose(-2, -1)
         scores = torch.cat([scores, extra])
@@ -278,7 +297,7 @@ def _decode_in_place(q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, 
     probs = probs.view(decoding, kv_heads, group, plan.width, size).permute(0, 3, 1, 2, 4)
     probs = probs.reshape(decoding * plan.width, kv_heads, group, size)  # one row per (sequence, table entry)
     weights = torch.zeros_like(scores[: plan.used]).index_copy_(0, plan.owned_blocks, probs[plan.owned_rows])
-    out = torch.zeros_like(qg).index_add_(0, plan.owner, weights @ values[: plan.used])  # (D, kv_heads, g, d_head)
+    out = torch.zeros_like(qg).index_add_(0, plan.owner, weights @ held_values)  # (D, kv_heads, g, d_head)
     if plan.extra_rows.numel():
         extra_out = probs[plan.extra_rows] @ values.index_select(0, plan.extra_blocks)
         out.index_add_(0, plan.extra_seqs, extra_out)
@@ -303,7 +322,7 @@ def _decode_gathered(
     tensor (the sink block pads short tables; ``plan.valid`` masks the padding)."""
     decoding = q.shape[0]
     rows = torch.empty(decoding * plan.width, dtype=torch.long, device=q.device)
-    rows[plan.owned_rows] = plan.owned_blocks
+    rows[plan.owned_rows] = plan.owned_blocks if plan.blocks is None else plan.blocks[plan.owned_blocks]
     if plan.extra_rows.numel():
         rows[plan.extra_rows] = plan.extra_blocks
     blocks = rows.view(decoding, plan.width)

@@ -53,10 +53,15 @@ def test_paged_logits_equal_full_sequence_and_contiguous_cache(attention, num_kv
         assert out.tokens == alone(model, prompt, SamplingParams(max_new_tokens=12))  # the contiguous cache
 
 
+@pytest.mark.parametrize("compact", [0.0, 1.01])
 @pytest.mark.parametrize("attention", ["reference", "sdpa"])
-def test_decoding_over_shared_prefix_blocks_keeps_the_full_sequence_logits(attention):
+def test_decoding_over_shared_prefix_blocks_keeps_the_full_sequence_logits(attention, compact, monkeypatch):
     # Prompts sharing 3 full blocks (and samples of one prompt sharing all of its full blocks): a block several
-    # decoding sequences read at once must give each of them the logits of its own full forward.
+    # decoding sequences read at once must give each of them the logits of its own full forward — reading the
+    # pool's whole used extent (compact 0) or only the blocks in use (compact 1.01: always).
+    import cs336_lm.engine.paged as paged
+
+    monkeypatch.setattr(paged, "COMPACT_BELOW", compact)
     model = make_model(dtype=torch.float32, attention=attention, num_kv_heads=2)
     prefix = list(range(200, 212))
     prompts = [[*prefix, *tail] for tail in random_prompts(4, seed=3, longest=9)] + [list(range(40, 57))] * 3
@@ -71,6 +76,16 @@ def test_decoding_over_shared_prefix_blocks_keeps_the_full_sequence_logits(atten
         with torch.inference_mode():
             full = model(torch.tensor([prompt + out.tokens]))[0, len(prompt) - 1 : -1]
         torch.testing.assert_close(torch.stack(engine.logits[rid]), full, atol=2e-5, rtol=0)
+
+
+def test_decode_plan_reads_only_the_blocks_in_use_when_they_are_scattered():
+    from cs336_lm.engine.paged import DecodePlan
+
+    scattered = DecodePlan.build([[5, 9], [13]], [7, 2], 4, torch.device("cpu"))
+    assert scattered.blocks is not None and scattered.blocks.tolist() == [0, 5, 9, 13]  # 0: the sink pads [13]
+    assert scattered.used == 4 and sorted(scattered.owned_blocks.tolist()) == [0, 1, 2, 3]
+    dense = DecodePlan.build([[1, 2], [3, 4]], [8, 6], 4, torch.device("cpu"))
+    assert dense.blocks is None and dense.used == 5
 
 
 def test_a_lone_sequence_reads_its_consecutive_blocks_as_a_slice(monkeypatch):
