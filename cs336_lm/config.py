@@ -156,8 +156,8 @@ class TrainConfig:
     """Compute dtype: ``auto`` (bf16 autocast where the hardware has native bf16, fp16 with loss scaling on CUDA GPUs
     without it, else fp32), ``fp32``, ``bf16`` or ``fp16`` (autocast + dynamic loss scaling)."""
     threads: str = "auto"
-    """torch's intra-op CPU threads: ``auto`` (``OMP_NUM_THREADS`` if set, else one per idle core: CPUs minus the
-    load average) or a positive integer."""
+    """torch's intra-op CPU threads: ``auto`` (``OMP_NUM_THREADS`` if set, else one per idle core: usable CPUs minus
+    those other work keeps busy right now) or a positive integer."""
     reuse_cpu_memory: bool = True
     """On the CPU with glibc: keep freed memory for the next step instead of handing every block of over 32 MB back to
     the kernel (which zeroes it again); 12–15% faster steps, and the process holds its peak memory until it exits."""

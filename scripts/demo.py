@@ -74,10 +74,11 @@ def _quote(arg: str) -> str:
 def thread_env(threads: str) -> tuple[dict[str, str], str]:
     """Environment for the commands, and why: ``OMP_NUM_THREADS`` sets torch's CPU threads.
 
-    ``auto`` keeps an ``OMP_NUM_THREADS`` the user set, and otherwise gives torch one thread per idle core:
-    the CPU count minus the 1-minute load average (rounded), at least one. On a shared machine the threads of
-    one matmul wait for each other whenever one is descheduled: on the 2-core development machine at load 3,
-    two threads trained at 350–1,500 tokens/s and one thread at 5,500–6,200.
+    ``auto`` keeps an ``OMP_NUM_THREADS`` the user set, and otherwise gives torch one thread per idle core, by
+    ``lm-train``'s own rule (``cs336_lm.training.threads.choose_threads``: the usable CPUs minus those other work
+    keeps busy right now, at least one). On a shared machine the threads of one matmul wait for each other
+    whenever one is descheduled: on the 2-core development machine at load 3, two threads trained at
+    350–1,500 tokens/s and one thread at 5,500–6,200.
     """
     env = dict(os.environ)
     if threads != "auto":
@@ -85,11 +86,11 @@ def thread_env(threads: str) -> tuple[dict[str, str], str]:
         return env, f"{threads} (--threads)"
     if "OMP_NUM_THREADS" in env:
         return env, f"{env['OMP_NUM_THREADS']} (OMP_NUM_THREADS)"
-    cpus = os.cpu_count() or 1
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    idle = max(1, cpus - round(load))
-    env["OMP_NUM_THREADS"] = str(idle)
-    return env, f"{idle}, one per idle core ({cpus} CPUs, load average {load:.1f})"
+    from cs336_lm.training.threads import choose_threads
+
+    choice = choose_threads("auto", environ={})
+    env["OMP_NUM_THREADS"] = str(choice.count)
+    return env, choice.describe()
 
 
 class Ledger:
