@@ -346,17 +346,20 @@ _CROSS_ENTROPY_CHUNK = 1 << 18
 _CROSS_ENTROPY_MAX_CHUNKS = 64
 
 
-def _row_chunks(rows: int, width: int) -> range:
-    """Start rows of the chunks ``cross_entropy`` walks: ~``_CROSS_ENTROPY_CHUNK`` logits each, at most
-    ``_CROSS_ENTROPY_MAX_CHUNKS`` of them (so a huge vocabulary does not become thousands of tiny ops)."""
+def _row_chunks(rows: int, width: int, device: torch.device) -> range:
+    """Start rows of the chunks ``cross_entropy`` walks: on a CPU ~``_CROSS_ENTROPY_CHUNK`` logits each, at most
+    ``_CROSS_ENTROPY_MAX_CHUNKS`` of them (so a huge vocabulary does not become thousands of tiny ops); elsewhere
+    one chunk of all rows (a GPU streams them at full bandwidth, and each chunk would cost kernel launches)."""
+    if device.type != "cpu":
+        return range(0, rows, max(1, rows))
     step = max(1, _CROSS_ENTROPY_CHUNK // width, -(-rows // _CROSS_ENTROPY_MAX_CHUNKS))
     return range(0, rows, step)
 
 
 class _CrossEntropy(torch.autograd.Function):
-    """Both passes walk the logits in row chunks that fit in cache: the forward reads each chunk once from memory
-    for its maximum, ``exp(x − max)`` and sum, the backward reads it once more and writes its gradient, and no
-    temporary the size of the logits is made."""
+    """On a CPU both passes walk the logits in row chunks that fit in cache: the forward reads each chunk once from
+    memory for its maximum, ``exp(x − max)`` and sum, the backward reads it once more and writes its gradient, and
+    no temporary the size of the logits is made. On a GPU one chunk holds all rows."""
 
     @staticmethod
     def forward(ctx, logits: Tensor, targets: Tensor) -> Tensor:
@@ -366,7 +369,7 @@ class _CrossEntropy(torch.autograd.Function):
         n, vocab = x.shape
         m = torch.empty(n, 1, dtype=compute, device=x.device)  # row maxima
         total = torch.empty(n, 1, dtype=compute, device=x.device)  # Σ exp(x − m)
-        chunks = _row_chunks(n, vocab)
+        chunks = _row_chunks(n, vocab, x.device)
         scratch = torch.empty(min(chunks.step, n), vocab, dtype=compute, device=x.device)
         for i in chunks:
             rows = x[i : i + chunks.step]
@@ -389,7 +392,7 @@ class _CrossEntropy(torch.autograd.Function):
         g = grad.to(total.dtype) / n
         scale = g / total  # (N, 1)
         out = torch.empty_like(x)
-        chunks = _row_chunks(n, vocab)
+        chunks = _row_chunks(n, vocab, x.device)
         low = x.dtype != total.dtype
         scratch = torch.empty(min(chunks.step, n), vocab, dtype=total.dtype, device=x.device) if low else None
         for i in chunks:

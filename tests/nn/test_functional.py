@@ -191,8 +191,9 @@ def test_cross_entropy_in_row_chunks_matches_torch(monkeypatch, dtype, chunk):
     torch.testing.assert_close(ours.double(), ref, **tol)
     torch.testing.assert_close(g_ours.double(), g_ref.to(dtype).double(), **tol)
     assert ours.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
-    assert len(F._row_chunks(7, 5)) == -(-7 // max(1, chunk // 5))
+    assert len(F._row_chunks(7, 5, torch.device("cpu"))) == -(-7 // max(1, chunk // 5))
 
 
-def test_cross_entropy_chunks_are_bounded_for_a_huge_vocabulary():
-    assert len(F._row_chunks(4096, 1 << 18)) == F._CROSS_ENTROPY_MAX_CHUNKS
+def test_cross_entropy_chunks_are_bounded_for_a_huge_vocabulary_and_whole_on_a_gpu():
+    assert len(F._row_chunks(4096, 1 << 18, torch.device("cpu"))) == F._CROSS_ENTROPY_MAX_CHUNKS
+    assert list(F._row_chunks(32768, 10_000, torch.device("cuda"))) == [0]
