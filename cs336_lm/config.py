@@ -160,7 +160,7 @@ class TrainConfig:
     those other work keeps busy right now) or a positive integer."""
     reuse_cpu_memory: bool = True
     """On the CPU with glibc: keep freed memory for the next step instead of handing every block of over 32 MB back to
-    the kernel (which zeroes it again); 12–15% faster steps, and the process holds its peak memory until it exits."""
+    the kernel (which zeroes it again); 11–15% faster steps, and the process holds its peak memory until it exits."""
     deterministic: bool = False
     """Deterministic kernels only (``torch.use_deterministic_algorithms``): runs of one config are bitwise equal on
     one machine; with ``threads: auto`` a CPU run takes 1 thread. docs/training.md, "What is bitwise"."""

@@ -3,7 +3,7 @@
 A CPU training step allocates the same large buffers every step (the logits and their gradient, attention scores,
 activations), and glibc serves each one of over 32 MB with a fresh ``mmap`` and gives it back with ``munmap``, so
 every step the kernel faults in and zeroes those pages again — a cost that grows with the buffers, not the
-arithmetic (measured in docs/bench/train.md: 12–15% of a tinystories-17m step). ``reuse_freed_memory`` asks glibc
+arithmetic (measured in docs/bench/train.md: 11–15% of a tinystories-17m step). ``reuse_freed_memory`` asks glibc
 (``mallopt``) to take large blocks from its heap and never trim it, so once the heap has grown to a step's
 working set (a few steps) every step reuses pages already faulted in. The process then holds on to its peak
 memory until it exits, which a training process reaches every step anyway. Where the C library is not glibc
