@@ -153,12 +153,10 @@ class MultiHeadSelfAttention(nn.Module):
         if q.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled("cpu"):
             return _TiledCausalAttention.apply(q, k, v, scale, q_offset)
         # Under autocast: the same tiles through autograd (the Function above would see the autocast dtypes).
-        tiles = []
-        for start in range(0, q_len, CPU_CAUSAL_TILE):
-            stop = min(start + CPU_CAUSAL_TILE, q_len)
-            keys = q_offset + stop
-            tiles.append(self._sliced(q[..., start:stop, :], k[..., :keys, :], v[..., :keys, :], scale,
-                                      q_offset + start, None))  # fmt: skip
+        tiles = [
+            self._sliced(q[..., start:stop, :], k[..., :keys, :], v[..., :keys, :], scale, q_offset + start, None)
+            for start, stop, keys in _causal_tiles(q_len, q_offset)
+        ]
         return torch.cat(tiles, dim=-2)
 
     def _sliced(self, q: Tensor, k: Tensor, v: Tensor, scale: float, q_offset: int, mask: Tensor | None) -> Tensor:

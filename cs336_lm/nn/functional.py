@@ -235,7 +235,7 @@ def rope(
     pass.
     """
     if rope_is_complex(x):
-        return rope_complex(x, torch.complex(cos[token_positions], sin[token_positions]))
+        return rope_complex(x, rope_rotation(token_positions, cos, sin))
     return rope_rotate(x, *rope_tables(token_positions, cos, sin, x.dtype))
 
 
@@ -243,6 +243,15 @@ def rope_is_complex(x: Tensor) -> bool:
     """Whether ``rope`` rotates ``x`` as complex numbers: float32/float64 on a CPU, where it is the fastest
     form (torch has no bfloat16 complex type, and ``torch.compile`` on a GPU fuses the real form anyway)."""
     return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+
+
+def rope_rotation(
+    token_positions: Int[Tensor, "... seq"],
+    cos: Float[Tensor, "max_seq_len half_d_head"],
+    sin: Float[Tensor, "max_seq_len half_d_head"],
+) -> Complex[Tensor, "... seq half_d_head"]:
+    """``cos + i·sin`` at the tokens' positions: the rotation ``rope_complex`` multiplies by."""
+    return torch.complex(cos[token_positions], sin[token_positions])
 
 
 def _as_complex(x: Tensor) -> Tensor:

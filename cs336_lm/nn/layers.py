@@ -198,7 +198,7 @@ class RotaryPositionalEmbedding(nn.Module):
         return F.rope_rotate(q, cos2, sin2), F.rope_rotate(k, cos2, sin2)
 
     def _rotation(self, token_positions: Tensor) -> Tensor:
-        return torch.complex(self.cos[token_positions], self.sin[token_positions])  # (..., seq, d_k/2)
+        return F.rope_rotation(token_positions, self.cos, self.sin)  # (..., seq, d_k/2)
 
     def _rows(self, token_positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         cos2, sin2 = self.cos2[token_positions], self.sin2[token_positions]  # (..., seq, d_k) each

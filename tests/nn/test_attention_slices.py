@@ -67,3 +67,20 @@ def test_tiled_attention_gradcheck_float64(monkeypatch):
     mask = torch.ones(7, 9, dtype=torch.bool).tril(2)
     want = torch.softmax((q @ kr.transpose(-2, -1) * 0.6).masked_fill(~mask, float("-inf")), -1) @ vr
     torch.testing.assert_close(out, want)
+
+
+def test_tiles_under_autocast_equal_one_block(monkeypatch):
+    # bf16 autocast takes the autograd route through the same tiles; it must equal the untiled bf16 computation
+    torch.manual_seed(4)
+    mha = MultiHeadSelfAttention(d_model=32, num_heads=4, max_seq_len=160, theta=10000.0, num_kv_heads=2)
+    x = torch.randn(2, 150, 32)
+    results = []
+    for tile in (64, 10_000):
+        monkeypatch.setattr(attention, "CPU_CAUSAL_TILE", tile)
+        leaf = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = mha(leaf)
+        y.float().square().sum().backward()
+        results.append((y.float().detach(), leaf.grad))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0.02, atol=0.02)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=0.05, atol=0.05)
