@@ -9,7 +9,8 @@ corrupt input while writing the output) keep their type.
 
 ``output_directory`` creates the directories an output needs and, when producing the output fails, removes the
 ones it created (if still empty), so a failed command leaves no empty folders behind. ``check_writable`` says
-before a long job whether its output could be created at all.
+before a long job whether its output could be created at all. ``cache_directory`` is where the toolkit keeps
+what it can always recompute.
 """
 
 import contextlib
@@ -38,6 +39,19 @@ def _umask() -> int:
 def _default_mode(is_dir: bool) -> int:
     """The permissions a plain ``open``/``mkdir`` would give (mkstemp/mkdtemp make private 0600/0700 files)."""
     return (0o777 if is_dir else 0o666) & ~_umask()
+
+
+CACHE_ENV = "CS336_LM_CACHE"
+
+
+def cache_directory() -> Path:
+    """Where the toolkit keeps results it can always recompute (such as which tokenizers map exactly onto
+    tiktoken): ``$CS336_LM_CACHE`` when set, else ``$XDG_CACHE_HOME/cs336_lm``, else ``~/.cache/cs336_lm``. Not
+    created here; deleting it at any time only costs the recomputation."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "cs336_lm"
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -194,14 +208,17 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs: Any) 
         else:
             reason = os_reason(e)
         raise WriteError(path, reason) from e
+    f = os.fdopen(fd, mode, **open_kwargs)
     try:
-        with os.fdopen(fd, mode, **open_kwargs) as f:
-            yield _Output(f, path)  # type: ignore[misc]
-            _written(path, f.flush)
-            _written(path, os.fsync, f.fileno())
+        yield _Output(f, path)  # type: ignore[misc]
+        _written(path, f.flush)
+        _written(path, os.fsync, f.fileno())
+        _written(path, f.close)
         _written(path, os.chmod, tmp, _default_mode(is_dir=False))
         _written(path, os.replace, tmp, target)
     except BaseException:
+        with contextlib.suppress(OSError):
+            f.close()  # flushing what is still buffered may fail again (a full disk): the first error is the one told
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise

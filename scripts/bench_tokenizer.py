@@ -2,6 +2,8 @@
 parallel file path (``tokenize_files``, 2 workers) vs tiktoken single-threaded; then ``tokenize_files`` with the
 tiktoken backend (``lm-tokenize --backend tiktoken``: the exactness check, the encoding, the file written) on 1
 and 2 workers, whose target is a throughput *per worker* of at least 0.9× tiktoken's own single-threaded encode.
+The exactness check runs once per vocabulary and is then remembered (``cached_mismatch``, in a cache directory
+private to this run); the row marked ``first use`` starts from an empty cache and so includes the check.
 
 Both tokenizers use GPT-2's own vocab.json/merges.txt from the shared fixtures (tiktoken's ``Encoding`` is built
 offline from them). The text is the ~30 MB English corpus of ``../shared/bench/make_corpus.sh``
@@ -29,6 +31,7 @@ from pathlib import Path
 import tiktoken
 
 from cs336_lm.data.prepare import tokenize_files
+from cs336_lm.fileio import CACHE_ENV
 from cs336_lm.tokenizer import Tokenizer
 from cs336_lm.tokenizer.files import unicode_to_bytes
 from cs336_lm.tokenizer.pretokenize import GPT2_PATTERN, PRETOKEN_RE
@@ -39,7 +42,13 @@ FIXTURES = Path(os.environ.get("CS336_FIXTURES", REPO.parent / "shared" / "fixtu
 DEFAULT_INPUT = Path(tempfile.gettempdir()) / "bench-corpus" / "big.txt"
 TARGETS = {"encode (cold)": 0.25, "encode_iterable": 0.25, "tokenize_files, 2 workers": 0.5}
 # rows measured per worker: the ratio to tiktoken divided by the number of workers
-WORKERS = {"tokenize_files, 2 workers": 2, "backend tiktoken, 1 worker": 1, "backend tiktoken, 2 workers": 2}
+FIRST_USE = "backend tiktoken, 2w, first use"
+WORKERS = {
+    "tokenize_files, 2 workers": 2,
+    "backend tiktoken, 1 worker": 1,
+    "backend tiktoken, 2 workers": 2,
+    FIRST_USE: 2,
+}
 PER_WORKER_TARGETS = {"backend tiktoken, 1 worker": 0.9, "backend tiktoken, 2 workers": 0.9}
 
 
@@ -154,6 +163,17 @@ def run(text: str, repeats: int, workdir: Path) -> dict[str, list[tuple[float, f
                     )
                 )
             )
+        fresh = Tokenizer(ours.vocab, ours.merges, ours.special_tokens)
+        with tempfile.TemporaryDirectory() as empty_cache:
+            os.environ[CACHE_ENV], kept = empty_cache, os.environ[CACHE_ENV]
+            times[FIRST_USE].append(
+                timed(
+                    lambda t=fresh: tokenize_files(
+                        t, [src], workdir / "fast.npy", num_workers=2, progress=False, backend="tiktoken"
+                    )
+                )
+            )
+            os.environ[CACHE_ENV] = kept
     return times
 
 
@@ -167,7 +187,7 @@ def report(times: dict[str, list[tuple[float, float]]], mb: float) -> dict:
     ref_cpu = statistics.median(c for _, c in times["tiktoken encode"])
     rows = {}
     print(
-        f"{'':28s} {'wall s':>7s} {'MB/s':>6s} {'× tiktoken':>10s} {'per worker':>10s} {'cpu s':>7s} {'× (cpu)':>8s} "
+        f"{'':31s} {'wall s':>7s} {'MB/s':>6s} {'× tiktoken':>10s} {'per worker':>10s} {'cpu s':>7s} {'× (cpu)':>8s} "
         f"{'target':>9s}"
     )
     for name, ts in times.items():
@@ -189,7 +209,7 @@ def report(times: dict[str, list[tuple[float, float]]], mb: float) -> dict:
         }
         mark = "" if target is None else f"≥{target:.2f}" + (" ok" if measured >= target else " MISS")
         print(
-            f"{name:28s} {wall:7.2f} {mb / wall:6.2f} {ratio:10.2f} {per_worker:10.2f} {cpu:7.2f} {cpu_ratio:8.2f} "
+            f"{name:31s} {wall:7.2f} {mb / wall:6.2f} {ratio:10.2f} {per_worker:10.2f} {cpu:7.2f} {cpu_ratio:8.2f} "
             f"{mark:>9s}"
         )
     return rows
@@ -245,6 +265,7 @@ def main() -> None:
     print(f"input: {source}, {mb:.1f} MB; {args.repeats} repeat(s); ids identical to tiktoken (first 2M chars): {same}")
     headroom = [parallel_headroom()]
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ[CACHE_ENV] = str(Path(tmp) / "cache")  # remembered verdicts: this run's own
         rows = report(run(text, args.repeats, Path(tmp)), mb)
     headroom.append(parallel_headroom())
     print(f"2-process speed-up of a pure-Python loop here, before/after: {headroom[0]:.2f} / {headroom[1]:.2f}")

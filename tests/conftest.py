@@ -38,6 +38,15 @@ if not _cuda_available():
 
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 
+
+def pytest_configure(config) -> None:
+    """Tests (and the commands they start) keep what the toolkit caches out of the user's own cache directory."""
+    import tempfile
+
+    if not os.environ.get("CS336_LM_CACHE"):
+        os.environ["CS336_LM_CACHE"] = tempfile.mkdtemp(prefix="cs336_lm-test-cache-")
+
+
 # (atol, rtol) of a result in this dtype against an fp32 reference
 TOLERANCES = {
     torch.float32: (1e-5, 1e-5),

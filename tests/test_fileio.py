@@ -1,6 +1,7 @@
 """Atomic writes: content appears whole or not at all, with the permissions a plain open/mkdir would give; every
 failure is one ``WriteError`` naming the target, and directories made for a failed output are removed again."""
 
+import contextlib
 import errno
 import os
 import stat
@@ -189,3 +190,14 @@ def test_errors_of_the_body_that_are_not_writes_keep_their_type(tmp_path):
         f.write(b"x")
         raise WriteError(target, "No space left on device")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_first_error_is_told_when_closing_the_temporary_fails_too(tiny_tmpfs):
+    """The body's error wins over the full disk that flushing the buffered rest on close runs into again."""
+    disk = tiny_tmpfs(64)
+    with pytest.raises(ValueError, match="the body's own"), atomic_write(disk / "out.bin", "wb") as f:
+        f.write(b"x" * 1000)  # buffered: nothing reaches the disk yet
+        with contextlib.suppress(OSError):
+            (disk / "filler").write_bytes(b"\0" * (80 << 10))  # the disk is now full
+        raise ValueError("the body's own error")
+    assert sorted(p.name for p in disk.iterdir()) == ["filler"]

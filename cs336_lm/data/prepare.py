@@ -3,8 +3,9 @@
 Each input file is cut into chunks of about ``chunk_bytes`` at places where cutting cannot change the ids (the
 start of a special token, or a safe newline when there are none; see ``pretokenize.chunk_boundaries``). Worker
 processes encode one chunk at a time and write its ids to a part file in a temporary directory beside the
-output; the parent then writes the ``.npy`` header (dtype ``token_dtype(vocab_size)``, length = the sum of the
-parts) and appends the parts in order, into a temporary file renamed over the output only when complete.
+output; the parent appends each part to a temporary output file as soon as every part before it is done (so the
+copy runs while the workers encode), then writes the ``.npy`` header (dtype ``token_dtype(vocab_size)``, length =
+the sum of the parts) in the room it left for it, and renames the file over the output only when complete.
 Memory holds one chunk per worker, never the corpus. Files are encoded each on its own and their ids
 concatenated in the order given; nothing is inserted between them, so end each document with a special token
 such as ``<|endoftext|>`` when the model should see a boundary there. The result equals
@@ -13,20 +14,22 @@ such as ``<|endoftext|>`` when the model should see a boundary there. The result
 The workers encode with our ``Tokenizer`` or, where the vocabulary maps exactly onto tiktoken's ranked merges, with
 ``tiktoken`` (``backend``: ``auto`` picks tiktoken when it is installed and exact; see
 ``cs336_lm.tokenizer.tiktoken_backend``). Either gives the same ids; tiktoken is two to three times faster. The
-check that tiktoken is exact for the vocabulary (~0.2 s for 50,000 merges) runs on a thread while the workers
-encode; should it fail, the ids tiktoken wrote are discarded before anything reaches the output.
+check that tiktoken is exact for the vocabulary (~0.3 s for 50,000 merges the first time, then remembered:
+``cached_mismatch``) runs on a thread while the workers encode; should it fail, the ids tiktoken wrote are discarded before anything reaches the output.
 """
 
 import contextlib
+import io
 import itertools
 import os
 import shutil
+import struct
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -39,6 +42,7 @@ from cs336_lm.tokenizer.tiktoken_backend import Backend, BackgroundCheck, select
 from cs336_lm.tokenizer.tokenizer import Tokenizer
 
 DEFAULT_CHUNK_BYTES = 2_000_000  # text per task: small enough to balance 2 workers on a 30 MB corpus
+TAIL_SPLIT = 4  # the last chunks (one per worker) are cut into this many pieces each
 COPY_BYTES = 16 << 20  # part files are appended to the output this many bytes at a time
 
 _worker_tokenizer: Tokenizer | None = None  # set in each worker by _init_worker (inherited as is under fork)
@@ -109,21 +113,39 @@ def tokenize_files(
     workers = max(1, min(num_workers or default_workers(), len(tasks)))
     if total_bytes < chunk_bytes:
         workers = 1  # less than one chunk of text: starting a pool costs more than encoding it
-    with output_directory(out_path.parent), _parts_directory(out_path) as parts_dir:
+    if workers > 1:
+        tasks = _finer_tail(tasks, workers, chunk_bytes, tok.special_tokens)
+    with (
+        output_directory(out_path.parent),
+        _parts_directory(out_path) as parts_dir,
+        atomic_write(out_path, "wb") as out,
+    ):
         jobs = [(i, path, a, b, parts_dir, dtype.str) for i, (path, a, b) in enumerate(tasks)]
+        parts = _OrderedParts(out, parts_dir, len(jobs), dtype, max_tokens=total_bytes)
         started = check.start if check is not None else None
-        counts = _encode_chunks((tok, chosen.encoding), jobs, workers, total_bytes, progress, started)
+        _encode_chunks((tok, chosen.encoding), jobs, workers, total_bytes, progress, parts.add, started)
         reason = check.result() if check is not None else None
         if reason is not None:  # tiktoken is not exact here: refuse, or encode again with ours
             if backend == "tiktoken":
                 raise TokenizerError(f"this tokenizer does not map exactly onto tiktoken: {reason}")
             chosen = Backend("ours", reason=reason)
-            counts = _encode_chunks((tok, None), jobs, workers, total_bytes, progress)
-        tokens = _concatenate_parts(out_path, parts_dir, counts, dtype)
+            parts.restart()
+            _encode_chunks((tok, None), jobs, workers, total_bytes, progress, parts.add)
+        tokens = parts.finish()
     seconds = time.perf_counter() - start_time
     return TokenizeStats(
         out_path, tokens, total_bytes, seconds, len(paths), len(tasks), workers, dtype.name, chosen.name, chosen.reason
     )
+
+
+def _finer_tail(tasks: list[tuple[str, int, int]], workers: int, chunk_bytes: int, special_tokens) -> list:
+    """``tasks`` with the last ``workers`` chunks cut again into pieces of a quarter of the size, so that the
+    workers run out of text together instead of one finishing the last whole chunk while the others wait."""
+    head, tail = tasks[:-workers], tasks[-workers:]
+    for path, start, end in tail:
+        bounds = chunk_boundaries(path, max(1, chunk_bytes // TAIL_SPLIT), special_tokens, start, end)
+        head += [(path, a, b) for a, b in itertools.pairwise(bounds)]
+    return head
 
 
 def _check_input(path: str | os.PathLike) -> Path:
@@ -167,12 +189,13 @@ def _encode_chunks(
     workers: int,
     total_bytes: int,
     progress: bool | None,
+    done: Callable[[int, int], None],
     started: Callable[[], None] | None = None,
-) -> list[int]:
+) -> None:
     """Run ``_encode_chunk`` over ``jobs`` (in a pool when ``workers > 1``) with ``encoders`` = (our tokenizer,
-    the tiktoken encoding or None); the token count of each chunk, in order. ``started`` is called once the
-    workers exist (a thread started before the fork would be a hazard in the children)."""
-    counts = [0] * len(jobs)
+    the tiktoken encoding or None), calling ``done(index, tokens)`` as each chunk's part file is complete.
+    ``started`` is called once the workers exist (a thread started before the fork would be a hazard in the
+    children)."""
     context = pool_context() if workers > 1 else None  # chosen before tqdm starts its monitor thread
     disable = None if progress is None else not progress
     with contextlib.ExitStack() as stack:
@@ -188,9 +211,8 @@ def _encode_chunks(
             tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1000, desc="tokenize", disable=disable)
         )
         for index, n_tokens, n_bytes in results:
-            counts[index] = n_tokens
+            done(index, n_tokens)
             bar.update(n_bytes)
-    return counts
 
 
 def _init_worker(tok: Tokenizer, encoding: Any = None) -> None:
@@ -228,17 +250,62 @@ def _part_path(parts_dir: str, index: int) -> str:
     return os.path.join(parts_dir, f"{index:08d}.bin")
 
 
-def _concatenate_parts(out_path: Path, parts_dir: str, counts: list[int], dtype: np.dtype) -> int:
-    """Write the ``.npy`` header for ``sum(counts)`` ids, then the part files in order; atomically."""
-    total = sum(counts)
-    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (total,)}
-    with atomic_write(out_path, "wb") as out:
-        np.lib.format.write_array_header_1_0(out, header)
-        for index, n_tokens in enumerate(counts):
-            part = _part_path(parts_dir, index)
-            if os.path.getsize(part) != n_tokens * dtype.itemsize:
-                raise DataError(f"part file {part} has the wrong size; was the temporary directory changed?")
-            with open(part, "rb") as f:
-                shutil.copyfileobj(f, out, COPY_BYTES)
-            os.unlink(part)
-    return total
+class _OrderedParts:
+    """Appends the part files to the output ``out`` in chunk order, each as soon as it and every chunk before it are
+    done, so the copy runs while the workers encode. The ``.npy`` header goes first, sized for ``max_tokens`` ids,
+    and is written again with the true count by ``finish`` (padded to the same length, as the format allows)."""
+
+    def __init__(self, out: IO, parts_dir: str, num_parts: int, dtype: np.dtype, max_tokens: int):
+        self.out, self.parts_dir, self.dtype = out, parts_dir, dtype
+        self.header_size = len(npy_header(dtype, max_tokens))
+        self.counts: list[int | None] = [None] * num_parts
+        self.restart()
+
+    def restart(self) -> None:
+        """Discard what was appended (the ids of an encoder found not to be exact) and begin again."""
+        self.out.seek(0)
+        self.out.truncate()
+        self.out.write(b"\0" * self.header_size)
+        self.counts = [None] * len(self.counts)
+        self.appended = 0
+
+    def add(self, index: int, n_tokens: int) -> None:
+        """Chunk ``index`` is encoded (``n_tokens`` ids in its part file): append every part now in order."""
+        self.counts[index] = n_tokens
+        while self.appended < len(self.counts) and self.counts[self.appended] is not None:
+            self._append(self.appended, self.counts[self.appended])  # type: ignore[arg-type]
+            self.appended += 1
+
+    def _append(self, index: int, n_tokens: int) -> None:
+        part = _part_path(self.parts_dir, index)
+        if os.path.getsize(part) != n_tokens * self.dtype.itemsize:
+            raise DataError(f"part file {part} has the wrong size; was the temporary directory changed?")
+        with open(part, "rb") as f:
+            shutil.copyfileobj(f, self.out, COPY_BYTES)
+        os.unlink(part)
+
+    def finish(self) -> int:
+        """Write the header for the ids appended; their count."""
+        if self.appended != len(self.counts):
+            raise DataError(f"only {self.appended} of {len(self.counts)} chunks were encoded")
+        total = sum(self.counts)  # type: ignore[arg-type]
+        self.out.seek(0)
+        self.out.write(npy_header(self.dtype, total, size=self.header_size))
+        return total
+
+
+def npy_header(dtype: np.dtype, count: int, size: int | None = None) -> bytes:
+    """The ``.npy`` (format 1.0) header of a 1-D array of ``count`` items of ``dtype``, padded with spaces to
+    ``size`` bytes when given (a header for a larger count is never shorter: the count is its only part that
+    varies)."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (count,)}
+    )
+    header = buffer.getvalue()
+    if size is None or size == len(header):
+        return header
+    if size < len(header):
+        raise ValueError(f"a header for {count} items needs {len(header)} bytes, more than {size}")
+    text = header[10:-1] + b" " * (size - len(header)) + b"\n"  # magic, version, length, then the dict's text
+    return header[:8] + struct.pack("<H", len(text)) + text

@@ -58,28 +58,31 @@ def iter_pretokens(text: str) -> Iterator[str]:
         yield m.group()
 
 
-def find_chunk_boundaries(f: BinaryIO, chunk_bytes: int, split_token: bytes) -> list[int]:
+def find_chunk_boundaries(
+    f: BinaryIO, chunk_bytes: int, split_token: bytes, start: int = 0, end: int | None = None
+) -> list[int]:
     """Byte offsets ``[0, …, file_size]`` cutting ``f`` into chunks of about ``chunk_bytes`` each.
 
     Every inner boundary is moved forward to the start of the next ``split_token`` (e.g. ``b"<|endoftext|>"``)
     so no document is cut; a chunk with no token after its nominal end runs to the end of the file.
-    Boundaries are strictly increasing and deduplicated.
+    Boundaries are strictly increasing and deduplicated. ``start``/``end`` cut only the bytes between them, as if
+    they were the whole file: ``[start, …, end]``.
     """
     f.seek(0, os.SEEK_END)
-    size = f.tell()
-    if size == 0:
-        return [0]
+    size = f.tell() if end is None else end
+    if size <= start:
+        return [start]
     chunk_bytes = max(1, chunk_bytes)
-    boundaries = [0]
+    boundaries = [start]
     window = max(4096, len(split_token) * 2)
-    pos = chunk_bytes
+    pos = start + chunk_bytes
     while pos < size:
         f.seek(pos)
         carry = b""
         found = -1
         scan = pos
         while scan < size:
-            block = f.read(window)
+            block = f.read(min(window, size - scan))
             if not block:
                 break
             buf = carry + block
@@ -104,38 +107,39 @@ DEFAULT_CHUNK_BYTES = 4 << 20
 _SAFE_NEWLINE_RE = re.compile(rb"[!-~]\n[!-~]")
 
 
-def find_newline_boundaries(f: BinaryIO, chunk_bytes: int) -> list[int]:
+def find_newline_boundaries(f: BinaryIO, chunk_bytes: int, start: int = 0, end: int | None = None) -> list[int]:
     """Byte offsets ``[0, …, file_size]`` for a file with no special token, cut only where it is safe.
 
     A cut goes right after a ``\\n`` that sits between two visible ASCII characters (``b"x\\ny"`` -> cut
     before ``y``). There the GPT-2 pattern ends a pre-token (the ``\\n`` is a one-character whitespace
     pre-token; no alternative spans it or looks past it), so counting the two sides separately gives the
-    same pre-tokens as counting the whole. A file with no such place is one chunk.
+    same pre-tokens as counting the whole. A file with no such place is one chunk. ``start``/``end`` cut only
+    the bytes between them, as if they were the whole file: ``[start, …, end]``.
     """
     f.seek(0, os.SEEK_END)
-    size = f.tell()
-    boundaries = [0]
-    pos = max(1, chunk_bytes)
+    size = f.tell() if end is None else end
+    boundaries = [start]
+    pos = start + max(1, chunk_bytes)
     window = 1 << 16
     while pos < size:
         f.seek(pos - 1)
         found = -1
-        start = pos - 1
-        while start < size:
-            buf = f.read(window + 2)
+        scan = pos - 1
+        while scan < size:
+            buf = f.read(min(window + 2, size - scan))
             m = _SAFE_NEWLINE_RE.search(buf)
             if m:
-                found = start + m.start() + 2
+                found = scan + m.start() + 2
                 break
-            if len(buf) < window + 2:
+            if scan + len(buf) >= size:
                 break
-            start += window
-            f.seek(start)
+            scan += window
+            f.seek(scan)
         if found < 0:
             break
         boundaries.append(found)
         pos = found + max(1, chunk_bytes)
-    if size > 0:
+    if size > start:
         boundaries.append(size)
     return boundaries
 
@@ -159,18 +163,21 @@ def _cut_inside_special(f: BinaryIO, pos: int, specials: list[bytes]) -> bool:
     return False
 
 
-def chunk_boundaries(path: str | os.PathLike, chunk_bytes: int, special_tokens: Sequence[str]) -> list[int]:
+def chunk_boundaries(
+    path: str | os.PathLike, chunk_bytes: int, special_tokens: Sequence[str], start: int = 0, end: int | None = None
+) -> list[int]:
     """Where to cut ``path`` into chunks of about ``chunk_bytes`` that can be pre-tokenized independently.
 
     With special tokens: at the first occurrence of the first special token after each nominal boundary
     (``find_chunk_boundaries``), except a cut that would fall inside another special token. Without: at
-    safe newlines (``find_newline_boundaries``).
+    safe newlines (``find_newline_boundaries``). ``start``/``end`` (two earlier boundaries) cut just the chunk
+    between them again.
     """
     with open(path, "rb") as f:
         if not special_tokens:
-            return find_newline_boundaries(f, chunk_bytes)
+            return find_newline_boundaries(f, chunk_bytes, start, end)
         specials = [s.encode("utf-8") for s in special_tokens]
-        bounds = find_chunk_boundaries(f, chunk_bytes, specials[0])
+        bounds = find_chunk_boundaries(f, chunk_bytes, specials[0], start, end)
         inner = [b for b in bounds[1:-1] if not _cut_inside_special(f, b, specials)]
         return [bounds[0], *inner, bounds[-1]] if len(bounds) > 1 else bounds
 

@@ -24,18 +24,26 @@ early as the token — has a lower-ranked pair to join first, so ours, which ran
 tests check this on random small vocabularies, over every word of up to six letters.
 
 Tokenizers trained by ``train_bpe`` meet 1 and 3 by construction (special tokens first, the 256 bytes, then one id
-per merge) and usually 2 and 4; GPT-2's files meet all five. The checks take about 0.15 s for GPT-2's 50,000 merges.
-``select_backend`` resolves ``--backend auto|ours|tiktoken`` for ``lm-tokenize``.
+per merge) and usually 2 and 4; GPT-2's files meet all five. The checks take about 0.3 s for GPT-2's 50,000 merges,
+so ``cached_mismatch`` remembers each vocabulary's verdict (a small JSON file per vocabulary under
+``cache_directory()``, keyed by a SHA-256 of its tokens, merges and special tokens, which takes ~20 ms) and
+everything that needs the verdict asks it. ``select_backend`` resolves ``--backend auto|ours|tiktoken`` for
+``lm-tokenize``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import threading
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cs336_lm.errors import TokenizerError
+from cs336_lm.errors import TokenizerError, WriteError
+from cs336_lm.fileio import atomic_write, cache_directory
 from cs336_lm.tokenizer.pretokenize import GPT2_PATTERN
 
 if TYPE_CHECKING:
@@ -43,12 +51,15 @@ if TYPE_CHECKING:
 
 BACKENDS = ("auto", "ours", "tiktoken")
 NOT_INSTALLED = "tiktoken is not installed (pip install tiktoken)"
+CHECK_VERSION = 1  # part of every remembered verdict's key: a change to the checks must bump it
 
 
 def mergeable_ranks(tok: Tokenizer) -> dict[bytes, int]:
     """tiktoken's table for ``tok``: the bytes of every ordinary (non-special) token -> its id."""
-    special = set(tok.special_token_ids.values())
-    return {data: i for i, data in tok.vocab.items() if i not in special}
+    ordinary = dict(tok.vocab)
+    for i in tok.special_token_ids.values():
+        ordinary.pop(i, None)
+    return dict(zip(ordinary.values(), ordinary.keys(), strict=True))
 
 
 def tiktoken_bpe(ranks: dict[bytes, int], data: bytes, max_rank: int | None = None) -> list[bytes]:
@@ -73,6 +84,41 @@ def tiktoken_mismatch(tok: Tokenizer) -> str | None:
     """Why tiktoken could encode some text differently from ``tok`` (the first failed condition of the module
     docstring), or None when the mapping is exact."""
     return _shared_bytes(tok) or _merge_problem(tok) or _special_prefix(tok)
+
+
+def cached_mismatch(tok: Tokenizer) -> str | None:
+    """``tiktoken_mismatch(tok)``, remembered: the verdict for a vocabulary already checked is read back from the
+    cache directory instead of computed again. A cache that cannot be read, parsed or written is passed over."""
+    path = cache_directory() / "tiktoken-check" / f"{fingerprint(tok)}.json"
+    with contextlib.suppress(OSError, ValueError):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        reason = record.get("reason", False) if isinstance(record, dict) else False
+        if reason is None or isinstance(reason, str):
+            return reason
+    reason = tiktoken_mismatch(tok)
+    with contextlib.suppress(OSError, WriteError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, "w", encoding="utf-8") as f:
+            json.dump({"reason": reason, "vocab_size": tok.vocab_size, "merges": len(tok.merges)}, f)
+    return reason
+
+
+def fingerprint(tok: Tokenizer) -> str:
+    """SHA-256 (hex) of what the verdict depends on: every id with its bytes, the merges in order, the special
+    tokens with their ids, and ``CHECK_VERSION``. Every list of byte strings is hashed as its count, its lengths
+    and then its contents, so no two tokenizers give the same stream."""
+    h = hashlib.sha256(f"cs336_lm tiktoken check {CHECK_VERSION}\n".encode())
+    ids = sorted(tok.vocab)
+    specials = sorted(tok.special_token_ids.items())
+    for numbers, strings in (
+        (ids, [tok.vocab[i] for i in ids]),
+        ((), [a for a, _ in tok.merges]),
+        ((), [b for _, b in tok.merges]),
+        ([i for _, i in specials], [token.encode("utf-8") for token, _ in specials]),
+    ):
+        h.update(array("q", [len(strings), *numbers, *map(len, strings)]).tobytes())
+        h.update(b"".join(strings))
+    return h.hexdigest()
 
 
 def _shared_bytes(tok: Tokenizer) -> str | None:
@@ -175,7 +221,7 @@ def to_tiktoken(tok: Tokenizer, name: str = "cs336_lm") -> Any:
         import tiktoken
     except ImportError:
         raise TokenizerError(f"cannot build a tiktoken encoding: {NOT_INSTALLED}") from None
-    reason = tiktoken_mismatch(tok)
+    reason = cached_mismatch(tok)
     if reason is not None:
         raise TokenizerError(f"this tokenizer does not map exactly onto tiktoken: {reason}")
     return _encoding(tiktoken, tok, name)
@@ -216,15 +262,15 @@ def select_backend(tok: Tokenizer, choice: str = "auto", *, verify: bool = True)
         return Backend("tiktoken", _encoding(tiktoken, tok, "cs336_lm"), verified=False)
     if choice == "tiktoken":
         return Backend("tiktoken", to_tiktoken(tok))
-    reason = tiktoken_mismatch(tok)
+    reason = cached_mismatch(tok)
     if reason is not None:
         return Backend("ours", reason=reason)
     return Backend("tiktoken", _encoding(tiktoken, tok, "cs336_lm"))
 
 
 class BackgroundCheck:
-    """``tiktoken_mismatch(tok)`` on a thread: tiktoken releases the GIL while it encodes, so the check runs beside
-    the encoding. ``start`` it (after forking any worker processes), then ``result()`` waits for the reason."""
+    """``cached_mismatch(tok)`` on a thread, so the check runs beside the encoding. ``start`` it (after forking
+    any worker processes), then ``result()`` waits for the reason."""
 
     def __init__(self, tok: Tokenizer):
         self._tok = tok
@@ -233,7 +279,7 @@ class BackgroundCheck:
 
     def _run(self) -> None:
         try:
-            self._outcome = (tiktoken_mismatch(self._tok), None)
+            self._outcome = (cached_mismatch(self._tok), None)
         except BaseException as e:  # handed to the caller by result()
             self._outcome = (None, e)
 

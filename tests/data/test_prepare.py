@@ -156,3 +156,43 @@ def test_output_directory_is_created(tmp_path):
     src = write(tmp_path / "a.txt", "the cat")
     tokenize_files(make_tokenizer(), [src], tmp_path / "new" / "dir" / "out.npy", progress=False)
     assert load_tokens(tmp_path / "new" / "dir" / "out.npy").tolist() == make_tokenizer().encode("the cat")
+
+
+@pytest.mark.parametrize(("room", "count"), [(10**9, 0), (10**9, 7), (10**9, 999_999_999), (5, 5), (10**70, 12)])
+def test_a_header_padded_for_a_larger_count_reads_back(tmp_path, room, count):
+    """The header is written first for an upper bound on the count, then again for the true count at that size."""
+    dtype = np.dtype(np.uint16)
+    size = len(prepare.npy_header(dtype, room))
+    header = prepare.npy_header(dtype, count, size=size)
+    assert len(header) == size and size % 64 == 0
+    ids = np.arange(count, dtype=dtype) if count < 10**6 else np.zeros(0, dtype=dtype)
+    path = tmp_path / "x.npy"
+    path.write_bytes(header + ids.tobytes())
+    if count < 10**6:
+        assert np.array_equal(np.load(path), ids)
+    with open(path, "rb") as f:  # numpy's own reader parses the padded header
+        assert np.lib.format.read_magic(f) == (1, 0)
+        assert np.lib.format.read_array_header_1_0(f) == ((count,), False, dtype)
+    with pytest.raises(ValueError, match="needs"):
+        prepare.npy_header(dtype, room * 10**70, size=size)
+
+
+def test_parts_that_finish_out_of_order_are_appended_in_order(tmp_path):
+    parts_dir = tmp_path / "parts"
+    parts_dir.mkdir()
+    chunks = [np.arange(i * 10, i * 10 + i, dtype=np.uint16) for i in range(6)]  # chunk 0 is empty
+    for i, ids in enumerate(chunks):
+        (parts_dir / f"{i:08d}.bin").write_bytes(ids.tobytes())
+    with open(tmp_path / "out.npy", "wb") as out:
+        parts = prepare._OrderedParts(out, str(parts_dir), len(chunks), np.dtype(np.uint16), max_tokens=1000)
+        for i in (3, 1, 5):
+            parts.add(i, len(chunks[i]))
+        assert parts.appended == 0 and (parts_dir / "00000001.bin").exists()
+        parts.add(0, 0)  # 0 and 1 can go; 3 waits for 2
+        assert parts.appended == 2 and not (parts_dir / "00000001.bin").exists()
+        with pytest.raises(DataError, match="only 2 of 6"):
+            parts.finish()
+        parts.add(4, len(chunks[4]))
+        parts.add(2, len(chunks[2]))
+        assert parts.finish() == sum(map(len, chunks)) and list(parts_dir.iterdir()) == []
+    assert np.array_equal(np.load(tmp_path / "out.npy"), np.concatenate(chunks))

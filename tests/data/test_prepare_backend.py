@@ -62,6 +62,17 @@ def test_auto_falls_back_and_says_why(tmp_path):
     assert not (tmp_path / "forced.npy").exists()
 
 
+def test_auto_discards_what_tiktoken_wrote_when_it_is_not_exact(tmp_path):
+    """Many chunks are already in the output when the check says no: the file holds ours alone."""
+    vocab = {i: bytes([i]) for i in range(256)} | {256: b"bc", 257: b"ab", 258: b"abc"}
+    tok = Tokenizer(vocab, [(b"b", b"c"), (b"a", b"b"), (b"ab", b"c")], [EOT])  # tiktoken builds abc as a + bc
+    src = tmp_path / "in.txt"
+    src.write_text(f"abcd abc{EOT}" * 3000, encoding="utf-8")
+    stats = tokenize_files(tok, [src], tmp_path / "out.npy", 2, chunk_bytes=2000, progress=False)
+    assert stats.backend == "ours" and "builds b'abc'" in stats.backend_note and stats.chunks > 10
+    assert load_tokens(tmp_path / "out.npy").tolist() == tok.encode(src.read_text(encoding="utf-8"))
+
+
 def test_cli_backend(shared_fixture, corpus, tmp_path, capsys):
     tok = trained(str(shared_fixture("tinystories_sample.txt")))
     tok_dir = tok.save(tmp_path / "tok")

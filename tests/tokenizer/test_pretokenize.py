@@ -64,6 +64,20 @@ def test_find_chunk_boundaries_matches_bytes_find(parts, chunk):
     assert find_chunk_boundaries(io.BytesIO(data), chunk, token) == reference_boundaries(data, chunk, token)
 
 
+@settings(max_examples=100, deadline=None)
+@given(parts=st.lists(st.sampled_from([b"a", b"bb", b"\n", EOT.encode(), b"<|end", b"oftext|>"]), max_size=300),
+       chunk=st.integers(1, 60), cut=st.tuples(st.floats(0, 1), st.floats(0, 1)))  # fmt: skip
+def test_a_range_is_cut_as_if_it_were_the_whole_file(parts, chunk, cut):
+    data, token = b"".join(parts), EOT.encode()
+    start, end = sorted(int(c * len(data)) for c in cut)
+    expected = [start + b for b in reference_boundaries(data[start:end], chunk, token)]
+    assert find_chunk_boundaries(io.BytesIO(data), chunk, token, start, end) == expected
+    lines = data.replace(token, b"x\ny")
+    start, end = sorted(int(c * len(lines)) for c in cut)
+    expected = [start + b for b in find_newline_boundaries(io.BytesIO(lines[start:end]), chunk)]
+    assert find_newline_boundaries(io.BytesIO(lines), chunk, start, end) == expected
+
+
 @settings(max_examples=60, deadline=None)
 @given(text=texts.map(lambda t: t.replace(EOT, "")), chunk=st.integers(1, 40))
 def test_newline_boundaries_cut_only_where_pretokens_are_unchanged(text, chunk):

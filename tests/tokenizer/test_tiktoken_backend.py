@@ -16,10 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cs336_lm.errors import TokenizerError
-from cs336_lm.tokenizer import Tokenizer, train_bpe
+from cs336_lm.tokenizer import Tokenizer, tiktoken_backend, train_bpe
 from cs336_lm.tokenizer.pretokenize import GPT2_PATTERN
 from cs336_lm.tokenizer.tiktoken_backend import (
     NOT_INSTALLED,
+    cached_mismatch,
+    fingerprint,
     mergeable_ranks,
     select_backend,
     tiktoken_bpe,
@@ -281,3 +283,60 @@ def test_without_tiktoken_installed(corpus_tok, monkeypatch):
     assert chosen == select_backend(corpus_tok, "ours").__class__("ours", reason=NOT_INSTALLED)
     with pytest.raises(TokenizerError, match="pip install tiktoken"):
         corpus_tok.to_tiktoken()
+
+
+# ---- the verdict, remembered ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("CS336_LM_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "tiktoken-check"
+
+
+def test_a_verdict_is_computed_once_and_read_back(cache_dir, monkeypatch):
+    good = hand_made([(b"a", b"b"), (b"ab", b"c")])
+    bad = hand_made([(b"b", b"c"), (b"a", b"b"), (b"ab", b"c")])
+    assert cached_mismatch(good) is None
+    assert cached_mismatch(bad) == tiktoken_mismatch(bad) is not None
+    assert len(list(cache_dir.iterdir())) == 2
+
+    def no_check(tok):
+        raise AssertionError("checked again")
+
+    monkeypatch.setattr(tiktoken_backend, "tiktoken_mismatch", no_check)
+    assert cached_mismatch(good) is None
+    assert cached_mismatch(bad) is not None and "builds b'abc'" in cached_mismatch(bad)
+    assert good.to_tiktoken().encode("abc") == good.encode("abc")
+    with pytest.raises(AssertionError, match="checked again"):  # a vocabulary not seen before is checked
+        cached_mismatch(hand_made([(b"a", b"b")]))
+
+
+def test_the_key_covers_every_part_of_the_vocabulary():
+    base = hand_made([(b"a", b"b"), (b"ab", b"c")], specials=[EOT])
+    variants = [
+        hand_made([(b"a", b"b"), (b"ab", b"c")]),  # no special token
+        hand_made([(b"a", b"b"), (b"ab", b"c")], specials=["<|pad|>"]),  # another special token
+        hand_made([(b"a", b"b"), (b"a", b"c")], specials=[EOT]),  # another merge
+        hand_made([(b"a", b"b"), (b"ab", b"c")], ids={b"ab": 257, b"abc": 256}, specials=[EOT]),  # other ids
+        Tokenizer({**dict(base.vocab), 258: b"zz"}, base.merges, [EOT]),  # one token more
+    ]
+    keys = {fingerprint(t) for t in [base, *variants]}
+    assert len(keys) == 1 + len(variants)
+    assert fingerprint(hand_made([(b"a", b"b"), (b"ab", b"c")], specials=[EOT])) == fingerprint(base)
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"reason": 3}', "[]", ""])
+def test_a_damaged_cache_file_is_checked_again_and_replaced(cache_dir, content):
+    bad = hand_made([(b"b", b"c"), (b"a", b"b"), (b"ab", b"c")])
+    cache_dir.mkdir(parents=True)
+    path = cache_dir / f"{fingerprint(bad)}.json"
+    path.write_text(content, encoding="utf-8")
+    assert cached_mismatch(bad) == tiktoken_mismatch(bad)
+    assert '"reason": "merge' in path.read_text(encoding="utf-8")
+
+
+def test_an_unwritable_cache_is_passed_over(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("in the way", encoding="utf-8")
+    monkeypatch.setenv("CS336_LM_CACHE", str(tmp_path / "file" / "cache"))  # a path through a file
+    assert cached_mismatch(hand_made([(b"a", b"b")])) is None
