@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         choices=BACKENDS,
         default="auto",
-        help="encoder: tiktoken where it maps this vocabulary exactly (same ids, faster), else ours",
+        help="encoder: tiktoken where it maps this vocabulary exactly (same ids, faster), else ours; the exactness "
+        "verdict is remembered per vocabulary in ~/.cache/cs336_lm (or $CS336_LM_CACHE)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     return p

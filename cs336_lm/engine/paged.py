@@ -1,10 +1,11 @@
 """The paged KV cache: a pool of fixed-size blocks per layer, and the view one engine step hands the model.
 
 ``PagedKVCache`` holds, for every layer, keys and values as ``(num_blocks, num_kv_heads, block_size, d_head)``:
-block ``b`` holds tokens ``0 … block_size − 1`` of whichever sequence's block table lists it. ``PagedStep.build``
-turns the chunks a step schedules into one packed row of new tokens — the decoding sequences' single tokens
-first, then each prompt chunk — with their positions, the (block, offset) their K/V go to, and what each
-attention layer needs to read every sequence's cache through its block table. It is the ``kv_cache`` of
+block ``b`` holds tokens ``0 … block_size − 1`` of whichever sequence's block table lists it; it is zeroed when
+its first token is written, since attention reads whole blocks and weighs the unwritten slots by 0.
+``PagedStep.build`` turns the chunks a step schedules into one packed row of new tokens — the decoding sequences'
+single tokens first, then each prompt chunk — with their positions, the (block, offset) their K/V go to, and what
+each attention layer needs to read every sequence's cache through its block table. It is the ``kv_cache`` of
 ``TransformerLM.forward`` (``cs336_lm.nn.cache``): in each layer ``PagedLayer.attend`` writes the new keys and
 values, then attends.
 
@@ -58,6 +59,14 @@ class PagedKVCache:
         for pool in self.keys + self.values:
             pool[self.zeroed : upto].zero_()
         self.zeroed = upto
+
+    def clear(self, blocks: list[int]) -> None:
+        """Zero ``blocks`` in every pool: a sequence is about to write its first token into each. The slots it has
+        not written yet are read with a weight of 0, so whatever an earlier holder left there (a NaN, should its
+        forward have overflowed) must not stay."""
+        index = torch.tensor(blocks, dtype=torch.long, device=self.device)
+        for pool in self.keys + self.values:
+            pool.index_fill_(0, index, 0)
 
     @property
     def bytes(self) -> int:
@@ -194,6 +203,9 @@ class PagedStep:
             blocks += [table[p // size] for p in span]
             if chunk.samples:
                 last_rows.append(len(ids) - 1)
+        starting = [block for block, p in zip(blocks, positions, strict=True) if p % size == 0]
+        if starting:  # blocks whose first token this step writes: clear what an earlier holder left in them
+            cache.clear(starting)
         step.token_ids = torch.tensor([ids], dtype=torch.long, device=device)
         step.positions = torch.tensor([positions], dtype=torch.long, device=device)
         step.write_blocks = torch.tensor(blocks, dtype=torch.long, device=device)

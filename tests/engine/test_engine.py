@@ -239,6 +239,24 @@ def test_nan_in_fresh_pool_memory_never_reaches_the_logits(attention):
     assert engine.cache.zeroed < engine.cache.num_blocks  # only as far as the blocks in use reached
 
 
+@pytest.mark.parametrize("attention", ["reference", "sdpa"])
+@pytest.mark.parametrize("requests", [1, 3])  # one alone reads its blocks as a slice; several, through the plan
+def test_what_a_finished_request_left_in_its_blocks_never_reaches_the_next(attention, requests):
+    # a block is read whole; when it is handed on, the slots its new holder has not written yet still hold the
+    # old holder's keys and values, which could be NaN (a diverged model, an fp16 overflow): they must weigh 0
+    model = make_model(dtype=torch.float32, attention=attention)
+    engine = RecordingEngine(model, block_size=4, max_batch_tokens=16, max_kv_tokens=400)
+    engine.cache.ensure_zeroed(engine.cache.num_blocks)
+    for pool in engine.cache.keys + engine.cache.values:
+        pool[1:].fill_(math.nan)  # every block as a broken earlier request would have left it
+    prompts = random_prompts(requests, seed=6, longest=13)
+    outs = engine.generate(prompts, SamplingParams(max_new_tokens=6))
+    for rid, (prompt, out) in enumerate(zip(prompts, outs, strict=True)):
+        with torch.inference_mode():
+            full = model(torch.tensor([prompt + out.tokens]))[0, len(prompt) - 1 : -1]
+        torch.testing.assert_close(torch.stack(engine.logits[rid]), full, atol=2e-5, rtol=0)
+
+
 def test_bad_requests_are_refused(model):
     engine = Engine(model, block_size=4, max_kv_tokens=32)
     with pytest.raises(GenerationError, match="empty"):
