@@ -151,20 +151,22 @@ def _merge_problem(tok: Tokenizer) -> str | None:
     last: dict[bytes, tuple] = {bytes([b]): (bytes([b]), -1) for b in range(256)}  # token -> its last parts
     first: dict[bytes, tuple] = dict(last)  # token -> its first parts
     previous = -1
+    rank_of = ranks.get
     for r, (a, b) in enumerate(tok.merges):
         token = a + b
         if token in last:
             continue  # made again by a later merge: harmless once the first merge passes (module docstring)
-        if token not in ranks:
+        rank = rank_of(token)
+        if rank is None:
             return f"merge {r} ({a!r}, {b!r}) makes {token!r}, which is not an ordinary token of the vocabulary"
-        rank = ranks[token]
         if rank <= previous:
             return (
                 f"ids do not follow merge order: merge {r} makes id {rank} after an earlier merge made id {previous}; "
                 "tiktoken's priority is the id"
             )
         previous = rank
-        if a not in last or b not in first or _joined_across(last[a], first[b], rank, ranks.get):
+        left, right = last.get(a), first.get(b)
+        if left is None or right is None or _joined_across(left, right, rank, rank_of):
             parts = tiktoken_bpe(ranks, token, max_rank=rank)
             return (
                 f"merge {r} joins ({a!r}, {b!r}) but tiktoken, ranking by id, builds {token!r} from {parts}; "
