@@ -22,8 +22,8 @@ def run_main(fn: Callable[[], int | None]) -> int:
     """Call ``fn`` and map user-facing failures to one stderr line and an exit status.
 
     ``LMError`` (our own), any ``OSError`` (a path the user gave, a full disk, standard output that cannot be
-    written) and ``MemoryError`` are exit status 2; a closed standard output is 1 and silent; ``KeyboardInterrupt``
-    is 130.
+    written), ``MemoryError`` and torch's out-of-memory errors (CPU, CUDA, MPS) are exit status 2; a closed
+    standard output is 1 and silent; ``KeyboardInterrupt`` is 130. Any other error is a bug and keeps its traceback.
     """
     with _one_line_warnings(), _named_stdout():
         try:
@@ -44,9 +44,29 @@ def run_main(fn: Callable[[], int | None]) -> int:
         except MemoryError as e:  # e.g. NumPy asked for an array far larger than memory (a huge batch size)
             print(f"error: out of memory{f': {e}' if str(e) else ''}", file=sys.stderr)
             return USAGE_ERROR
+        except RuntimeError as e:  # torch's allocators raise RuntimeError subclasses, or a bare one on a CPU
+            reason = _torch_out_of_memory(e)
+            if reason is None:
+                raise
+            print(f"error: out of memory: {reason}", file=sys.stderr)
+            return USAGE_ERROR
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+
+
+def _torch_out_of_memory(e: RuntimeError) -> str | None:
+    """What a torch allocation failure says, cut to one line (``you tried to allocate 1099511627776 bytes``), or
+    None when ``e`` is some other error. torch is not imported here: an error from it means it is loaded."""
+    torch = sys.modules.get("torch")
+    text = str(e)
+    cpu = "DefaultCPUAllocator: can't allocate memory: "
+    if cpu in text:  # "[enforce fail at alloc_cpu.cpp:…] err == 0. DefaultCPUAllocator: can't allocate memory: …"
+        return text.split(cpu, 1)[1].split(". Error code")[0].strip()
+    if (torch is not None and isinstance(e, torch.OutOfMemoryError)) or "MPS backend out of memory" in text:
+        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        return first.split(". GPU ")[0]  # "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total …"
+    return None
 
 
 def _describe_os_error(e: OSError) -> str:

@@ -68,3 +68,29 @@ def test_a_closed_pipe_ends_the_command_quietly():
     proc.stdout.close()
     assert proc.wait(timeout=120) == 1
     assert proc.stderr.read() == b""
+
+
+def test_torch_out_of_memory_is_one_line_and_other_runtime_errors_pass(capsys):
+    import torch
+
+    def allocate():
+        torch.empty(2**48)  # a petabyte: refused at once, on any machine
+
+    assert run_main(allocate) == 2
+    err = capsys.readouterr().err
+    assert err == "error: out of memory: you tried to allocate 1125899906842624 bytes\n", err
+
+    def cuda():
+        raise torch.OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB of which 1.2 GiB "
+            "is free. Including non-PyTorch memory, this process has 78 GiB memory in use."
+        )
+
+    assert run_main(cuda) == 2
+    assert capsys.readouterr().err == "error: out of memory: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+
+    def bug():
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # a bug keeps its traceback
+        run_main(bug)
