@@ -5,6 +5,7 @@ on stderr and exit status 2 instead of a traceback, warnings as one ``warning: â
 on stdout (``lm-generate â€¦ | head``) ending the command quietly.
 """
 
+import argparse
 import contextlib
 import os
 import sys
@@ -16,6 +17,18 @@ from cs336_lm.errors import LMError
 USAGE_ERROR = 2
 BROKEN_PIPE = 1
 STDOUT = "standard output"  # the file name a write error on stdout is reported with
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each option's default, except where it would say nothing: the help already names the
+    default, the option is required or unset by default (its help says what unset means), or it is an on/off flag."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        flag = isinstance(action.const, bool) and action.nargs == 0
+        if "default" in text or action.required or action.default is None or flag:
+            return text
+        return super()._get_help_string(action)
 
 
 def run_main(fn: Callable[[], int | None]) -> int:

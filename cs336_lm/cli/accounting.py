@@ -13,7 +13,7 @@ import argparse
 import dataclasses
 import sys
 
-from cs336_lm.cli import run_main
+from cs336_lm.cli import HelpFormatter, run_main
 from cs336_lm.config import load_config
 from cs336_lm.errors import ConfigError
 from cs336_lm.nn import PRESETS
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lm-accounting",
         description="Parameter, FLOP and activation-memory tables for a model preset or an experiment config.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--preset", help=f"one of: {', '.join(PRESETS)}")

@@ -10,7 +10,7 @@ first stage beyond tolerance and exits with status 1 when one is (0 when all agr
 import argparse
 from pathlib import Path
 
-from cs336_lm.cli import run_main
+from cs336_lm.cli import HelpFormatter, run_main
 from cs336_lm.errors import InteropError
 from cs336_lm.interop.compare import DEFAULT_ATOL, DEFAULT_RTOL, compare, format_table
 
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lm-compare",
         description="Run a cs336_lm run and a HuggingFace model folder on the same ids and print the largest "
         "difference at every stage; exit 1 when a stage is beyond tolerance.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("run", type=Path, help="run directory or checkpoint file")
     p.add_argument("hf_dir", type=Path, metavar="HF_DIR", help="HuggingFace model folder")

@@ -12,7 +12,7 @@ import math
 import shutil
 from pathlib import Path
 
-from cs336_lm.cli import run_main
+from cs336_lm.cli import HelpFormatter, run_main
 from cs336_lm.data.download import sha256_file
 from cs336_lm.errors import DataError, WriteError
 from cs336_lm.fileio import atomic_write, output_directory
@@ -26,12 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lm-demo-corpus",
         description="Write a deterministic corpus of short children's stories (train.txt, valid.txt).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--size-mb", type=float, required=True, help="size of train.txt in megabytes (10^6 bytes)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="seed of the training split")
-    p.add_argument("--valid-mb", type=float, default=None, help="size of valid.txt in MB; None means 5%% of --size-mb")
+    p.add_argument("--valid-mb", type=float, default=None, help="size of valid.txt in MB (default: 5%% of --size-mb)")
     p.add_argument("--force", action="store_true", help="rewrite even when the directory is up to date")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p

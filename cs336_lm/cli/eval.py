@@ -16,7 +16,7 @@ import json
 import math
 from pathlib import Path
 
-from cs336_lm.cli import run_main
+from cs336_lm.cli import HelpFormatter, run_main
 from cs336_lm.errors import DataError
 from cs336_lm.evaluation import EvalResult, evaluate_run
 from cs336_lm.fileio import atomic_write
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lm-eval",
         description="Mean loss, perplexity and bits per byte of a run's checkpoint(s) on a .txt or .npy file.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("run", type=Path, help="run directory (its latest checkpoint) or a checkpoint file")
     p.add_argument("--data", type=Path, required=True, help="UTF-8 .txt (encoded with the run's tokenizer) or .npy")

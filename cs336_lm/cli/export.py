@@ -10,7 +10,7 @@ with status 2; nothing is left half-written.
 import argparse
 from pathlib import Path
 
-from cs336_lm.cli import run_main
+from cs336_lm.cli import HelpFormatter, run_main
 from cs336_lm.interop.export import DTYPES, export_run
 
 
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a run (its latest checkpoint) or a checkpoint as a HuggingFace LlamaForCausalLM folder: "
         "config.json, model.safetensors, generation_config.json, tokenizer.json, tokenizer_config.json, "
         "special_tokens_map.json.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("run", type=Path, help="run directory (train.out_dir) or a checkpoints/step_*.pt file")
     p.add_argument("--out", type=Path, required=True, help="folder to write (new or empty, unless --force)")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from cs336_lm.cli import run_main
+from cs336_lm.cli import HelpFormatter, run_main
 from cs336_lm.engine import Engine, SamplingParams
 from cs336_lm.errors import GenerationError
 from cs336_lm.fileio import atomic_write
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lm-generate",
         description="Generate text from a trained run directory (its latest checkpoint) or a checkpoint file.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("run", type=Path, help="run directory (train.out_dir) or a checkpoints/step_*.pt file")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -48,8 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-new-tokens", type=int, default=256, help="most tokens to generate per sample")
     parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = greedy (argmax)")
-    parser.add_argument("--top-k", type=int, default=None, help="sample only among the k most likely tokens")
-    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling: smallest set with mass >= p")
+    parser.add_argument(
+        "--top-k", type=int, default=None, help="sample only among the k most likely tokens (default: all)"
+    )
+    parser.add_argument(
+        "--top-p", type=float, default=None, help="nucleus sampling: smallest set with mass >= p (default: off)"
+    )
     parser.add_argument(
         "--repetition-penalty", type=float, default=1.0, help="> 1 discourages tokens already in prompt or output"
     )

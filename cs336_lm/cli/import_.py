@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cs336_lm.cli import run_main
+from cs336_lm.cli import HelpFormatter, run_main
 from cs336_lm.interop.import_ import import_hf
 
 
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turn a HuggingFace LlamaForCausalLM folder (config.json, model.safetensors or its shards, "
         "tokenizer.json or vocab.json + merges.txt) into a run directory that lm-generate, lm-eval, lm-export "
         "and lm-train (train.init_from) read.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("hf_dir", type=Path, metavar="HF_DIR", help="HuggingFace model folder")
     p.add_argument("--out", type=Path, required=True, help="run directory to write (new or empty, unless --force)")

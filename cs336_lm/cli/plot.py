@@ -4,7 +4,7 @@ per-checkpoint evaluations that ``lm-eval --all-checkpoints --out FILE.jsonl`` w
 import argparse
 from pathlib import Path
 
-from cs336_lm.cli import run_main
+from cs336_lm.cli import HelpFormatter, run_main
 from cs336_lm.errors import ConfigError
 from cs336_lm.training.plot import plot_runs
 
@@ -14,7 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lm-plot",
         description="Plot loss against steps and tokens, and the learning rate, from runs' metrics.jsonl files "
         "(and lm-eval's per-checkpoint records).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "runs",

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from cs336_lm.cli import run_main
+from cs336_lm.cli import HelpFormatter, run_main
 from cs336_lm.errors import LMError
 
 API_KEY_ENV = "LM_SERVE_API_KEY"
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lm-serve",
         description="Serve a trained run (its latest checkpoint) or a checkpoint file with an OpenAI-compatible "
         "API (/v1/completions, /v1/models, /health, /metrics) and a page to try it at /.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("run", type=Path, help="run directory (train.out_dir) or a checkpoints/step_*.pt file")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")

@@ -12,7 +12,7 @@ import argparse
 import math
 from pathlib import Path
 
-from cs336_lm.cli import run_main
+from cs336_lm.cli import HelpFormatter, run_main
 from cs336_lm.data.prepare import DEFAULT_CHUNK_BYTES, tokenize_files
 from cs336_lm.errors import DataError
 from cs336_lm.tokenizer.tiktoken_backend import BACKENDS
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lm-tokenize",
         description="Encode UTF-8 text files with a trained tokenizer into one 1-D .npy token file "
         "(uint16 when the vocabulary has at most 65,536 ids, else uint32).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="UTF-8 text files, encoded in this order")
     p.add_argument("--tokenizer", type=Path, required=True, help="tokenizer directory (vocab.json, merges.txt, …)")

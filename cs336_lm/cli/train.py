@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from cs336_lm.cli import run_main
+from cs336_lm.cli import HelpFormatter, run_main
 from cs336_lm.config import load_config, to_yaml
 
 EPILOG = """\
@@ -36,7 +36,7 @@ See docs/training.md and docs/configs.md.
 """
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+class _HelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Show defaults and keep the epilog's line breaks."""
 
 

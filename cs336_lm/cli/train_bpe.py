@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cs336_lm.cli import run_main
+from cs336_lm.cli import HelpFormatter, run_main
 from cs336_lm.errors import ConfigError
 from cs336_lm.fileio import atomic_directory, check_writable
 from cs336_lm.tokenizer import Tokenizer, train_bpe
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lm-train-bpe",
         description="Train a byte-level BPE tokenizer (GPT-2 pre-tokenization) and save it as a directory.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("input", type=Path, help="UTF-8 text file; documents separated by the first special token")
     parser.add_argument(
