@@ -50,7 +50,10 @@ def cache_directory() -> Path:
     created here; deleting it at any time only costs the recomputation."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    home = os.path.expanduser("~")
+    if home == "~":  # no home directory to be found: a cache in the working directory would surprise
+        home = tempfile.gettempdir()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
     return Path(base) / "cs336_lm"
 
 

@@ -201,3 +201,16 @@ def test_the_first_error_is_told_when_closing_the_temporary_fails_too(tiny_tmpfs
             (disk / "filler").write_bytes(b"\0" * (80 << 10))  # the disk is now full
         raise ValueError("the body's own error")
     assert sorted(p.name for p in disk.iterdir()) == ["filler"]
+
+
+def test_the_cache_directory(monkeypatch, tmp_path):
+    monkeypatch.setenv("CS336_LM_CACHE", str(tmp_path / "mine"))
+    assert fileio.cache_directory() == tmp_path / "mine"
+    monkeypatch.delenv("CS336_LM_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert fileio.cache_directory() == tmp_path / "xdg" / "cs336_lm"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert fileio.cache_directory() == tmp_path / "home" / ".cache" / "cs336_lm"
+    monkeypatch.setattr(fileio.os.path, "expanduser", lambda path: path)  # no home directory at all
+    assert fileio.cache_directory().is_absolute()
