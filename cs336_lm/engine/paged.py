@@ -103,7 +103,7 @@ class DecodePlan:
     """
 
     used: int  # blocks 0 … used − 1 of the pool (or of ``blocks``) hold every block the decoding sequences read
-    owner: Tensor  # (used,) the decoding sequence that owns each block (0 for blocks none owns: their weight is 0)
+    owner: Tensor  # (used,) the decoding sequence that owns each block; D for blocks none holds, whose row is dropped
     pairs: Tensor  # (D·W,) row of each (sequence, table entry) in [owned blocks' scores; extra pairs' scores]
     owned_rows: Tensor  # rows of (D·W) whose block their sequence owns …
     owned_blocks: Tensor  # … and those blocks (positions in ``blocks`` when that is set)
@@ -142,7 +142,7 @@ class DecodePlan:
             pairs = [index[p] if p >= 0 else p for p in pairs]
         used = len(held) if compact else held[-1] + 1
         pairs = [p if p >= 0 else used - 1 - p for p in pairs]  # extra pair k sits at row used + k
-        owners = [0] * used
+        owners = [len(tables)] * used  # a free block inside the extent: its product goes to an extra row, dropped
         for block, b in owner.items():
             owners[index[block] if compact else block] = b
         valid = torch.arange(width * size)[None, :] < torch.tensor(lens)[:, None]  # (D, W·block_size)
@@ -293,6 +293,8 @@ def _decode_in_place(q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, 
     if plan.run is not None:
         return _decode_run(q.view(kv_heads, group, d_head), keys[plan.run], values[plan.run], plan, scale, kernels)
     qg = q.view(decoding, kv_heads, group, d_head)  # query heads grouped by the key/value head they read
+    # row D owns the free blocks inside the extent: whatever they hold (even a NaN) lands there and is dropped
+    qg = torch.cat([qg, qg.new_zeros(1, kv_heads, group, d_head)])
     if plan.blocks is not None:
         held_keys, held_values = keys.index_select(0, plan.blocks), values.index_select(0, plan.blocks)
     else:
@@ -309,11 +311,11 @@ def _decode_in_place(q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, 
     probs = probs.view(decoding, kv_heads, group, plan.width, size).permute(0, 3, 1, 2, 4)
     probs = probs.reshape(decoding * plan.width, kv_heads, group, size)  # one row per (sequence, table entry)
     weights = torch.zeros_like(scores[: plan.used]).index_copy_(0, plan.owned_blocks, probs[plan.owned_rows])
-    out = torch.zeros_like(qg).index_add_(0, plan.owner, weights @ held_values)  # (D, kv_heads, g, d_head)
+    out = torch.zeros_like(qg).index_add_(0, plan.owner, weights @ held_values)  # (D + 1, kv_heads, g, d_head)
     if plan.extra_rows.numel():
         extra_out = probs[plan.extra_rows] @ values.index_select(0, plan.extra_blocks)
         out.index_add_(0, plan.extra_seqs, extra_out)
-    return out.view(decoding, heads, d_head)
+    return out[:decoding].reshape(decoding, heads, d_head)
 
 
 def _decode_run(q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, scale: float, kernels: str) -> Tensor:

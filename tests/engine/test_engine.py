@@ -257,6 +257,37 @@ def test_what_a_finished_request_left_in_its_blocks_never_reaches_the_next(atten
         torch.testing.assert_close(torch.stack(engine.logits[rid]), full, atol=2e-5, rtol=0)
 
 
+@pytest.mark.parametrize("attention", ["reference", "sdpa"])
+def test_free_blocks_inside_the_extent_read_never_reach_the_sequences_decoding(attention, monkeypatch):
+    # the decode attention multiplies the whole extent of the pool its sequences reach, free blocks between theirs
+    # included (with weight 0): a NaN left in a free block must not reach any of them
+    import cs336_lm.engine.paged as paged
+
+    monkeypatch.setattr(paged, "COMPACT_BELOW", 0.0)  # always read the extent, never just the blocks in use
+    model = make_model(dtype=torch.float32, attention=attention)
+    engine = RecordingEngine(model, block_size=4, max_batch_tokens=64, max_kv_tokens=400)
+    prompts = [list(range(100, 113)), *random_prompts(2, seed=7, longest=9)]
+    new = [2, 12, 12]  # the first ends early: its blocks, below the others', are freed
+    ids = [engine.add_request(p, SamplingParams(max_new_tokens=n)) for p, n in zip(prompts, new, strict=True)]
+    tokens: dict[int, list[int]] = {i: [] for i in ids}
+    poisoned = False
+    while engine.has_unfinished:
+        for event in engine.step():
+            if event.token is not None:
+                tokens[event.request_id].append(event.token)
+        if not poisoned and ids[0] not in engine.requests:
+            free = [*engine.blocks.plain, *engine.blocks.cached]
+            assert any(b < max(engine.requests[ids[1]].block_table) for b in free)
+            for pool in engine.cache.keys + engine.cache.values:
+                pool[torch.tensor(free)] = math.nan
+            poisoned = True
+    assert poisoned
+    for rid, prompt in zip(ids[1:], prompts[1:], strict=True):
+        with torch.inference_mode():
+            full = model(torch.tensor([prompt + tokens[rid]]))[0, len(prompt) - 1 : -1]
+        torch.testing.assert_close(torch.stack(engine.logits[rid]), full, atol=2e-5, rtol=0)
+
+
 def test_bad_requests_are_refused(model):
     engine = Engine(model, block_size=4, max_kv_tokens=32)
     with pytest.raises(GenerationError, match="empty"):
