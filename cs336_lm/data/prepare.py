@@ -14,8 +14,9 @@ such as ``<|endoftext|>`` when the model should see a boundary there. The result
 The workers encode with our ``Tokenizer`` or, where the vocabulary maps exactly onto tiktoken's ranked merges, with
 ``tiktoken`` (``backend``: ``auto`` picks tiktoken when it is installed and exact; see
 ``cs336_lm.tokenizer.tiktoken_backend``). Either gives the same ids; tiktoken is two to three times faster. The
-check that tiktoken is exact for the vocabulary (~0.3 s for 50,000 merges the first time, then remembered:
-``cached_mismatch``) runs on a thread while the workers encode; should it fail, the ids tiktoken wrote are discarded before anything reaches the output.
+check that tiktoken is exact for the vocabulary (~0.2 s for 50,000 merges the first time, then remembered:
+``cached_mismatch``) runs on a thread while the workers encode; should it fail, the ids tiktoken wrote are
+discarded before anything reaches the output.
 """
 
 import contextlib
@@ -103,18 +104,7 @@ def tokenize_files(
     out_path = _check_output(Path(out_path), paths)
     chosen = select_backend(tok, backend, verify=False)
     check = BackgroundCheck(tok) if not chosen.verified else None
-    tasks = []
-    for path in paths:
-        bounds = chunk_boundaries(path, chunk_bytes, tok.special_tokens)
-        tasks += [(str(path), a, b) for a, b in itertools.pairwise(bounds)]
-    total_bytes = sum(b - a for _, a, b in tasks)
-    if total_bytes == 0:
-        raise DataError(f"the input files are empty: {', '.join(map(str, paths))}")
-    workers = max(1, min(num_workers or default_workers(), len(tasks)))
-    if total_bytes < chunk_bytes:
-        workers = 1  # less than one chunk of text: starting a pool costs more than encoding it
-    if workers > 1:
-        tasks = _finer_tail(tasks, workers, chunk_bytes, tok.special_tokens)
+    tasks, total_bytes, workers = _plan_chunks(paths, chunk_bytes, tok.special_tokens, num_workers)
     with (
         output_directory(out_path.parent),
         _parts_directory(out_path) as parts_dir,
@@ -138,14 +128,33 @@ def tokenize_files(
     )
 
 
-def _finer_tail(tasks: list[tuple[str, int, int]], workers: int, chunk_bytes: int, special_tokens) -> list:
-    """``tasks`` with the last ``workers`` chunks cut again into pieces of a quarter of the size, so that the
-    workers run out of text together instead of one finishing the last whole chunk while the others wait."""
-    head, tail = tasks[:-workers], tasks[-workers:]
-    for path, start, end in tail:
-        bounds = chunk_boundaries(path, max(1, chunk_bytes // TAIL_SPLIT), special_tokens, start, end)
-        head += [(path, a, b) for a, b in itertools.pairwise(bounds)]
-    return head
+Task = tuple[str, int, int]  # (file, first byte, end byte) of one chunk
+
+
+def _plan_chunks(
+    paths: list[Path], chunk_bytes: int, special_tokens: Sequence[str], num_workers: int | None
+) -> tuple[list[Task], int, int]:
+    """The chunks of every file in order, the bytes they hold, and the workers to encode them (one when the text
+    is less than a chunk: starting a pool would cost more than encoding it). With several workers the last chunk
+    of each is cut again into ``TAIL_SPLIT`` pieces, so that the workers run out of text together instead of one
+    finishing a whole chunk while the others wait."""
+    tasks: list[Task] = []
+    for path in paths:
+        bounds = chunk_boundaries(path, chunk_bytes, special_tokens)
+        tasks += [(str(path), a, b) for a, b in itertools.pairwise(bounds)]
+    total_bytes = sum(b - a for _, a, b in tasks)
+    if total_bytes == 0:
+        raise DataError(f"the input files are empty: {', '.join(map(str, paths))}")
+    workers = max(1, min(num_workers or default_workers(), len(tasks)))
+    if total_bytes < chunk_bytes:
+        workers = 1
+    if workers > 1:
+        finer: list[Task] = []
+        for name, start, end in tasks[-workers:]:
+            bounds = chunk_boundaries(name, max(1, chunk_bytes // TAIL_SPLIT), special_tokens, start, end)
+            finer += [(name, a, b) for a, b in itertools.pairwise(bounds)]
+        tasks = tasks[:-workers] + finer
+    return tasks, total_bytes, workers
 
 
 def _check_input(path: str | os.PathLike) -> Path:
