@@ -24,7 +24,7 @@ early as the token — has a lower-ranked pair to join first, so ours, which ran
 tests check this on random small vocabularies, over every word of up to six letters.
 
 Tokenizers trained by ``train_bpe`` meet 1 and 3 by construction (special tokens first, the 256 bytes, then one id
-per merge) and usually 2 and 4; GPT-2's files meet all five. The checks take about 0.3 s for GPT-2's 50,000 merges,
+per merge) and usually 2 and 4; GPT-2's files meet all five. The checks take about 0.2 s for GPT-2's 50,000 merges,
 so ``cached_mismatch`` remembers each vocabulary's verdict (a small JSON file per vocabulary under
 ``cache_directory()``, keyed by a SHA-256 of its tokens, merges and special tokens, which takes ~20 ms) and
 everything that needs the verdict asks it. ``select_backend`` resolves ``--backend auto|ours|tiktoken`` for
@@ -90,9 +90,8 @@ def cached_mismatch(tok: Tokenizer) -> str | None:
     """``tiktoken_mismatch(tok)``, remembered: the verdict for a vocabulary already checked is read back from the
     cache directory instead of computed again. A cache that cannot be read, parsed or written is passed over."""
     path = cache_directory() / "tiktoken-check" / f"{fingerprint(tok)}.json"
-    with contextlib.suppress(OSError, ValueError):
-        record = json.loads(path.read_text(encoding="utf-8"))
-        reason = record.get("reason", False) if isinstance(record, dict) else False
+    with contextlib.suppress(OSError, ValueError, LookupError, TypeError):  # missing or damaged: check again
+        reason = json.loads(path.read_text(encoding="utf-8"))["reason"]
         if reason is None or isinstance(reason, str):
             return reason
     reason = tiktoken_mismatch(tok)
