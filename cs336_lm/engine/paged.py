@@ -114,7 +114,7 @@ class DecodePlan:
     width: int  # W
     run: slice | None = None  # one sequence whose blocks are consecutive: they are read as a slice of the pool
     length: int = 0  # that sequence's tokens
-    blocks: Tensor | None = None  # the owned blocks, when they are too few of 0 … max − 1 to read that slice
+    blocks: Tensor | None = None  # the owned blocks, when ``owned_blocks`` are positions in it (compacted)
 
     @classmethod
     def build(cls, tables: list[list[int]], lens: list[int], size: int, device: torch.device) -> DecodePlan:
@@ -155,7 +155,7 @@ class DecodePlan:
         return cls(
             run=slice(first, first + width) if consecutive else None,
             length=lens[0],
-            blocks=tensor(held) if compact and not consecutive else None,
+            blocks=tensor(held) if compact else None,
             used=used,
             owner=tensor(owners),
             pairs=tensor(pairs),
