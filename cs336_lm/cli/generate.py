@@ -100,13 +100,11 @@ def check_utf8(text: str, option: str) -> str:
 
 def check_args(args: argparse.Namespace) -> None:
     """Reject invalid numbers and texts before the model is loaded."""
-    validate_sampling(args.temperature, args.top_k, args.top_p)
+    validate_sampling(args.temperature, args.top_k, args.top_p, args.repetition_penalty)
     if args.max_new_tokens < 1:
         raise GenerationError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     if args.num_samples < 1:
         raise GenerationError(f"--num-samples must be >= 1, got {args.num_samples}")
-    if not args.repetition_penalty > 0:
-        raise GenerationError(f"--repetition-penalty must be > 0, got {args.repetition_penalty}")
     if any(not s for s in args.stop):
         raise GenerationError("--stop needs a non-empty text")
     for stop in args.stop:
@@ -117,10 +115,14 @@ def check_args(args: argparse.Namespace) -> None:
         raise GenerationError(f"--seed must fit in 64 bits, as must seed + --num-samples - 1; got {args.seed}")
 
 
-def describe_finish(reason: str, loaded: LoadedRun, params: SamplingParams) -> str:
+def describe_finish(reason: str, loaded: LoadedRun, params: SamplingParams, stop: int | str | None = None) -> str:
+    """Why a sample ended; for a stop, which one (``stop``: the stop id or the --stop text, when known)."""
     if reason == "stop":
-        specials = f"a special token ({', '.join(loaded.tokenizer.special_tokens)})"
-        return f"stopped at {specials} or a --stop text" if params.stop else f"stopped at {specials}"
+        if isinstance(stop, str):
+            return f"stopped at the --stop text {stop!r}"
+        names = loaded.tokenizer.special_tokens if stop is None else [loaded.tokenizer.decode([stop])]
+        specials = f"a special token ({', '.join(names)})"
+        return f"stopped at {specials} or a --stop text" if params.stop and stop is None else f"stopped at {specials}"
     if reason == "context":
         return f"stopped at the model's context length ({loaded.model.context_length} tokens)"
     return f"stopped after --max-new-tokens {params.max_new_tokens}"
@@ -189,15 +191,18 @@ def _print_streams(
         sys.stdout.write(prompt)
         sys.stdout.flush()
         engine.add_request(prompt_ids, replace(params, seed=(params.seed or 0) + i))
-        count, reason = 0, "length"
+        count, reason, stop = 0, "length", None
         while engine.has_unfinished:
             for event in engine.step():
                 count += event.token is not None
                 sys.stdout.write(event.text)
                 sys.stdout.flush()
-                reason = event.finish_reason or reason
+                if event.error is not None:
+                    raise event.error
+                if event.finish_reason:
+                    reason, stop = event.finish_reason, event.stop_reason
         print(flush=True)
-        _report(i, n, count, describe_finish(reason, loaded, params))
+        _report(i, n, count, describe_finish(reason, loaded, params, stop))
         total += count
     return total
 
@@ -211,7 +216,7 @@ def _print_batch(
     for i, done in enumerate(completions):
         _header(i, n)
         print(prompt + (done.text or ""), flush=True)
-        _report(i, n, len(done.tokens), describe_finish(done.finish_reason, loaded, params))
+        _report(i, n, len(done.tokens), describe_finish(done.finish_reason, loaded, params, done.stop_reason))
     return sum(len(done.tokens) for done in completions)
 
 
