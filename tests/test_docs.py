@@ -188,8 +188,9 @@ def standin(tmp_path_factory) -> Path:
 def environment(tmp_path_factory) -> dict[str, str]:
     """This interpreter as ``python``/``python3`` and its console scripts first on PATH; one torch thread; offline."""
     shims = tmp_path_factory.mktemp("bin")
-    for name in ("python", "python3"):
-        (shims / name).symlink_to(sys.executable)
+    for name in ("python", "python3"):  # a script, not a link: a venv's python must be started by its own path
+        (shims / name).write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+        (shims / name).chmod(0o755)
     path = os.pathsep.join([str(shims), sysconfig.get_path("scripts"), os.environ.get("PATH", "")])
     return {**os.environ, "PATH": path, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1", "KEY": API_KEY}  # fmt: skip
