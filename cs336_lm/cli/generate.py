@@ -7,7 +7,8 @@ Loads the run's latest checkpoint (or the checkpoint file given) with its tokeni
 the engine (``cs336_lm.engine``: paged KV cache, continuous batching). One prompt: prints the prompt followed by
 the generated text as it is produced, and reports tokens/s and why generation stopped on stderr. Sample ``i`` of
 ``--num-samples`` uses seed ``S + i``, so streamed samples and a ``--no-stream`` batch print the same text. A
-prompts file: every prompt (and sample) decodes together, and one JSON line per completion is written.
+prompts file: every prompt (and sample) decodes together, and one JSON line per completion is written. torch's CPU
+threads follow ``--threads`` (``auto``: one per idle core, ``cs336_lm.run.threads``), stated on stderr.
 """
 
 import argparse
@@ -19,13 +20,14 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from cs336_lm.cli import HelpFormatter, run_main
+from cs336_lm.cli import HelpFormatter, add_threads_option, cpu_threads, run_main
 from cs336_lm.engine import Engine, SamplingParams
 from cs336_lm.errors import GenerationError
 from cs336_lm.fileio import atomic_write
 from cs336_lm.generation.prompts import read_prompts
 from cs336_lm.generation.sampling import validate_sampling
 from cs336_lm.run import LoadedRun, load_run
+from cs336_lm.run.threads import ThreadChoice
 
 SEEDS = range(-(2**63), 2**64)  # what torch.Generator.manual_seed accepts
 
@@ -63,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None, help="random seed (sample i uses seed+i); random if unset")
     parser.add_argument("--num-samples", type=int, default=1, help="number of samples per prompt")
     parser.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps")
+    add_threads_option(parser)
     parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer directory (default: RUN/tokenizer)")
     parser.add_argument("--out", type=Path, default=None, help="with --prompts-file: JSONL file (default: stdout)")
     parser.add_argument(
@@ -133,6 +136,12 @@ def _main(argv: Sequence[str] | None) -> int:
     check_args(args)
     specs = read_prompts(args.prompts_file) if hasattr(args, "prompts_file") else None
     prompt = read_prompt(args) if specs is None else ""
+    with cpu_threads(args.threads) as threads:
+        return _generate(args, specs, prompt, threads)
+
+
+def _generate(args: argparse.Namespace, specs, prompt: str, threads: ThreadChoice) -> int:
+    """Load the run, check every prompt, state what runs where (stderr), then decode and report tokens/s."""
     loaded = load_run(args.run, args.device, args.tokenizer)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     params = SamplingParams(
@@ -150,6 +159,7 @@ def _main(argv: Sequence[str] | None) -> int:
     prompt_ids = _prompt_ids(loaded, prompt) if specs is None else []
     device = loaded.model.lm_head.weight.device
     print(f"{loaded.checkpoint} (iteration {loaded.iteration}) on {device}, seed {seed}", file=sys.stderr)
+    print(f"torch CPU threads: {threads.describe()}", file=sys.stderr)
     engine = Engine(loaded.model, tokenizer=loaded.tokenizer)
     start = time.perf_counter()
     if planned is not None:
