@@ -16,8 +16,8 @@ import sys
 from cs336_lm.cli import HelpFormatter, run_main
 from cs336_lm.config import load_config
 from cs336_lm.errors import ConfigError
-from cs336_lm.nn import PRESETS
-from cs336_lm.nn.accounting import Shape, report
+from cs336_lm.nn import PRESETS, ModelArgs
+from cs336_lm.nn.accounting import report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,18 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def shapes(args: argparse.Namespace) -> list[tuple[str, Shape]]:
+def shapes(args: argparse.Namespace) -> list[tuple[str, ModelArgs]]:
     """``(name, shape)`` of each model to report."""
     if args.overrides and args.config is None:
         raise ConfigError("key=value overrides need --config")
     if args.config is not None:
         model = load_config(args.config, args.overrides).model
-        return [(args.config, Shape.from_config(dataclasses.asdict(model)))]
+        return [(args.config, ModelArgs.from_dict(dataclasses.asdict(model)))]
     names = list(PRESETS) if args.all else [args.preset]
     for name in names:
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
-    return [(name, Shape.from_config(PRESETS[name])) for name in names]
+    return [(name, PRESETS[name]) for name in names]
 
 
 def _main(argv: list[str] | None) -> int:

@@ -1,13 +1,13 @@
 """The engine: requests in, tokens out, many sequences decoded together over a paged KV cache.
 
-``Engine(model)`` owns a pool of KV blocks (``paged``), a block manager with a prefix cache (``blocks``) and a
-continuous-batching scheduler (``scheduler``). ``add_request`` queues a prompt; every ``step`` runs one forward
-of the model over the tokens the scheduler packed — prompt chunks of new requests beside one token of each
-running one — samples the next token of every sequence whose known tokens are all computed, and reports an
-``Event`` per such sequence. A request ends at its ``max_new_tokens``, a stop id, a stop string or the end of
-the model's context, or when it is aborted, and its blocks go back to the pool at once. ``generate`` does all
-of that for a list of prompts and returns their completions. On CUDA, decode-only steps replay CUDA graphs
-(``graphs``) captured for common batch sizes.
+``Engine(model)`` owns a model runner (``runner``: the pool of KV blocks and the forward over it), a block manager
+with a prefix cache (``blocks``) and a continuous-batching scheduler (``scheduler``). ``add_request`` queues a
+prompt; every ``step`` runs one forward of the model over the tokens the scheduler packed — prompt chunks of new
+requests beside one token of each running one — samples the next token of every sequence whose known tokens are
+all computed, and reports an ``Event`` per such sequence. A request ends at its ``max_new_tokens``, a stop id, a
+stop string or the end of the model's context, or when it is aborted, and its blocks go back to the pool at once.
+``generate`` does all of that for a list of prompts and returns their completions. On CUDA, decode-only steps
+replay CUDA graphs captured for common batch sizes (``runner``).
 """
 
 from __future__ import annotations
@@ -21,15 +21,16 @@ import torch
 from tqdm import tqdm
 
 from cs336_lm.engine.blocks import BlockManager
-from cs336_lm.engine.paged import PagedKVCache, PagedStep, triton_decode_available
 from cs336_lm.engine.params import SamplingParams
-from cs336_lm.engine.scheduler import Chunk, Scheduler
+from cs336_lm.engine.runner import ModelRunner
+from cs336_lm.engine.scheduler import Scheduler
 from cs336_lm.engine.sequence import Sequence, Status
 from cs336_lm.engine.text import StopText
 from cs336_lm.errors import GenerationError
 from cs336_lm.generation.generate import Completion
 from cs336_lm.generation.sampling import apply_repetition_penalty, sample_next
 from cs336_lm.nn import TransformerLM
+from cs336_lm.nn.accounting import kv_cache_bytes_per_token
 from cs336_lm.tokenizer import Tokenizer
 
 DEFAULT_MAX_BATCH_TOKENS = 512
@@ -104,18 +105,13 @@ class Engine:
         self.tokenizer = tokenizer
         tokens = self._pool_tokens(model, max_kv_tokens, max_kv_bytes)
         num_blocks = 1 + math.ceil(tokens / block_size)  # + the sink block
-        self.cache = PagedKVCache(model, num_blocks, block_size)
+        self.runner = ModelRunner(model, num_blocks, block_size, cuda_graphs=cuda_graphs, max_num_seqs=max_num_seqs)
+        self.cache = self.runner.cache
         self.blocks = BlockManager(num_blocks, block_size)
         self.scheduler = Scheduler(self.blocks, max_batch_tokens, max_num_seqs)
         self.requests: dict[int, Sequence] = {}
         self._next_id = 0
         self._aborted: list[Event] = []
-        self.triton_decode = triton_decode_available(model)
-        self.graphs = None
-        if cuda_graphs is True or (cuda_graphs == "auto" and self.triton_decode):
-            from cs336_lm.engine.graphs import DecodeGraphs
-
-            self.graphs = DecodeGraphs(self, max_num_seqs)
 
     @staticmethod
     def _pool_tokens(model: TransformerLM, max_kv_tokens: int | None, max_kv_bytes: int | None) -> int:
@@ -123,7 +119,7 @@ class Engine:
             raise GenerationError("give max_kv_tokens or max_kv_bytes, not both")
         if max_kv_bytes is not None:
             _check_positive("max_kv_bytes", max_kv_bytes)
-            per_token = 2 * model.num_layers * model.num_kv_heads * model.d_head * model.lm_head.weight.element_size()
+            per_token = kv_cache_bytes_per_token(model.args, model.lm_head.weight.element_size())
             return max(1, max_kv_bytes // per_token)
         if max_kv_tokens is None:
             return 32 * model.context_length
@@ -196,21 +192,12 @@ class Engine:
         chunks = self.scheduler.schedule()
         if not chunks:
             return events
-        logits = self._forward(chunks)  # (sampling sequences, vocab_size)
+        logits = self.runner.forward(chunks)  # (sampling sequences, vocab_size)
         self.scheduler.commit(chunks)
         sampling = [c.seq for c in chunks if c.samples]
         for seq, token in zip(sampling, self._sample(logits, sampling), strict=True):
             events.append(self._advance(seq, token))
         return events
-
-    def _forward(self, chunks: list[Chunk]) -> torch.Tensor:
-        with torch.inference_mode():
-            if self.graphs is not None and all(c.count == 1 and c.samples for c in chunks):
-                logits = self.graphs.run(chunks)
-                if logits is not None:
-                    return logits
-            step = PagedStep.build(self.cache, chunks, self.triton_decode)
-            return self.model(step.token_ids, kv_cache=step)
 
     @staticmethod
     def _sample(logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:

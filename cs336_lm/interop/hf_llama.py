@@ -68,7 +68,7 @@ def to_llama_state_dict(model: TransformerLM) -> dict[str, Tensor]:
     for name, theirs in llama_names(model.num_layers).items():
         w = ours[name]
         if name.endswith("attn.q_proj.weight"):
-            w = adjacent_to_half_split(w, model.num_heads)
+            w = adjacent_to_half_split(w, model.args.num_heads)
         elif name.endswith("attn.k_proj.weight"):
             w = adjacent_to_half_split(w, model.num_kv_heads)
         out[theirs] = w
@@ -97,15 +97,15 @@ def llama_config(
     model: TransformerLM, *, tied: bool = False, dtype: str = "float32", bos: int | None = None, eos: int | None = None
 ) -> dict[str, Any]:
     """The ``config.json`` of ``model`` as a ``LlamaForCausalLM`` (``tied``: the output layer is the embedding)."""
-    theta = float(model.rope_theta)
+    theta = float(model.args.rope_theta)
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
         "vocab_size": model.vocab_size,
-        "hidden_size": model.d_model,
-        "intermediate_size": model.d_ff,
+        "hidden_size": model.args.d_model,
+        "intermediate_size": model.args.d_ff,
         "num_hidden_layers": model.num_layers,
-        "num_attention_heads": model.num_heads,
+        "num_attention_heads": model.args.num_heads,
         "num_key_value_heads": model.num_kv_heads,
         "head_dim": model.d_head,
         "max_position_embeddings": model.context_length,
@@ -135,14 +135,14 @@ def to_llama(model: TransformerLM, attn_implementation: str = "sdpa", eps: float
 
     config = LlamaConfig(
         vocab_size=model.vocab_size,
-        hidden_size=model.d_model,
-        intermediate_size=model.d_ff,
+        hidden_size=model.args.d_model,
+        intermediate_size=model.args.d_ff,
         num_hidden_layers=model.num_layers,
-        num_attention_heads=model.num_heads,
+        num_attention_heads=model.args.num_heads,
         num_key_value_heads=model.num_kv_heads,
         max_position_embeddings=model.context_length,
         rms_norm_eps=model.ln_final.eps if eps is None else eps,
-        rope_parameters={"rope_type": "default", "rope_theta": float(model.rope_theta)},
+        rope_parameters={"rope_type": "default", "rope_theta": float(model.args.rope_theta)},
         tie_word_embeddings=False,
         attention_bias=False,
         mlp_bias=False,

@@ -193,7 +193,7 @@ def _our_state_dict(weights: dict[str, torch.Tensor], m: ModelConfig, hf_dir: Pa
         raise InteropError(f"{hf_dir} holds {biases[0]}: biases are not supported")
     hf = {k: w for k, w in weights.items() if not k.endswith(_IGNORED_SUFFIXES)}
     try:
-        state = from_llama_state_dict(hf, m.num_layers, m.num_heads, m.num_kv_heads)
+        state = from_llama_state_dict(hf, m.num_layers, m.num_heads, m.args.kv_heads)
     except KeyError as e:
         raise InteropError(f"{hf_dir}: the weights have no {e.args[0]}") from None
     except RuntimeError as e:  # a q/k matrix whose rows do not split into the configured heads

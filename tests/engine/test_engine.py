@@ -59,7 +59,7 @@ def test_decoding_over_shared_prefix_blocks_keeps_the_full_sequence_logits(atten
     # Prompts sharing 3 full blocks (and samples of one prompt sharing all of its full blocks): a block several
     # decoding sequences read at once must give each of them the logits of its own full forward — reading the
     # pool's whole used extent (compact 0) or only the blocks in use (compact 1.01: always).
-    import cs336_lm.engine.paged as paged
+    import cs336_lm.nn.paged as paged
 
     monkeypatch.setattr(paged, "COMPACT_BELOW", compact)
     model = make_model(dtype=torch.float32, attention=attention, num_kv_heads=2)
@@ -79,7 +79,7 @@ def test_decoding_over_shared_prefix_blocks_keeps_the_full_sequence_logits(atten
 
 
 def test_decode_plan_reads_only_the_blocks_in_use_when_they_are_scattered():
-    from cs336_lm.engine.paged import DecodePlan
+    from cs336_lm.nn.paged import DecodePlan
 
     scattered = DecodePlan.build([[5, 9], [13]], [7, 2], 4, torch.device("cpu"))
     assert scattered.blocks is not None and scattered.blocks.tolist() == [0, 5, 9, 13]  # 0: the sink pads [13]
@@ -89,7 +89,7 @@ def test_decode_plan_reads_only_the_blocks_in_use_when_they_are_scattered():
 
 
 def test_a_lone_sequence_reads_its_consecutive_blocks_as_a_slice(monkeypatch):
-    import cs336_lm.engine.paged as paged
+    import cs336_lm.nn.paged as paged
 
     runs = []
     decode_run = paged._decode_run
@@ -261,7 +261,7 @@ def test_what_a_finished_request_left_in_its_blocks_never_reaches_the_next(atten
 def test_free_blocks_inside_the_extent_read_never_reach_the_sequences_decoding(attention, monkeypatch):
     # the decode attention multiplies the whole extent of the pool its sequences reach, free blocks between theirs
     # included (with weight 0): a NaN left in a free block must not reach any of them
-    import cs336_lm.engine.paged as paged
+    import cs336_lm.nn.paged as paged
 
     monkeypatch.setattr(paged, "COMPACT_BELOW", 0.0)  # always read the extent, never just the blocks in use
     model = make_model(dtype=torch.float32, attention=attention)
@@ -317,5 +317,5 @@ def test_the_triton_decode_path_reads_the_pool_as_the_gather_path_does(model):
     params = SamplingParams(max_new_tokens=5)
     gathered = Engine(model, block_size=4).generate(prompts, params)
     engine = Engine(model, block_size=4)
-    engine.triton_decode = True
+    engine.runner.triton_decode = True
     assert [c.tokens for c in engine.generate(prompts, params)] == [c.tokens for c in gathered]

@@ -23,7 +23,7 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import cs336_lm.engine.paged as paged
+import cs336_lm.nn.paged as paged
 from cs336_lm.engine import Engine, SamplingParams
 from cs336_lm.generation.sampling import apply_repetition_penalty, sample_next
 from cs336_lm.nn import TransformerLM
