@@ -27,7 +27,7 @@ from cs336_lm.engine.scheduler import Scheduler
 from cs336_lm.engine.sequence import Sequence, Status
 from cs336_lm.engine.text import StopText
 from cs336_lm.errors import GenerationError
-from cs336_lm.generation.generate import Completion
+from cs336_lm.generation.completion import Completion, check_prompt
 from cs336_lm.generation.sampling import apply_repetition_penalty, sample_next
 from cs336_lm.nn import TransformerLM
 from cs336_lm.nn.accounting import kv_cache_bytes_per_token
@@ -111,7 +111,7 @@ class Engine:
         self.scheduler = Scheduler(self.blocks, max_batch_tokens, max_num_seqs)
         self.requests: dict[int, Sequence] = {}
         self._next_id = 0
-        self._aborted: list[Event] = []
+        self._ended: list[Event] = []  # requests that ended between steps: reported by the next one
 
     @staticmethod
     def _pool_tokens(model: TransformerLM, max_kv_tokens: int | None, max_kv_bytes: int | None) -> int:
@@ -133,11 +133,6 @@ class Engine:
         params = SamplingParams() if params is None else params
         prompt = self._prompt_ids(prompt_ids)
         ctx = self.model.context_length
-        if len(prompt) >= ctx:
-            raise GenerationError(
-                f"the prompt has {len(prompt)} tokens but the model's context is {ctx}, "
-                "which leaves no room to generate"
-            )
         max_len = min(ctx, len(prompt) + params.max_new_tokens)
         if math.ceil(max_len / self.blocks.block_size) > self.blocks.capacity:
             capacity = self.blocks.capacity * self.blocks.block_size
@@ -149,6 +144,10 @@ class Engine:
         seq = Sequence(rid, list(prompt), len(prompt), params, self._generator(params.seed), max_len)
         if self.tokenizer is not None:
             seq.text = StopText(self.tokenizer.vocab, params.stop)
+        if params.max_new_tokens == 0:  # nothing to generate: it ends at the next step without running
+            seq.status, seq.finish_reason = Status.FINISHED, "length"
+            self._ended.append(Event(rid, None, "length"))
+            return rid
         self.requests[rid] = seq
         self.scheduler.add(seq)
         return rid
@@ -159,25 +158,18 @@ class Engine:
         if seq is None or seq.status is Status.FINISHED:
             return
         self.scheduler.finish(seq, "abort")
-        self._aborted.append(Event(request_id, None, "abort"))
+        self._ended.append(Event(request_id, None, "abort"))
 
     @property
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_work or bool(self._aborted)
+        return self.scheduler.has_work or bool(self._ended)
 
     def _prompt_ids(self, prompt: Seq[int] | str) -> list[int]:
         if isinstance(prompt, str):
             if self.tokenizer is None:
                 raise GenerationError("a text prompt needs the engine's tokenizer; give token ids instead")
             prompt = self.tokenizer.encode(prompt)
-        ids = list(prompt)
-        if not ids:
-            raise GenerationError("the prompt is empty: give at least one token")
-        vocab = self.model.vocab_size
-        bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab]
-        if bad:
-            raise GenerationError(f"the prompt has token id {bad[0]!r} outside the vocabulary (size {vocab})")
-        return ids
+        return check_prompt(prompt, self.model.context_length, self.model.vocab_size)
 
     def _generator(self, seed: int | None) -> torch.Generator:
         generator = torch.Generator(device=self.cache.device)
@@ -188,7 +180,7 @@ class Engine:
 
     def step(self) -> list[Event]:
         """Run one forward over the scheduled tokens; an event for every request that produced a token or ended."""
-        events, self._aborted = self._aborted, []
+        events, self._ended = self._ended, []
         chunks = self.scheduler.schedule()
         if not chunks:
             return events

@@ -36,10 +36,9 @@ class SamplingParams:
         object.__setattr__(self, "stop", tuple(self.stop))
         object.__setattr__(self, "stop_ids", tuple(self.stop_ids))
         validate_sampling(self.temperature, self.top_k, self.top_p)
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
-            raise GenerationError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
-        if self.max_new_tokens < 1:
-            raise GenerationError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+        new = self.max_new_tokens
+        if isinstance(new, bool) or not isinstance(new, int) or new < 0:
+            raise GenerationError(f"max_new_tokens must be an integer >= 0, got {new!r}")
         penalty = self.repetition_penalty
         if not (isinstance(penalty, int | float) and math.isfinite(penalty) and penalty > 0):
             raise GenerationError(f"repetition_penalty must be a finite number > 0, got {penalty!r}")

@@ -1,5 +1,5 @@
-"""The engine against things it did not compute: the model's full forward, ``generate`` on each prompt alone, the
-block pool's own accounting, and hand-made cases for every way a request ends."""
+"""The engine against things it did not compute: the model's full forward on each prompt alone, the block pool's
+own accounting, and hand-made cases for every way a request ends."""
 
 import math
 import os
@@ -10,10 +10,9 @@ import torch
 
 from cs336_lm.engine import Engine, SamplingParams
 from cs336_lm.errors import GenerationError
-from cs336_lm.generation import generate
 from cs336_lm.tokenizer import Tokenizer
 
-from .conftest import make_model
+from .conftest import make_model, oracle
 
 
 class RecordingEngine(Engine):
@@ -35,7 +34,8 @@ def random_prompts(n, seed, vocab=512, longest=40):
 
 
 def alone(model, prompt, p: SamplingParams):
-    return list(generate(model, prompt, p.max_new_tokens, p.temperature, p.top_k, p.top_p, set(p.stop_ids), p.seed))
+    """What the oracle (the full forward without a cache) gives ``prompt`` alone."""
+    return oracle(model, prompt, p)[0]
 
 
 @pytest.mark.parametrize("attention", ["reference", "sdpa"])
@@ -50,7 +50,7 @@ def test_paged_logits_equal_full_sequence_and_contiguous_cache(attention, num_kv
         with torch.inference_mode():
             full = model(tokens)[0, len(prompt) - 1 : -1]  # (12, vocab): the rows each new token came from
         torch.testing.assert_close(torch.stack(engine.logits[rid]), full, atol=2e-5, rtol=0)
-        assert out.tokens == alone(model, prompt, SamplingParams(max_new_tokens=12))  # the contiguous cache
+        assert out.tokens == alone(model, prompt, SamplingParams(max_new_tokens=12))
 
 
 @pytest.mark.parametrize("compact", [0.0, 1.01])
@@ -211,7 +211,7 @@ def test_text_prompts_and_repetition_penalty(model):
         ({"temperature": -1}, "temperature"),
         ({"top_p": 0}, "top_p"),
         ({"top_k": 0}, "top_k"),
-        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"max_new_tokens": -1}, "max_new_tokens"),
         ({"repetition_penalty": 0}, "repetition_penalty"),
         ({"stop": ("",)}, "stop"),
         ({"stop_ids": (-1,)}, "stop_ids"),

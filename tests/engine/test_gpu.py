@@ -4,9 +4,8 @@ import pytest
 import torch
 
 from cs336_lm.engine import Engine, SamplingParams
-from cs336_lm.generation import generate
 
-from .conftest import make_model
+from .conftest import make_model, oracle
 
 pytestmark = pytest.mark.gpu
 
@@ -31,9 +30,9 @@ def test_triton_decode_and_graphs_match_the_gather_path(num_kv_heads):
     assert outputs["graphs"] == outputs["eager"]
 
 
-def test_greedy_on_cuda_equals_generate_on_cuda():
+def test_greedy_on_cuda_equals_the_full_forward_on_cuda():
     model = make_model(dtype=torch.float32).cuda()
     prompts = workload(6)
     engine = Engine(model, max_num_seqs=8)
     got = [c.tokens for c in engine.generate(prompts, SamplingParams(max_new_tokens=20))]
-    assert got == [list(generate(model, p, 20, temperature=0)) for p in prompts]
+    assert got == [oracle(model, p, SamplingParams(max_new_tokens=20))[0] for p in prompts]

@@ -1,0 +1,47 @@
+"""What every decoder and its callers share: a prompt's check, the reasons a sequence ends, and a ``Completion``.
+
+A sequence ends at a stop id (which is not output: ``"stop"``, as is a stop string), after ``max_new_tokens``
+(``"length"``), when prompt and output fill the model's context (``"context"``), or when it is aborted
+(``"abort"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from cs336_lm.errors import GenerationError
+
+FinishReason = Literal["stop", "length", "context", "abort"]
+
+
+@dataclass
+class Completion:
+    """The generated ids of one prompt (stop id excluded), why generation ended and, when a tokenizer decoded
+    them, the text (cut before a stop string)."""
+
+    tokens: list[int]
+    finish_reason: FinishReason
+    text: str | None = None
+
+
+def check_prompt(prompt: Sequence[object], context_length: int, vocab_size: int, name: str = "the prompt") -> list[int]:
+    """``prompt`` as a list of token ids, or ``GenerationError`` naming it (``name``): empty, an id that is not an
+    integer of the vocabulary, or no room left in the context to generate.
+
+    >>> check_prompt([5, 7], context_length=64, vocab_size=512)
+    [5, 7]
+    """
+    ids = list(prompt)
+    if not ids:
+        raise GenerationError(f"{name} is empty: give at least one token")
+    bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab_size]
+    if bad:
+        raise GenerationError(f"{name} has token id {bad[0]!r} outside the vocabulary (size {vocab_size})")
+    if len(ids) >= context_length:
+        raise GenerationError(
+            f"{name} has {len(ids)} tokens but the model's context is {context_length}, "
+            "which leaves no room to generate"
+        )
+    return ids  # type: ignore[return-value]
