@@ -13,7 +13,6 @@ replay CUDA graphs captured for common batch sizes (``runner``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 
@@ -40,24 +39,12 @@ DEFAULT_MAX_NUM_SEQS = 256
 @dataclass(frozen=True)
 class Event:
     """What one step did for one request: the token it produced (None when it ended without one) and the finish
-    reason (None while it goes on). ``text`` is the text the token made final (with a tokenizer, else "").
-
-    Unpacks as the triple ``request_id, token, finish_reason``.
-    """
+    reason (None while it goes on). ``text`` is the text the token made final (with a tokenizer, else "")."""
 
     request_id: int
     token: int | None
     finish_reason: str | None
     text: str = ""
-
-    def __iter__(self) -> Iterator:
-        return iter((self.request_id, self.token, self.finish_reason))
-
-    def __len__(self) -> int:
-        return 3
-
-    def __getitem__(self, index: int):
-        return (self.request_id, self.token, self.finish_reason)[index]
 
 
 @dataclass(frozen=True)

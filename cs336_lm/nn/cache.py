@@ -6,7 +6,8 @@ and values (after RoPE) and hands them to ``kv_cache.attend(q, k, v, attention)`
 values and returns the attention of the queries over each sequence's cached keys, computed by
 ``attention.attend`` — the module's own backend, so decoding runs the same math and kernels as training — or by a
 kernel that reads the cache in place. Two caches implement it: a contiguous buffer per layer for a static batch
-(``cs336_lm.generation.kv_cache``) and a paged pool of blocks for continuous batching (``cs336_lm.engine``).
+(``scripts/static_batch.py``, the baseline the engine replaced) and a paged pool of blocks for continuous batching
+(``cs336_lm.nn.paged``, which the engine runs).
 """
 
 from __future__ import annotations
