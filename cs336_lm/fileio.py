@@ -9,8 +9,9 @@ corrupt input while writing the output) keep their type.
 
 ``output_directory`` creates the directories an output needs and, when producing the output fails, removes the
 ones it created (if still empty), so a failed command leaves no empty folders behind. ``check_writable`` says
-before a long job whether its output could be created at all. ``cache_directory`` is where the toolkit keeps
-what it can always recompute.
+before a long job whether its output could be created at all, and ``check_apart`` that writing it would not
+destroy an input (an ``--out`` that is, contains or lies inside what the command reads). ``cache_directory`` is
+where the toolkit keeps what it can always recompute.
 """
 
 import contextlib
@@ -98,6 +99,41 @@ def check_writable(path: str | os.PathLike, directory: bool = False) -> None:
     reason = _not_writable(base)
     if reason:
         raise WriteError(path, reason)
+
+
+def check_apart(out: str | os.PathLike, *inputs: str | os.PathLike | None) -> None:
+    """Raise ``WriteError`` when the output ``out`` is, contains or lies inside one of ``inputs`` (None skipped):
+    replacing it would destroy what the command reads, so no ``--force`` allows it.
+
+    Paths are compared as the files they name: resolved (symbolic links and ``..`` followed), then by device and
+    inode, so a second spelling of a directory (a link, a bind mount, another case on a case-insensitive disk) is
+    caught too. The message names both: ``cannot write runs/a: it is the input /home/me/runs/a``.
+    """
+    out_path = Path(out).resolve()
+    out_id = _identity(out_path)  # None while it does not exist: then it can only lie inside an input
+    above_out = {_identity(p) for p in out_path.parents} - {None}
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        source_id = _identity(source)
+        if source_id is None:  # a missing input is reported where it is read
+            continue
+        if out_id == source_id:
+            raise WriteError(out, f"it is the input {source}; choose another output")
+        if source_id in above_out:
+            raise WriteError(out, f"it lies inside the input {source}; choose an output outside it")
+        if out_id is not None and out_id in {_identity(p) for p in source.parents}:
+            raise WriteError(out, f"it contains the input {source}, which replacing it would delete")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """``(device, inode)`` of the file or directory at ``path``, or None when there is none."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 # ---------------------------------------------------------------------------------------------- directories

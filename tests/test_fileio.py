@@ -214,3 +214,32 @@ def test_the_cache_directory(monkeypatch, tmp_path):
     assert fileio.cache_directory() == tmp_path / "home" / ".cache" / "cs336_lm"
     monkeypatch.setattr(fileio.os.path, "expanduser", lambda path: path)  # no home directory at all
     assert fileio.cache_directory().is_absolute()
+
+
+def test_an_output_apart_from_its_inputs(tmp_path):
+    """``check_apart`` refuses an output that is, contains or lies inside an input, however it is spelt."""
+    run = tmp_path / "runs" / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "step_1.pt").write_bytes(b"x")
+    (tmp_path / "link").symlink_to(run)
+    refused = {
+        run: "it is the input",
+        tmp_path / "link": "it is the input",
+        run / "checkpoints" / ".." / ".": "it is the input",
+        run / "hf": "lies inside the input",  # not there yet
+        run / "new" / "deeper": "lies inside the input",
+        tmp_path / "link" / "hf": "lies inside the input",
+        tmp_path / "runs": "contains the input",
+        tmp_path: "contains the input",
+    }
+    for out, reason in refused.items():
+        with pytest.raises(WriteError, match=reason) as info:
+            fileio.check_apart(out, None, run)
+        assert str(info.value).startswith(f"cannot write {out}: ") and str(run) in str(info.value)
+    (tmp_path / "runs" / "run2").mkdir()
+    for out in (tmp_path / "runs" / "run2", tmp_path / "runs" / "run-hf", tmp_path / "elsewhere" / "x"):
+        fileio.check_apart(out, run, tmp_path / "missing")  # a shared prefix is no parent; a missing input is skipped
+    checkpoint = run / "checkpoints" / "step_1.pt"
+    with pytest.raises(WriteError, match="contains the input"):
+        fileio.check_apart(run / "checkpoints", checkpoint)
+    fileio.check_apart(run / "tokenizer", checkpoint)

@@ -5,16 +5,18 @@
     lm-accounting --all
 
 The shape comes from a preset (``cs336_lm.nn.PRESETS``) or from the ``model`` section of an experiment config
-(with its overrides); the tables are ``cs336_lm.nn.accounting.report``. GPT-2's published parameter counts are
-printed beside the ``gpt2-*-like`` presets as a check.
+(with its overrides; what only training needs, such as the data paths, may be unset, as in an imported run's
+``config.yaml``); the tables are ``cs336_lm.nn.accounting.report``. GPT-2's published parameter counts are printed
+beside the ``gpt2-*-like`` presets as a check.
 """
 
 import argparse
-import dataclasses
 import sys
 
+from omegaconf import OmegaConf
+
 from cs336_lm.cli import HelpFormatter, run_main
-from cs336_lm.config import load_config
+from cs336_lm.config import Config, ModelConfig, load_config
 from cs336_lm.errors import ConfigError
 from cs336_lm.nn import PRESETS, ModelArgs
 from cs336_lm.nn.accounting import report
@@ -41,13 +43,37 @@ def shapes(args: argparse.Namespace) -> list[tuple[str, ModelArgs]]:
     if args.overrides and args.config is None:
         raise ConfigError("key=value overrides need --config")
     if args.config is not None:
-        model = load_config(args.config, args.overrides).model
-        return [(args.config, ModelArgs.from_dict(dataclasses.asdict(model)))]
+        model = model_section(args.config, args.overrides)
+        return [(args.config, model.args)]
     names = list(PRESETS) if args.all else [args.preset]
     for name in names:
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
     return [(name, PRESETS[name]) for name in names]
+
+
+def model_section(path: str, overrides: list[str]) -> ModelConfig:
+    """The ``model`` section of the config file ``path`` with ``overrides`` applied. The fields outside it that have
+    no default (the data paths, the output directory) are training's business and may be unset, as an imported
+    run's ``config.yaml`` leaves them; the rest of the file is still checked against the schema."""
+    try:
+        return load_config(path, overrides).model
+    except ConfigError as e:
+        unread = _unread_required_keys()
+        if not any(key in str(e) for key in unread):
+            raise
+    # the overrides parsed and merged above; a second error can only be about a value that is really wrong
+    return load_config(path, [f"{key}=unread" for key in unread] + overrides).model
+
+
+def _unread_required_keys() -> list[str]:
+    """``data.train_path``, …: each field outside the model section that has no default."""
+    schema = OmegaConf.structured(Config)
+    keys = []
+    for name in schema:
+        if name != "model":
+            keys += [f"{name}.{key}" for key in schema[name] if OmegaConf.is_missing(schema[name], key)]
+    return keys
 
 
 def _main(argv: list[str] | None) -> int:

@@ -11,6 +11,7 @@ reported too.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from cs336_lm.errors import InteropError
+from cs336_lm.interop.hf_folder import CONFIG_JSON, check_safetensors, read_json_object
+from cs336_lm.interop.hf_llama import llama_names
 from cs336_lm.run import load_run, select_device
 
 DEFAULT_ATOL = 1e-4
@@ -60,6 +63,9 @@ def compare(
     device: str = "cpu",
 ) -> Comparison:
     """Compare the run (or checkpoint) ``run`` with the HuggingFace folder ``hf_dir`` on ``prompt``."""
+    for option, value in (("--atol", atol), ("--rtol", rtol)):
+        if not (math.isfinite(value) and value >= 0):
+            raise InteropError(f"{option} must be a finite number >= 0, got {value}")
     torch_device = select_device(device, option="--device")
     loaded = load_run(run, torch_device)
     ids = loaded.tokenizer.encode(prompt)
@@ -79,22 +85,34 @@ def compare(
 
 
 def load_hf_model(hf_dir: Path, device: torch.device) -> Any:
-    """``AutoModelForCausalLM`` from a local folder, fp32, eager attention, eval mode."""
+    """``AutoModelForCausalLM`` from a local folder, fp32, eager attention, eval mode. The folder is checked first
+    (``config.json`` an object, every safetensors file whole, no pickle), and whatever else transformers cannot load
+    in it is an ``InteropError`` too."""
     if not hf_dir.is_dir():
         raise InteropError(f"{hf_dir} is not a directory (give a HuggingFace model folder)")
+    if not (hf_dir / CONFIG_JSON).is_file():
+        raise InteropError(f"{hf_dir} has no {CONFIG_JSON}")
+    read_json_object(hf_dir / CONFIG_JSON)
+    check_safetensors(hf_dir)
     try:
         import transformers
         from transformers import AutoModelForCausalLM
     except ImportError:
         raise InteropError("lm-compare needs transformers: pip install 'cs336_lm[hf]'") from None
     dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    progress = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # stderr keeps the notes and the error line only
     try:
         kwargs: dict[str, Any] = {dtype_key: torch.float32}
         model: Any = AutoModelForCausalLM.from_pretrained(
             str(hf_dir), attn_implementation="eager", local_files_only=True, **kwargs
         )
-    except (OSError, ValueError, KeyError) as e:
-        raise InteropError(f"transformers cannot load {hf_dir}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # a folder transformers cannot load (its config or weights disagree, say) is bad input
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InteropError(f"transformers cannot load {hf_dir}: {first}") from None
+    finally:
+        if progress:
+            transformers.utils.logging.enable_progress_bar()
     return model.to(device).eval()
 
 
@@ -113,11 +131,26 @@ def _tokenizer_note(hf_dir: Path, prompt: str, ids: list[int]) -> str:
 
 
 def _check_same_shape(ours: Any, hf: Any) -> None:
+    """The HF model has our layers, heads and every weight's shape (else the comparison means nothing: bad input,
+    not a divergence)."""
     inner = getattr(hf, "model", None)
     if inner is None or not all(hasattr(inner, a) for a in ("embed_tokens", "layers", "norm")):
         raise InteropError(f"{type(hf).__name__} is not a Llama-style model (model.embed_tokens, model.layers, norm)")
     if len(inner.layers) != len(ours.layers):
         raise InteropError(f"the HF model has {len(inner.layers)} layers, the run {len(ours.layers)}")
+    config = hf.config
+    num_heads = getattr(config, "num_attention_heads", None)
+    heads = (num_heads, getattr(config, "num_key_value_heads", None) or num_heads)  # None: plain attention
+    if heads != (ours.args.num_heads, ours.num_kv_heads):
+        raise InteropError(
+            f"the HF model has {heads[0]} heads and {heads[1]} key/value heads, the run {ours.args.num_heads} and "
+            f"{ours.num_kv_heads}"
+        )
+    theirs = {name: tuple(t.shape) for name, t in hf.state_dict().items()}
+    for name, hf_name in llama_names(len(ours.layers)).items():
+        shape = tuple(ours.get_parameter(name).shape)
+        if theirs.get(hf_name) != shape:
+            raise InteropError(f"the HF model's {hf_name} has shape {theirs.get(hf_name)}, the run's {name} {shape}")
 
 
 def _our_stages(model: Any) -> dict[str, nn.Module]:

@@ -5,7 +5,8 @@ names, q/k rows in half-split RoPE order; ``lm_head.weight`` left out when it eq
 ``config.json`` then declares as ``tie_word_embeddings``), ``generation_config.json`` (every special token ends a
 generation, as in ``lm-generate``) and the tokenizer files of ``hf_tokenizer``. ``AutoModelForCausalLM`` and
 ``AutoTokenizer.from_pretrained(DIR)`` load it offline. The folder is written into a temporary sibling and renamed,
-so a failure leaves nothing behind; an existing non-empty ``--out`` is replaced only with ``force``.
+so a failure leaves nothing behind; an existing non-empty ``--out`` is replaced only with ``force``, and never when
+it is, contains or lies inside what the export reads (the run, its checkpoint, the tokenizer).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 
 from cs336_lm.errors import InteropError
-from cs336_lm.fileio import atomic_directory
+from cs336_lm.fileio import atomic_directory, check_apart
 from cs336_lm.interop.hf_llama import llama_config, to_llama_state_dict
 from cs336_lm.interop.hf_tokenizer import write_hf_tokenizer
 from cs336_lm.run import load_run
@@ -63,8 +64,10 @@ def export_run(
     if dtype not in DTYPES:
         raise InteropError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     out = Path(out)
+    check_apart(out, path, tokenizer_dir)
     check_output_dir(out, force)
     loaded = load_run(path, "cpu", tokenizer_dir)
+    check_apart(out, loaded.checkpoint, tokenizer_dir or loaded.run_dir.tokenizer_dir)  # a checkpoint's run, too
     model, tok = loaded.model, loaded.tokenizer
     state = to_llama_state_dict(model)
     tied = torch.equal(state["model.embed_tokens.weight"], state["lm_head.weight"])

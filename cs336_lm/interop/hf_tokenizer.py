@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from cs336_lm.errors import InteropError, TokenizerError
 from cs336_lm.fileio import atomic_write
+from cs336_lm.interop.hf_folder import read_json_object, show
 from cs336_lm.tokenizer import Tokenizer
 from cs336_lm.tokenizer import files as gpt2_files
 from cs336_lm.tokenizer.files import text_to_token, token_to_text
@@ -118,91 +119,154 @@ def read_hf_tokenizer(directory: str | Path) -> tuple[Tokenizer, list[str]]:
 
 def _parse_tokenizer_json(path: Path) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]], list[str], list[str], bool]:
     """``(vocab, merges, special tokens, notes, ignore_merges)`` of a ``tokenizer.json``, its pipeline checked."""
-    data = _read_json(path)
-    model = data.get("model") or {}
+    data = read_json_object(path)
+    model = _section(data, "model", path)
     _check_pipeline(data, model, path)
+    specials = _added_tokens(data, path)
+    vocab: dict[int, bytes] = {token_id: content.encode("utf-8") for content, token_id in specials.items()}
+    for text, token_id in _section(model, "vocab", path, "model.").items():
+        if text in specials:
+            if specials[text] != token_id:
+                raise InteropError(
+                    f"{path}: special token {text!r} has id {specials[text]} in added_tokens, {show(token_id)} in "
+                    "model.vocab"
+                )
+            continue
+        token = text_to_token(text)
+        if token is None or not _is_id(token_id):
+            raise InteropError(f"{path}: model.vocab token {text!r} (id {show(token_id)}) is not in byte-level form")
+        if token_id in vocab:
+            raise InteropError(f"{path}: model.vocab uses id {token_id} twice")
+        vocab[token_id] = token
+    merges = [_merge_pair(m, k, path) for k, m in enumerate(_list(model, "merges", path, "model."))]
+    notes = _post_processor_notes(data.get("post_processor"), path)
+    ordered = sorted(specials, key=specials.__getitem__)
+    return vocab, merges, ordered, notes, _flag(model, "ignore_merges", path)
+
+
+def _section(data: dict, key: str, path: Path, prefix: str = "") -> dict:
+    """``data[key]``, a JSON object; absent or null is an empty one."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InteropError(f"{path}: {prefix}{key} must be a JSON object, got {show(value)}")
+    return value
+
+
+def _list(data: dict, key: str, path: Path, prefix: str = "") -> list:
+    """``data[key]``, a JSON list; absent or null is an empty one."""
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InteropError(f"{path}: {prefix}{key} must be a list, got {show(value)}")
+    return value
+
+
+def _flag(data: dict, key: str, path: Path, prefix: str = "model.") -> bool:
+    """``data[key]``, ``true`` or ``false``; absent or null is false."""
+    value = data.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise InteropError(f"{path}: {prefix}{key} must be true or false, got {show(value)}")
+    return bool(value)
+
+
+def _added_tokens(data: dict, path: Path) -> dict[str, int]:
+    """``added_tokens`` as ``{content: id}``: each special, plain (no stripping), with its own id."""
     specials: dict[str, int] = {}
-    for k, added in enumerate(data.get("added_tokens") or []):
+    for k, added in enumerate(_list(data, "added_tokens", path)):
+        if not isinstance(added, dict):
+            raise InteropError(f"{path}: added_tokens[{k}] must be a JSON object, got {show(added)}")
         content, token_id = added.get("content"), added.get("id")
         if not isinstance(content, str) or not content or not _is_id(token_id):
-            raise InteropError(f"{path}: added_tokens[{k}] needs a non-empty content and an id, got {added!r:.80}")
+            raise InteropError(f"{path}: added_tokens[{k}] needs a non-empty content and an id, got {show(added)}")
         if not added.get("special"):
             raise InteropError(f"{path}: added_tokens[{k}] {content!r} is not special; ours holds only special tokens")
         for flag in ("lstrip", "rstrip", "single_word"):
             if added.get(flag):
                 raise InteropError(f"{path}: added_tokens[{k}] {content!r} has {flag}=true, which ours cannot do")
+        if token_id in specials.values() or content in specials:
+            raise InteropError(f"{path}: added_tokens[{k}] ({content!r}, id {token_id}) repeats a token or an id")
         specials[content] = token_id
-    vocab: dict[int, bytes] = {token_id: content.encode("utf-8") for content, token_id in specials.items()}
-    for text, token_id in (model.get("vocab") or {}).items():
-        if text in specials:
-            if specials[text] != token_id:
-                raise InteropError(
-                    f"{path}: special token {text!r} has id {specials[text]} in added_tokens, {token_id} in model.vocab"
-                )
-            continue
-        token = text_to_token(text)
-        if token is None or not _is_id(token_id):
-            raise InteropError(f"{path}: model.vocab token {text!r} (id {token_id!r}) is not in byte-level form")
-        if token_id in vocab:
-            raise InteropError(f"{path}: model.vocab uses id {token_id} twice")
-        vocab[token_id] = token
-    merges = [_merge_pair(m, k, path) for k, m in enumerate(model.get("merges") or [])]
-    notes = _post_processor_notes(data.get("post_processor"))
-    ordered = sorted(specials, key=specials.__getitem__)
-    return vocab, merges, ordered, notes, bool(model.get("ignore_merges", False))
+    return specials
 
 
 def _check_pipeline(data: dict, model: dict, path: Path) -> None:
     """Refuse a ``tokenizer.json`` whose normalizer, pre-tokenizer, model options or decoder differ from GPT-2's."""
     if model.get("type") != "BPE":
-        raise InteropError(f"{path}: model.type is {model.get('type')!r}; lm-import reads byte-level BPE only")
+        raise InteropError(f"{path}: model.type is {show(model.get('type'))}; lm-import reads byte-level BPE only")
     if data.get("normalizer") is not None:
-        kind = data["normalizer"].get("type")
-        raise InteropError(f"{path}: normalizer {kind!r} is not supported (byte-level BPE reads text unnormalised)")
-    pre = data.get("pre_tokenizer") or {}
-    if pre.get("type") == "Sequence" and len(pre.get("pretokenizers") or []) == 1:
-        pre = pre["pretokenizers"][0]
-    if pre.get("type") != "ByteLevel" or pre.get("add_prefix_space") or not pre.get("use_regex", True):
+        normalizer = data["normalizer"]
+        kind = normalizer.get("type") if isinstance(normalizer, dict) else normalizer
+        raise InteropError(f"{path}: normalizer {show(kind)} is not supported (byte-level BPE reads text unnormalised)")
+    pre = data.get("pre_tokenizer")
+    if isinstance(pre, dict) and pre.get("type") == "Sequence":
+        inner = pre.get("pretokenizers")
+        pre = inner[0] if isinstance(inner, list) and len(inner) == 1 else pre
+    plain = (
+        isinstance(pre, dict)
+        and pre.get("type") == "ByteLevel"
+        and pre.get("add_prefix_space") in (None, False)
+        and pre.get("use_regex", True) is True
+    )
+    if not plain:
         raise InteropError(
-            f"{path}: pre_tokenizer {json.dumps(data.get('pre_tokenizer'))[:120]} is not GPT-2's byte-level "
+            f"{path}: pre_tokenizer {show(data.get('pre_tokenizer'), 120)} is not GPT-2's byte-level "
             "pre-tokenizer (ByteLevel, add_prefix_space=false, use_regex=true)"
         )
-    for key, value in (("byte_fallback", model.get("byte_fallback")), ("dropout", model.get("dropout"))):
-        if value:
-            raise InteropError(f"{path}: model.{key}={value} is not supported")
+    for key in ("byte_fallback", "dropout"):
+        if model.get(key):
+            raise InteropError(f"{path}: model.{key}={show(model[key])} is not supported")
     for key in ("continuing_subword_prefix", "end_of_word_suffix"):
         if model.get(key):
-            raise InteropError(f"{path}: model.{key}={model[key]!r} is not supported by byte-level BPE")
+            raise InteropError(f"{path}: model.{key}={show(model[key])} is not supported by byte-level BPE")
     decoder = data.get("decoder")
-    if decoder is not None and decoder.get("type") != "ByteLevel":
-        raise InteropError(f"{path}: decoder {decoder.get('type')!r} is not the byte-level decoder")
+    if decoder is not None and (not isinstance(decoder, dict) or decoder.get("type") != "ByteLevel"):
+        kind = decoder.get("type") if isinstance(decoder, dict) else decoder
+        raise InteropError(f"{path}: decoder {show(kind)} is not the byte-level decoder")
 
 
-def _is_id(value: Any) -> bool:
+def _is_id(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _merge_pair(merge: Any, k: int, path: Path) -> tuple[bytes, bytes]:
     """``"Ġ t"`` or ``["Ġ", "t"]`` -> ``(b" ", b"t")``."""
-    parts = merge.split(" ") if isinstance(merge, str) else merge
+    parts = merge.split(" ") if isinstance(merge, str) else merge if isinstance(merge, list) else []
     pair = [text_to_token(p) if isinstance(p, str) and p else None for p in parts] if len(parts) == 2 else []
     if len(pair) != 2 or pair[0] is None or pair[1] is None:
-        raise InteropError(f"{path}: model.merges[{k}] {merge!r} is not a pair of byte-level tokens")
+        raise InteropError(f"{path}: model.merges[{k}] {show(merge)} is not a pair of byte-level tokens")
     return pair[0], pair[1]
 
 
-def _post_processor_notes(post: dict | None) -> list[str]:
+def _post_processor_notes(post: Any, path: Path) -> list[str]:
     """A note when the post-processor adds tokens (``TemplateProcessing`` with a BOS, say): ours does not."""
-    if post is None or post.get("type") == "ByteLevel":
+    if post is None:
+        return []
+    if not isinstance(post, dict):
+        raise InteropError(f"{path}: post_processor must be a JSON object, got {show(post)}")
+    if post.get("type") == "ByteLevel":
         return []
     if post.get("type") == "Sequence":
-        return [n for p in post.get("processors") or [] for n in _post_processor_notes(p)]
-    single = post.get("single")
-    if post.get("type") == "TemplateProcessing" and all("Sequence" in piece for piece in single or []):
+        return [n for p in _list(post, "processors", path, "post_processor.") for n in _post_processor_notes(p, path)]
+    single: list = post["single"] if isinstance(post.get("single"), list) else []
+    if post.get("type") == "TemplateProcessing" and all(isinstance(p, dict) and "Sequence" in p for p in single):
         return []
-    added = [piece["SpecialToken"]["id"] for piece in single or [] if "SpecialToken" in piece]
+    added = [_special_piece(piece) for piece in single if isinstance(piece, dict) and "SpecialToken" in piece]
     what = f"adds {', '.join(added)} to every sequence" if added else "changes every sequence"
-    return [f"tokenizer.json's post_processor ({post.get('type')}) {what}; ours encodes text without it"]
+    kind = post.get("type")
+    return [
+        f"tokenizer.json's post_processor ({kind if isinstance(kind, str) else show(kind)}) {what}; ours encodes "
+        "text without it"
+    ]
+
+
+def _special_piece(piece: dict) -> str:
+    """The token a template's ``{"SpecialToken": {"id": "<s>", …}}`` piece adds."""
+    special = piece["SpecialToken"]
+    token = special.get("id") if isinstance(special, dict) else None
+    return token if isinstance(token, str) else show(special)
 
 
 def _parse_vocab_merges(directory: Path) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]], list[str]]:
@@ -222,10 +286,12 @@ def _parse_vocab_merges(directory: Path) -> tuple[dict[int, bytes], list[tuple[b
 
 def _listed_specials(directory: Path) -> list[str]:
     """Special tokens named in ``tokenizer_config.json`` (``added_tokens_decoder``, ``*_token``),
-    ``special_tokens_map.json`` and ``added_tokens.json``, in order of first mention."""
-    config = _read_optional_json(directory / TOKENIZER_CONFIG)
+    ``special_tokens_map.json`` and ``added_tokens.json`` (``{token: id}``), in order of first mention."""
+    config_path = directory / TOKENIZER_CONFIG
+    config = _read_optional_json(config_path)
     named = _read_optional_json(directory / SPECIAL_TOKENS_MAP)
-    mentioned: list[Any] = [e for e in (config.get("added_tokens_decoder") or {}).values() if _is_special_entry(e)]
+    decoder = _section(config, "added_tokens_decoder", config_path)
+    mentioned: list[Any] = [e for e in decoder.values() if _is_special_entry(e)]
     for source in (config, named):
         for key, value in source.items():
             if key.endswith("_token"):
@@ -242,7 +308,7 @@ def _is_special_entry(entry: Any) -> bool:
 
 
 def _read_optional_json(path: Path) -> dict:
-    return _read_json(path) if path.is_file() else {}
+    return read_json_object(path) if path.is_file() else {}
 
 
 def _check_merges(tok: Tokenizer, where: str, ignore_merges: bool) -> None:
@@ -268,10 +334,3 @@ def _check_merges(tok: Tokenizer, where: str, ignore_merges: bool) -> None:
                     f"{where}: token {data!r} (id {token_id}) is not reached by BPE of its own bytes and the file "
                     "does not set model.ignore_merges; ours (like tiktoken) maps such a pre-token straight to it"
                 )
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InteropError(f"{path} is not valid JSON ({e})") from None

@@ -14,6 +14,7 @@ differences once gradients are near zero, so the trajectories drift apart by ~1e
 On CUDA the update runs on the whole parameter list at once with ``torch._foreach_*`` kernels (one launch per op
 for all tensors of a device/dtype, instead of one per tensor); on CPU it goes tensor by tensor, which keeps each
 tensor's data in cache across the six ops and measured as fast or up to 1.2x faster there (docs/bench/train.md).
+``adamw_update_`` is that update for one parameter group, shared with ``Muon``'s AdamW groups;
 ``param_groups_for_weight_decay`` splits a model's parameters so that only matrices decay.
 """
 
@@ -63,61 +64,72 @@ class AdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            for p in params:
-                if p.grad.is_sparse:
-                    raise RuntimeError("AdamW does not support sparse gradients")
-            foreach = group["foreach"] if group["foreach"] is not None else bool(params) and params[0].is_cuda
-            if foreach:
-                self._foreach_update(group, params)
-            else:
-                for p in params:
-                    self._single_update(group, p)
+            adamw_update_(group, [p for p in group["params"] if p.grad is not None], self.state)
         return loss
 
-    def _state_for(self, p: torch.Tensor) -> dict:
-        """The state of ``p``, created on first use (zero moments, step 0), with its step advanced by one."""
-        state = self.state[p]
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        state["step"] = int(state["step"]) + 1
-        return state
 
-    def _single_update(self, group: dict, p: torch.Tensor) -> None:
-        lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-        state = self._state_for(p)
-        m, v, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
-        if wd != 0:
-            p.mul_(1 - lr * wd)
-        m.lerp_(p.grad, 1 - beta1)
-        v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-        denom = v.sqrt().div_((1 - beta2**t) ** 0.5).add_(eps)
-        p.addcdiv_(m, denom, value=-lr / (1 - beta1**t))
+def adamw_update_(group: dict, params: list[torch.Tensor], state: dict) -> None:
+    """One AdamW step of ``params`` (each with a gradient) under ``group``'s lr, betas, eps, weight_decay and foreach.
 
-    def _foreach_update(self, group: dict, params: list[torch.Tensor]) -> None:
-        # foreach kernels need one device and dtype per call, and the bias correction needs one step count,
-        # so bucket by (device, dtype, step); in ordinary training that is one bucket per device and dtype.
-        buckets: dict[tuple, list[tuple[torch.Tensor, dict]]] = defaultdict(list)
+    ``state`` is the optimizer's per-parameter state (``Optimizer.state``); a parameter's entry is filled on its
+    first step. ``AdamW.step`` runs this for each group, and an optimizer that holds AdamW groups beside groups of
+    its own (``Muon``) calls it for those, so both compute exactly the same update.
+    """
+    if any(p.grad is not None and p.grad.is_sparse for p in params):
+        raise RuntimeError("AdamW does not support sparse gradients")
+    foreach = group["foreach"] if group["foreach"] is not None else bool(params) and params[0].is_cuda
+    if foreach:
+        _foreach_update(group, params, state)
+    else:
         for p in params:
-            state = self._state_for(p)
-            buckets[(p.device, p.dtype, state["step"])].append((p, state))
-        lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-        for (_, _, t), items in buckets.items():
-            ps = [p for p, _ in items]
-            grads = [p.grad for p in ps if p.grad is not None]  # the buckets hold parameters with gradients
-            ms = [s["exp_avg"] for _, s in items]
-            vs = [s["exp_avg_sq"] for _, s in items]
-            if wd != 0:
-                torch._foreach_mul_(ps, 1 - lr * wd)
-            torch._foreach_lerp_(ms, grads, 1 - beta1)
-            torch._foreach_mul_(vs, beta2)
-            torch._foreach_addcmul_(vs, grads, grads, 1 - beta2)
-            denom = torch._foreach_sqrt(vs)
-            torch._foreach_div_(denom, (1 - beta2**t) ** 0.5)
-            torch._foreach_add_(denom, eps)
-            torch._foreach_addcdiv_(ps, ms, denom, -lr / (1 - beta1**t))
+            _single_update(group, p, state)
+
+
+def _state_for(state: dict, p: torch.Tensor) -> dict:
+    """The state of ``p``, created on first use (zero moments, step 0), with its step advanced by one."""
+    s = state[p]
+    if not s:
+        s["step"] = 0
+        s["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        s["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    s["step"] = int(s["step"]) + 1
+    return s
+
+
+def _single_update(group: dict, p: torch.Tensor, state: dict) -> None:
+    lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+    s = _state_for(state, p)
+    m, v, t = s["exp_avg"], s["exp_avg_sq"], s["step"]
+    if wd != 0:
+        p.mul_(1 - lr * wd)
+    m.lerp_(p.grad, 1 - beta1)
+    v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+    denom = v.sqrt().div_((1 - beta2**t) ** 0.5).add_(eps)
+    p.addcdiv_(m, denom, value=-lr / (1 - beta1**t))
+
+
+def _foreach_update(group: dict, params: list[torch.Tensor], state: dict) -> None:
+    # foreach kernels need one device and dtype per call, and the bias correction needs one step count,
+    # so bucket by (device, dtype, step); in ordinary training that is one bucket per device and dtype.
+    buckets: dict[tuple, list[tuple[torch.Tensor, dict]]] = defaultdict(list)
+    for p in params:
+        s = _state_for(state, p)
+        buckets[(p.device, p.dtype, s["step"])].append((p, s))
+    lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+    for (_, _, t), items in buckets.items():
+        ps = [p for p, _ in items]
+        grads = [p.grad for p in ps if p.grad is not None]  # the buckets hold parameters with gradients
+        ms = [s["exp_avg"] for _, s in items]
+        vs = [s["exp_avg_sq"] for _, s in items]
+        if wd != 0:
+            torch._foreach_mul_(ps, 1 - lr * wd)
+        torch._foreach_lerp_(ms, grads, 1 - beta1)
+        torch._foreach_mul_(vs, beta2)
+        torch._foreach_addcmul_(vs, grads, grads, 1 - beta2)
+        denom = torch._foreach_sqrt(vs)
+        torch._foreach_div_(denom, (1 - beta2**t) ** 0.5)
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(ps, ms, denom, -lr / (1 - beta1**t))
 
 
 def param_groups_for_weight_decay(model: nn.Module, weight_decay: float) -> list[dict]:
