@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from cs336_lm.nn import dispatch
-from cs336_lm.nn.attention import MultiHeadSelfAttention
+from cs336_lm.nn.cache import Attention
 
 SINK_BLOCK = 0
 
@@ -260,7 +260,7 @@ class PagedLayer:
     def __init__(self, batch: PagedBatch, index: int):
         self.batch, self.index = batch, index
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, attention: MultiHeadSelfAttention) -> Tensor:
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, attention: Attention) -> Tensor:
         """``q`` (1, heads, new, d_head), ``k``/``v`` (1, kv_heads, new, d_head) of the packed row → (1, heads, new,
         d_head), each token attending over its own sequence's cache."""
         batch, cache = self.batch, self.batch.cache
@@ -281,9 +281,7 @@ class PagedLayer:
         return torch.cat(parts, dim=2)
 
 
-def decode_attention(
-    q: Tensor, keys: Tensor, values: Tensor, batch: PagedBatch, attention: MultiHeadSelfAttention
-) -> Tensor:
+def decode_attention(q: Tensor, keys: Tensor, values: Tensor, batch: PagedBatch, attention: Attention) -> Tensor:
     """One query per decoding sequence, ``q`` (decoding, heads, d_head), over its blocks of ``keys``/``values``
     (one layer's pools); the same shape out. The Triton paged kernel where the batch was built for it, else the
     CPU reference of the module's backend."""
@@ -353,9 +351,7 @@ def _decode_run(q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, scale
     return out.sum(0).view(1, -1, d_head)
 
 
-def _decode_gathered(
-    q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, attention: MultiHeadSelfAttention
-) -> Tensor:
+def _decode_gathered(q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, attention: Attention) -> Tensor:
     """Decode attention through the module's own backend over each sequence's keys gathered into one padded
     tensor (the sink block pads short tables; ``plan.valid`` masks the padding)."""
     decoding = q.shape[0]
