@@ -88,7 +88,9 @@ class OptimConfig:
     lr: float = 3e-4
     """Peak learning rate, reached at the end of warmup."""
     min_lr: float = 3e-5
-    """Learning rate at the end of the cosine decay and after it."""
+    """Learning rate at the end of the cosine decay and after it; at most ``lr``. An ``optim.lr`` override without an
+    ``optim.min_lr`` one scales this with it, keeping the ratio the file (or the schema) sets: fine-tuning a config
+    at a tenth of its ``lr`` decays to a tenth of its ``min_lr``. The run's opening lines say so."""
     warmup_iters: int = 100
     """Optimizer steps of linear warmup from 0 to ``lr``."""
     cosine_cycle_iters: int | None = None
@@ -186,6 +188,9 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     """Loop, logging, checkpoints, device."""
 
+    def __post_init__(self) -> None:
+        self.notes: list[str] = []  # what load_config derived for the user; summary() prints it, nothing saves it
+
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Schema ← YAML file ← ``key=value`` overrides (later wins), then presets and validation.
@@ -195,9 +200,31 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     merged = OmegaConf.structured(Config)
     if path is not None:
         merged = _merge(merged, _read_yaml(Path(path)), f"config file {path}")
+    notes = []
     if overrides:
-        merged = _merge(merged, _parse_overrides(overrides), "command-line overrides")
-    return _resolve(merged)
+        parsed = _parse_overrides(overrides)
+        before = (merged.optim.lr, merged.optim.min_lr)
+        merged = _merge(merged, parsed, "command-line overrides")
+        notes = _min_lr_follows_lr(merged.optim, before, parsed.get("optim"), path)
+    cfg = _resolve(merged)
+    cfg.notes.extend(notes)
+    return cfg
+
+
+def _min_lr_follows_lr(optim: Any, before: tuple[float, float], given: Any, path: str | Path | None) -> list[str]:
+    """An ``optim.lr`` override without an ``optim.min_lr`` one scales ``min_lr`` by the same factor, so the schedule
+    keeps the shape the file gave it: ``lr`` 3e-3 → 1e-4 takes ``min_lr`` 3e-4 → 1e-5. Returns the note to print."""
+    lr, min_lr = before
+    if not isinstance(given, dict) or "lr" not in given or "min_lr" in given:
+        return []
+    if optim.lr == lr or not (math.isfinite(lr) and lr > 0 and math.isfinite(min_lr)):
+        return []
+    optim.min_lr = float(f"{optim.lr * (min_lr / lr):.12g}")  # 12 digits: no 9.999999999999999e-06
+    source = str(path) if path is not None else "the schema defaults"
+    return [
+        f"note: optim.min_lr={optim.min_lr:g}, scaled with the optim.lr override to keep the ratio min_lr/lr = "
+        f"{min_lr:g}/{lr:g} of {source}; set optim.min_lr to choose another"
+    ]
 
 
 def from_dict(data: dict[str, Any]) -> Config:
@@ -245,12 +272,13 @@ def to_yaml(cfg: Config) -> str:
 
 
 def summary(cfg: Config) -> str:
-    """A compact one-line-per-section view, e.g. ``model: vocab_size=10000 context_length=256 …``."""
+    """A compact one-line-per-section view, e.g. ``model: vocab_size=10000 context_length=256 …``, then the notes of
+    ``load_config`` (a ``min_lr`` it scaled)."""
     lines = []
     for section, values in to_dict(cfg).items():
         flat = _flatten(values)
         lines.append(f"{section}: " + " ".join(f"{k}={v}" for k, v in flat.items()))
-    return "\n".join(lines)
+    return "\n".join(lines + cfg.notes)
 
 
 def apply_preset(model: Any) -> None:
@@ -406,7 +434,8 @@ def _merge(base: Any, data: Any, source: str) -> Any:
         full_key = e.full_key or str(e.key)
         parent = full_key.rpartition(".")[0]
         known = [f"{parent}.{k}" if parent else k for k in _keys_at(parent)]
-        raise ConfigError(f"unknown key {full_key!r} in {source}{_did_you_mean(full_key, known)}") from None
+        hint = _in_another_section(full_key) or _did_you_mean(full_key, known)
+        raise ConfigError(f"unknown key {full_key!r} in {source}{hint}") from None
     except ValidationError as e:
         if e.full_key:
             expected = _field_type(e.full_key)
@@ -456,6 +485,22 @@ def _field_type(dotted: str) -> str | None:
         return None
     declared = fields[leaf].type
     return declared.__name__ if isinstance(declared, type) else str(declared)
+
+
+def _in_another_section(dotted: str) -> str:
+    """``"; did you mean 'optim.lr'?"`` for ``lr`` or ``train.lr``: the fields of that name in other sections."""
+    leaf = dotted.rpartition(".")[2]
+    found = [key for key in _all_fields() if key.rpartition(".")[2] == leaf]
+    return f"; did you mean {' or '.join(map(repr, found))}?" if found else ""
+
+
+def _all_fields(prefix: str = "") -> list[str]:
+    """Every leaf field of the schema, dotted: ``model.preset``, …, ``train.wandb.name``."""
+    keys = []
+    for name in _keys_at(prefix.rstrip(".")):
+        dotted = f"{prefix}{name}"
+        keys.extend(_all_fields(f"{dotted}.") if _keys_at(dotted) else [dotted])
+    return keys
 
 
 def _did_you_mean(word: str, options: Any) -> str:

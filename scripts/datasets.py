@@ -7,12 +7,14 @@ from the Hugging Face hub, trains a 10K BPE tokenizer, tokenizes both splits and
 interruption), and every file's SHA-256 is recorded in ``DATA_DIR/SHA256SUMS`` on first download and checked
 on every later run. As in ``scripts/demo.py``, steps that already finished with the same inputs are skipped,
 and ``key=value`` arguments go to ``lm-train``. ``--mirror`` replaces ``https://huggingface.co`` (for a mirror,
-or a local server in the tests).
+or a local server in the tests). Without network, ``--from DIR`` takes the files from a directory they were copied
+into by hand (checked against ``SHA256SUMS`` like a download); a download that cannot reach the host says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from pathlib import Path
 from demo import Ledger, run_cli, section
 
 from cs336_lm.data.download import RemoteFile, decompress, decompressed_name, download
-from cs336_lm.errors import LMError
+from cs336_lm.errors import DataError, LMError
 
 HUB = "https://huggingface.co"
 
@@ -75,31 +77,60 @@ def write_sums(path: Path, sums: dict[str, str]) -> None:
     path.write_text("".join(f"{d}  {n}\n" for n, d in sorted(sums.items())), encoding="utf-8")
 
 
-def fetch(recipe: Recipe, data: Path, mirror: str | None, keep_archives: bool) -> list[Path]:
-    """Download (resuming) and decompress the recipe's files into ``data``; return the plain text paths."""
+COMPRESSED = (".gz", ".xz", ".bz2")
+
+
+def fetch(recipe: Recipe, args: argparse.Namespace) -> list[Path]:
+    """Download (resuming) and decompress the recipe's files into ``args.data_dir``, or take them from
+    ``args.from_dir``; return the plain text paths."""
+    data = args.data_dir
     sums_path = data / "SHA256SUMS"
     sums = read_sums(sums_path)
     texts = []
     for remote in recipe.files:
-        dest = data / remote.filename
-        text = decompressed_name(dest) if dest.suffix in (".gz", ".xz", ".bz2") else dest
-        if text != dest and text.exists() and not dest.exists():
+        url = remote.url.replace(HUB, args.mirror.rstrip("/")) if args.mirror else remote.url
+        # the file as fetched (a download, or the copy in --from) and the plain text it gives
+        dest = data / remote.filename if args.from_dir is None else copied_in(remote, args.from_dir)
+        text = data / decompressed_name(dest).name if dest.suffix in COMPRESSED else dest
+        if text != dest and text.exists() and not (args.from_dir is None and dest.exists()):
             print(f"{text} already decompressed")
             texts.append(text)
             continue
-        url = remote.url.replace(HUB, mirror.rstrip("/")) if mirror else remote.url
-        print(f"{url}\n  -> {dest}", flush=True)
-        digest = download(url, dest, sha256=remote.sha256 or sums.get(remote.filename))
-        if remote.filename not in sums:
+        print(f"{url if args.from_dir is None else dest}\n  -> {text}", flush=True)
+        digest = download(url, dest, sha256=remote.sha256 or sums.get(dest.name))  # an existing file is only checked
+        if dest.name not in sums:
             print(f"  sha256 {digest} (recorded in {sums_path})")
-            sums[remote.filename] = digest
+            sums[dest.name] = digest
+            data.mkdir(parents=True, exist_ok=True)
             write_sums(sums_path, sums)
         if text != dest:
             decompress(dest, text)
-            if not keep_archives:
+            if not args.keep_archives and args.from_dir is None:
                 dest.unlink()
         texts.append(text)
     return texts
+
+
+def copied_in(remote: RemoteFile, from_dir: Path) -> Path:
+    """The recipe's file in ``from_dir``, as downloaded (``owt_train.txt.gz``) or already decompressed."""
+    names = [remote.filename]
+    if Path(remote.filename).suffix in COMPRESSED:
+        names.append(decompressed_name(remote.filename).name)
+    for name in names:
+        if (from_dir / name).is_file():
+            return from_dir / name
+    raise DataError(f"--from {from_dir}: no {' or '.join(names)} there (the file {remote.url} serves)")
+
+
+def offline_hint(recipe: Recipe, error: LMError) -> str:
+    """For a download that could not reach its host: how to go on without network."""
+    if not isinstance(error.__cause__, OSError | http.client.HTTPException):
+        return ""  # a checksum mismatch, a bad --from directory: nothing to do with the network
+    names = " and ".join(remote.filename for remote in recipe.files)
+    return (
+        f"; without network, copy {names} (fetched elsewhere) into a directory and run again with --from DIR "
+        f'(make {recipe.name} ARGS="--from DIR"; docs/datasets.md), or give a reachable host with --mirror URL'
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, default=None, help="lm-train out_dir; None keeps the config's train.out_dir")
     p.add_argument("--until", choices=STAGES, default="train", help="stop after this stage")
     p.add_argument("--mirror", default=None, help=f"replace {HUB} in the download URLs")
+    p.add_argument(
+        "--from",
+        dest="from_dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="take the files from DIR (copied in by hand; used in place, checked against SHA256SUMS), no download",
+    )
     p.add_argument(
         "--vocab-size", type=int, default=None, help="tokenizer size; None takes the recipe's (10000 / 32000)"
     )
@@ -147,9 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     recipe = RECIPES[args.dataset]
     section(f"Download {args.dataset}", 1, 4)
     try:
-        train_txt, valid_txt = fetch(recipe, args.data_dir, args.mirror, args.keep_archives)
+        train_txt, valid_txt = fetch(recipe, args)
     except LMError as e:
-        sys.exit(f"error: {e}")
+        print(f"error: {e}{offline_hint(recipe, e)}", file=sys.stderr)
+        return 2
     ledger = Ledger(args.data_dir / recipe.name / "pipeline.json")
     for stage, title, command, cli_args, inputs, outputs in recipe_steps(recipe, args, train_txt, valid_txt):
         if STAGES.index(stage) > STAGES.index(args.until):

@@ -75,7 +75,7 @@ def thread_env(threads: str) -> tuple[dict[str, str], str]:
     """Environment for the commands, and why: ``OMP_NUM_THREADS`` sets torch's CPU threads.
 
     ``auto`` keeps an ``OMP_NUM_THREADS`` the user set, and otherwise gives torch one thread per idle core, by
-    ``lm-train``'s own rule (``cs336_lm.training.threads.choose_threads``: the usable CPUs minus those other work
+    ``lm-train``'s own rule (``cs336_lm.run.threads.choose_threads``: the usable CPUs minus those other work
     keeps busy right now, at least one). On a shared machine the threads of one matmul wait for each other
     whenever one is descheduled: on the 2-core development machine at load 3, two threads trained at
     350–1,500 tokens/s and one thread at 5,500–6,200.
@@ -86,7 +86,7 @@ def thread_env(threads: str) -> tuple[dict[str, str], str]:
         return env, f"{threads} (--threads)"
     if "OMP_NUM_THREADS" in env:
         return env, f"{env['OMP_NUM_THREADS']} (OMP_NUM_THREADS)"
-    from cs336_lm.training.threads import choose_threads
+    from cs336_lm.run.threads import choose_threads
 
     choice = choose_threads("auto", environ={})
     env["OMP_NUM_THREADS"] = str(choice.count)

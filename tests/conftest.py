@@ -109,12 +109,14 @@ def shared_fixture():
 
 
 @pytest.fixture
-def one_torch_thread():
-    """Run a test on one torch intra-op thread, restoring the count after.
+def one_torch_thread(monkeypatch):
+    """Run a test on one torch intra-op thread, restoring the count after; a command it runs with ``--threads auto``
+    takes one too (``OMP_NUM_THREADS=1``, which ``auto`` keeps without measuring the machine).
 
     Tiny models and toy tensors gain nothing from a second thread, and on a shared, oversubscribed CPU the
     threads of one op wait for each other: these tests run many times faster on one.
     """
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

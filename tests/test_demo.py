@@ -120,9 +120,9 @@ def test_ledger_tracks_commands_inputs_and_completion(tmp_path):
 def test_thread_choice(monkeypatch):
     thread_env = load_demo_module().thread_env
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr("cs336_lm.training.threads.usable_cpus", lambda: 16)
+    monkeypatch.setattr("cs336_lm.run.threads.usable_cpus", lambda: 16)
     for busy, threads in [(0.2, "16"), (3.6, "12"), (15.7, "1"), (40.0, "1")]:
-        monkeypatch.setattr("cs336_lm.training.threads.busy_cores", lambda busy=busy: busy)
+        monkeypatch.setattr("cs336_lm.run.threads.busy_cores", lambda busy=busy: busy)
         env, why = thread_env("auto")
         assert env["OMP_NUM_THREADS"] == threads and f"16 CPUs, {busy:.1f} busy now" in why
     monkeypatch.setenv("OMP_NUM_THREADS", "3")

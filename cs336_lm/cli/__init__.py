@@ -2,7 +2,9 @@
 
 ``run_main`` gives every command the same behaviour for bad input and a failing system: one ``error: …`` line
 on stderr and exit status 2 instead of a traceback, warnings as one ``warning: …`` line each, and a closed pipe
-on stdout (``lm-generate … | head``) ending the command quietly.
+on stdout (``lm-generate … | head``) ending the command quietly. ``add_threads_option`` and ``cpu_threads`` give the
+commands that compute (``lm-generate``, ``lm-serve``, ``lm-eval``, ``lm-compare``) ``--threads``, by ``lm-train``'s
+rule (``cs336_lm.run.threads``).
 """
 
 import argparse
@@ -11,8 +13,12 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from cs336_lm.errors import LMError
+
+if TYPE_CHECKING:
+    from cs336_lm.run.threads import ThreadChoice
 
 USAGE_ERROR = 2
 BROKEN_PIPE = 1
@@ -29,6 +35,35 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if "default" in text or action.required or action.default is None or flag:
             return text
         return super()._get_help_string(action)
+
+
+THREADS_HELP = (
+    "torch's CPU threads (with CUDA still only the CPU's): auto = $OMP_NUM_THREADS if set, else one per core other "
+    "work leaves idle now (lm-train's rule), or N (default: auto)"
+)
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N|auto``, checked when the command enters ``cpu_threads``."""
+    parser.add_argument("--threads", default="auto", metavar="N|auto", help=THREADS_HELP)
+
+
+@contextlib.contextmanager
+def cpu_threads(spec: str) -> Iterator["ThreadChoice"]:
+    """torch's intra-op threads set by ``--threads`` for the body, and put back after it (a script or test that
+    calls a command's ``main`` twice finds torch as it was). ``auto`` never exceeds torch's own count (the physical
+    cores, or ``OMP_NUM_THREADS``); a bad ``spec`` is a ``ConfigError`` before anything is set."""
+    import torch
+
+    from cs336_lm.run.threads import choose_threads
+
+    before = torch.get_num_threads()
+    choice = choose_threads(spec, option="--threads", ceiling=before)
+    torch.set_num_threads(choice.count)
+    try:
+        yield choice
+    finally:
+        torch.set_num_threads(before)
 
 
 def run_main(fn: Callable[[], int | None]) -> int:

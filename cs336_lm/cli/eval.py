@@ -8,15 +8,17 @@
 Every token of the file but the first is scored once, in windows of ``--context`` tokens moved by ``--stride``;
 nothing trains. ``--all-checkpoints`` gives a row per checkpoint of the run; ``--out`` writes them as JSON lines
 that ``lm-plot`` draws; ``--json`` prints JSON instead of the table. The work is ``cs336_lm.evaluation``
-(docs/evaluation.md). Bad input prints one ``error:`` line and exits with status 2.
+(docs/evaluation.md). torch's CPU threads follow ``--threads`` (``auto``: one per idle core, ``cs336_lm.run.threads``),
+stated on stderr with the results. Bad input prints one ``error:`` line and exits with status 2.
 """
 
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
-from cs336_lm.cli import HelpFormatter, run_main
+from cs336_lm.cli import HelpFormatter, add_threads_option, cpu_threads, run_main
 from cs336_lm.errors import DataError
 from cs336_lm.evaluation import EvalResult, evaluate_run
 from cs336_lm.fileio import atomic_write
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="windows per forward (default: fits 256 MB logits)")
     p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="fp32, or bf16 autocast")
+    add_threads_option(p)
     p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer directory (default: RUN/tokenizer)")
     p.add_argument("--json", action="store_true", help="print JSON records instead of the table")
     p.add_argument("--out", type=Path, default=None, help="also write the records as JSON lines (lm-plot reads it)")
@@ -66,18 +69,20 @@ def format_table(results: list[EvalResult]) -> str:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
-    results = evaluate_run(
-        args.run,
-        args.data,
-        context=args.context,
-        stride=args.stride,
-        all_checkpoints=args.all_checkpoints,
-        device=args.device,
-        bf16=args.dtype == "bf16",
-        batch_size=args.batch_size,
-        tokenizer_dir=args.tokenizer,
-        progress=False if args.quiet else None,
-    )
+    with cpu_threads(args.threads) as threads:
+        results = evaluate_run(
+            args.run,
+            args.data,
+            context=args.context,
+            stride=args.stride,
+            all_checkpoints=args.all_checkpoints,
+            device=args.device,
+            bf16=args.dtype == "bf16",
+            batch_size=args.batch_size,
+            tokenizer_dir=args.tokenizer,
+            progress=False if args.quiet else None,
+        )
+    print(f"torch CPU threads: {threads.describe()}", file=sys.stderr)  # on stderr: stdout holds the table or JSON
     records = [r.record() for r in results]
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,8 @@ Loads the run's latest checkpoint (or the checkpoint file given) with its tokeni
 the engine (``cs336_lm.engine``: paged KV cache, continuous batching). One prompt: prints the prompt followed by
 the generated text as it is produced, and reports tokens/s and why generation stopped on stderr. Sample ``i`` of
 ``--num-samples`` uses seed ``S + i``, so streamed samples and a ``--no-stream`` batch print the same text. A
-prompts file: every prompt (and sample) decodes together, and one JSON line per completion is written.
+prompts file: every prompt (and sample) decodes together, and one JSON line per completion is written. torch's CPU
+threads follow ``--threads`` (``auto``: one per idle core, ``cs336_lm.run.threads``), stated on stderr.
 """
 
 import argparse
@@ -19,13 +20,14 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from cs336_lm.cli import HelpFormatter, run_main
+from cs336_lm.cli import HelpFormatter, add_threads_option, cpu_threads, run_main
 from cs336_lm.engine import Engine, SamplingParams
 from cs336_lm.errors import GenerationError
 from cs336_lm.fileio import atomic_write
 from cs336_lm.generation.prompts import read_prompts
 from cs336_lm.generation.sampling import validate_sampling
 from cs336_lm.run import LoadedRun, load_run
+from cs336_lm.run.threads import ThreadChoice
 
 SEEDS = range(-(2**63), 2**64)  # what torch.Generator.manual_seed accepts
 
@@ -63,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None, help="random seed (sample i uses seed+i); random if unset")
     parser.add_argument("--num-samples", type=int, default=1, help="number of samples per prompt")
     parser.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps")
+    add_threads_option(parser)
     parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer directory (default: RUN/tokenizer)")
     parser.add_argument("--out", type=Path, default=None, help="with --prompts-file: JSONL file (default: stdout)")
     parser.add_argument(
@@ -100,13 +103,11 @@ def check_utf8(text: str, option: str) -> str:
 
 def check_args(args: argparse.Namespace) -> None:
     """Reject invalid numbers and texts before the model is loaded."""
-    validate_sampling(args.temperature, args.top_k, args.top_p)
+    validate_sampling(args.temperature, args.top_k, args.top_p, args.repetition_penalty)
     if args.max_new_tokens < 1:
         raise GenerationError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     if args.num_samples < 1:
         raise GenerationError(f"--num-samples must be >= 1, got {args.num_samples}")
-    if not args.repetition_penalty > 0:
-        raise GenerationError(f"--repetition-penalty must be > 0, got {args.repetition_penalty}")
     if any(not s for s in args.stop):
         raise GenerationError("--stop needs a non-empty text")
     for stop in args.stop:
@@ -117,10 +118,14 @@ def check_args(args: argparse.Namespace) -> None:
         raise GenerationError(f"--seed must fit in 64 bits, as must seed + --num-samples - 1; got {args.seed}")
 
 
-def describe_finish(reason: str, loaded: LoadedRun, params: SamplingParams) -> str:
+def describe_finish(reason: str, loaded: LoadedRun, params: SamplingParams, stop: int | str | None = None) -> str:
+    """Why a sample ended; for a stop, which one (``stop``: the stop id or the --stop text, when known)."""
     if reason == "stop":
-        specials = f"a special token ({', '.join(loaded.tokenizer.special_tokens)})"
-        return f"stopped at {specials} or a --stop text" if params.stop else f"stopped at {specials}"
+        if isinstance(stop, str):
+            return f"stopped at the --stop text {stop!r}"
+        names = loaded.tokenizer.special_tokens if stop is None else [loaded.tokenizer.decode([stop])]
+        specials = f"a special token ({', '.join(names)})"
+        return f"stopped at {specials} or a --stop text" if params.stop and stop is None else f"stopped at {specials}"
     if reason == "context":
         return f"stopped at the model's context length ({loaded.model.context_length} tokens)"
     return f"stopped after --max-new-tokens {params.max_new_tokens}"
@@ -131,6 +136,12 @@ def _main(argv: Sequence[str] | None) -> int:
     check_args(args)
     specs = read_prompts(args.prompts_file) if hasattr(args, "prompts_file") else None
     prompt = read_prompt(args) if specs is None else ""
+    with cpu_threads(args.threads) as threads:
+        return _generate(args, specs, prompt, threads)
+
+
+def _generate(args: argparse.Namespace, specs, prompt: str, threads: ThreadChoice) -> int:
+    """Load the run, check every prompt, state what runs where (stderr), then decode and report tokens/s."""
     loaded = load_run(args.run, args.device, args.tokenizer)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     params = SamplingParams(
@@ -148,6 +159,7 @@ def _main(argv: Sequence[str] | None) -> int:
     prompt_ids = _prompt_ids(loaded, prompt) if specs is None else []
     device = loaded.model.lm_head.weight.device
     print(f"{loaded.checkpoint} (iteration {loaded.iteration}) on {device}, seed {seed}", file=sys.stderr)
+    print(f"torch CPU threads: {threads.describe()}", file=sys.stderr)
     engine = Engine(loaded.model, tokenizer=loaded.tokenizer)
     start = time.perf_counter()
     if planned is not None:
@@ -189,15 +201,18 @@ def _print_streams(
         sys.stdout.write(prompt)
         sys.stdout.flush()
         engine.add_request(prompt_ids, replace(params, seed=(params.seed or 0) + i))
-        count, reason = 0, "length"
+        count, reason, stop = 0, "length", None
         while engine.has_unfinished:
             for event in engine.step():
                 count += event.token is not None
                 sys.stdout.write(event.text)
                 sys.stdout.flush()
-                reason = event.finish_reason or reason
+                if event.error is not None:
+                    raise event.error
+                if event.finish_reason:
+                    reason, stop = event.finish_reason, event.stop_reason
         print(flush=True)
-        _report(i, n, count, describe_finish(reason, loaded, params))
+        _report(i, n, count, describe_finish(reason, loaded, params, stop))
         total += count
     return total
 
@@ -211,7 +226,7 @@ def _print_batch(
     for i, done in enumerate(completions):
         _header(i, n)
         print(prompt + (done.text or ""), flush=True)
-        _report(i, n, len(done.tokens), describe_finish(done.finish_reason, loaded, params))
+        _report(i, n, len(done.tokens), describe_finish(done.finish_reason, loaded, params, done.stop_reason))
     return sum(len(done.tokens) for done in completions)
 
 

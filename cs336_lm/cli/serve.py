@@ -5,7 +5,8 @@
 
 Loads the run's latest checkpoint (or the checkpoint file given) with its tokenizer, builds one engine (paged KV
 cache, continuous batching) that every request shares, and serves it (``cs336_lm.serve``) until SIGTERM or
-Ctrl-C, which let requests in flight finish for ``--shutdown-grace`` seconds, abort the rest, and exit 0.
+Ctrl-C, which let requests in flight finish for ``--shutdown-grace`` seconds, abort the rest, and exit 0. torch's
+CPU threads follow ``--threads`` (``auto``: one per idle core at startup, ``cs336_lm.run.threads``).
 docs/serving.md describes the endpoints, the errors and the page.
 """
 
@@ -15,9 +16,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cs336_lm.cli import HelpFormatter, run_main
+from cs336_lm.cli import HelpFormatter, add_threads_option, cpu_threads, run_main
 from cs336_lm.errors import LMError
+
+if TYPE_CHECKING:
+    from cs336_lm.run.threads import ThreadChoice
 
 API_KEY_ENV = "LM_SERVE_API_KEY"
 
@@ -40,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"require 'Authorization: Bearer KEY' under /v1 (default: ${API_KEY_ENV} if set, else no key)",
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps")
+    add_threads_option(parser)
     parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer directory (default: RUN/tokenizer)")
     parser.add_argument("--model-name", default=None, help="the model's name in the API (default: the run's name)")
     parser.add_argument(
@@ -85,6 +91,12 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     args.api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
     check_args(args)
+    with cpu_threads(args.threads) as threads:
+        return _serve(args, threads)
+
+
+def _serve(args: argparse.Namespace, threads: "ThreadChoice") -> int:
+    """Load the run, build the engine and the app, and serve until told to stop."""
     try:
         from cs336_lm.serve import create_app, listen, make_server
         from cs336_lm.serve.server import url_of
@@ -118,6 +130,7 @@ def _main(argv: Sequence[str] | None) -> int:
             file=sys.stderr,
             flush=True,
         )
+        print(f"torch CPU threads: {threads.describe()}", file=sys.stderr, flush=True)
 
     server = make_server(
         app, grace=args.shutdown_grace, log_level=args.log_level, access_log=args.access_log, on_started=started

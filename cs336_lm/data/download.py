@@ -4,18 +4,25 @@
 (and its checksum matches, when one is given). An interrupted download — a dropped connection, a killed
 process — resumes from the bytes already in the ``.part`` file with an HTTP ``Range`` request; a server that
 ignores ``Range`` (answers 200 instead of 206) makes it start over from zero. Only the standard library's
-``urllib`` is used. ``decompress`` turns ``.gz``/``.xz``/``.bz2`` files into plain ones, also atomically.
+``urllib`` is used. What retrying cannot mend — a host name that does not resolve (no network), an unreachable
+network, a refused connection, a certificate that does not verify, HTTP 4xx — ends at once with a ``DataError``
+whose ``__cause__`` is the network error. ``decompress`` turns ``.gz``/``.xz``/``.bz2`` files into plain ones,
+also atomically.
 """
 
 import bz2
+import errno
 import gzip
 import hashlib
 import http.client
 import lzma
 import os
 import re
+import socket
+import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +41,8 @@ USER_AGENT = "cs336_lm-downloader/1.0"
 TRANSIENT = (OSError, http.client.HTTPException)
 LOCAL = (PermissionError, IsADirectoryError, NotADirectoryError, FileNotFoundError)
 RETRY_STATUS = {429, 500, 502, 503, 504}  # busy or failing servers: worth another try; 4xx otherwise is final
+# Connection failures that another try seconds later does not mend: no route, nothing listening.
+FINAL_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ECONNREFUSED, errno.ENETDOWN}
 
 
 @dataclass(frozen=True)
@@ -68,8 +77,10 @@ def download(
 
     An existing ``dest`` is kept (and checked against ``sha256`` when given). Transient network errors and
     HTTP 429/5xx answers are retried up to ``retries`` times, each resuming where the last stopped, after
-    ``backoff * attempt`` seconds. A checksum mismatch deletes the ``.part`` file (its bytes are wrong,
-    resuming would not help) and raises ``DataError`` naming both digests.
+    ``backoff * attempt`` seconds; a failure no retry mends (``unreachable``) raises ``DataError`` at once. Network
+    failures are the ``__cause__`` of the ``DataError``, so a caller can tell them from a checksum mismatch, which
+    deletes the ``.part`` file (its bytes are wrong, resuming would not help) and raises ``DataError`` naming both
+    digests.
     """
     dest = Path(dest)
     if dest.exists():
@@ -90,10 +101,17 @@ def download(
         except LOCAL:
             raise
         except TRANSIENT as e:
+            final = unreachable(url, e)
+            if final:
+                raise DataError(f"cannot download {url}: {final}") from e
             if attempt == retries:
                 raise DataError(f"download of {url} failed after {retries + 1} attempts: {e}") from e
             have = part.stat().st_size if part.exists() else 0
-            print(f"connection lost ({e}); resuming from byte {have} (attempt {attempt + 2}/{retries + 1})")
+            if isinstance(e, urllib.error.URLError):  # no answer to the request itself
+                what = f"no connection to {urllib.parse.urlsplit(url).hostname} ({e.reason}); trying again"
+            else:
+                what = f"connection lost ({e}); resuming from byte {have}"
+            print(f"{what} (attempt {attempt + 2}/{retries + 1})")
             time.sleep(backoff * (attempt + 1))
     digest = sha256_file(part)
     try:
@@ -103,6 +121,24 @@ def download(
         raise
     os.replace(part, dest)
     return digest
+
+
+def unreachable(url: str, error: BaseException) -> str | None:
+    """Why ``url`` cannot be fetched however often it is tried, or None for a failure worth retrying.
+
+    ``URLError(gaierror(-2, "Name or service not known"))`` for ``https://huggingface.co/…`` gives
+    ``"the host name huggingface.co does not resolve (Name or service not known; no network?)"``.
+    """
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    host = urllib.parse.urlsplit(url).hostname
+    if isinstance(reason, socket.gaierror):
+        return f"the host name {host} does not resolve ({reason.strerror or reason}; no network?)"
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        why = getattr(reason, "verify_message", None) or reason  # set when OpenSSL raised it
+        return f"the TLS certificate of {host} does not verify ({why})"
+    if isinstance(reason, OSError) and reason.errno in FINAL_ERRNOS:
+        return f"{host}: {reason.strerror or reason}"
+    return None
 
 
 def _check_digest(path: Path, digest: str, expected: str | None) -> None:

@@ -8,6 +8,13 @@ all computed, and reports an ``Event`` per such sequence. A request ends at its 
 stop string or the end of the model's context, or when it is aborted, and its blocks go back to the pool at once.
 ``generate`` does all of that for a list of prompts and returns their completions. On CUDA, decode-only steps
 replay CUDA graphs captured for common batch sizes (``runner``).
+
+One request's failure is its own: when sampling or decoding a sequence raises (or its logits are NaN), that
+request ends with reason ``"error"`` and the exception in its event, and the step goes on for the others. When
+the forward itself raises (out of memory, a failed kernel), every request of that step ends with ``"error"`` —
+they are the ones it was computing; their blocks are freed and the requests not in that step go on.
+``failed_forwards`` counts such steps in a row: a caller that sees it grow over several steps (which fail
+disjoint sets of requests) knows the device, not a request, is at fault.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from cs336_lm.engine.runner import ModelRunner
 from cs336_lm.engine.scheduler import Scheduler
 from cs336_lm.engine.sequence import Sequence, Status
 from cs336_lm.engine.text import StopText
-from cs336_lm.errors import GenerationError
+from cs336_lm.errors import GenerationError, LMError
 from cs336_lm.generation.completion import Completion, check_prompt
 from cs336_lm.generation.sampling import apply_repetition_penalty, sample_next
 from cs336_lm.nn import TransformerLM
@@ -39,12 +46,18 @@ DEFAULT_MAX_NUM_SEQS = 256
 @dataclass(frozen=True)
 class Event:
     """What one step did for one request: the token it produced (None when it ended without one) and the finish
-    reason (None while it goes on). ``text`` is the text the token made final (with a tokenizer, else "")."""
+    reason (None while it goes on: ``"stop"``, ``"length"``, ``"context"``, ``"abort"`` or ``"error"``). ``text``
+    is the text the token made final (with a tokenizer, else "").
+    """
 
     request_id: int
     token: int | None
     finish_reason: str | None
     text: str = ""
+    stop_reason: int | str | None = None
+    """What ended a ``"stop"``: the stop id, or the stop string found in the text."""
+    error: Exception | None = None
+    """What ended an ``"error"``: the exception its sampling, decoding or the step's forward raised."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,8 @@ class Engine:
         self.requests: dict[int, Sequence] = {}
         self._next_id = 0
         self._ended: list[Event] = []  # requests that ended between steps: reported by the next one
+        self.failed_forwards = 0
+        """Steps in a row whose forward raised (0 after one that did not)."""
 
     @staticmethod
     def _pool_tokens(model: TransformerLM, max_kv_tokens: int | None, max_kv_bytes: int | None) -> int:
@@ -166,39 +181,67 @@ class Engine:
     # ---- one step -------------------------------------------------------------------------------------------
 
     def step(self) -> list[Event]:
-        """Run one forward over the scheduled tokens; an event for every request that produced a token or ended."""
+        """Run one forward over the scheduled tokens; an event for every request that produced a token or ended.
+
+        Never raises for one request's sake: a failure ends the requests it concerns with ``"error"`` (see the
+        module docstring)."""
         events, self._ended = self._ended, []
         chunks = self.scheduler.schedule()
         if not chunks:
             return events
-        logits = self.runner.forward(chunks)  # (sampling sequences, vocab_size)
+        try:
+            logits = self.runner.forward(chunks)  # (sampling sequences, vocab_size)
+        except Exception as e:  # the whole step failed: its requests end, the engine goes on
+            self.failed_forwards += 1
+            return events + [self._fail(c.seq, e) for c in chunks]
+        self.failed_forwards = 0
         self.scheduler.commit(chunks)
         sampling = [c.seq for c in chunks if c.samples]
         for seq, token in zip(sampling, self._sample(logits, sampling), strict=True):
-            events.append(self._advance(seq, token))
+            if isinstance(token, Exception):
+                events.append(self._fail(seq, token))
+                continue
+            try:
+                events.append(self._advance(seq, token))
+            except Exception as e:  # decoding its text failed: it alone ends
+                events.append(self._fail(seq, e))
         return events
 
-    @staticmethod
-    def _sample(logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
-        """One token per sequence, each with its own settings and generator (its draws ignore the others)."""
+    @classmethod
+    def _sample(cls, logits: torch.Tensor, seqs: list[Sequence]) -> list[int | Exception]:
+        """One token per sequence, each with its own settings and generator (its draws ignore the others), or the
+        exception its sampling raised: that sequence alone fails."""
         with torch.inference_mode():
-            out = logits.argmax(dim=-1).tolist()  # greedy rows keep these
-            for i, seq in enumerate(seqs):
-                p = seq.params
-                if p.temperature == 0 and p.repetition_penalty == 1:
-                    continue
-                row = logits[i : i + 1]
-                if p.repetition_penalty != 1:
-                    seen = torch.tensor(seq.tokens, dtype=torch.long)
-                    row = apply_repetition_penalty(row, seen, p.repetition_penalty)
-                out[i] = int(sample_next(row, p.temperature, p.top_k, p.top_p, generators=[seq.generator])[0])
+            best, nan = torch.stack((logits.argmax(dim=-1), logits.isnan().any(dim=-1).long())).tolist()  # one sync
+        out: list[int | Exception] = []
+        for i, seq in enumerate(seqs):
+            try:
+                out.append(cls._next_token(logits[i : i + 1], seq, best[i], nan[i]))
+            except Exception as e:
+                out.append(e)
         return out
+
+    @staticmethod
+    def _next_token(row: torch.Tensor, seq: Sequence, best: int, nan: bool) -> int:
+        """The next token of ``seq`` from its logits ``row`` (1, vocab_size), with its own settings and generator
+        (its draws ignore the other sequences); a greedy one takes ``best``, the argmax of its row."""
+        if nan:
+            raise GenerationError("the model's logits for this request are NaN")
+        p = seq.params
+        if p.temperature == 0 and p.repetition_penalty == 1:
+            return best
+        with torch.inference_mode():
+            row = row.to(torch.promote_types(row.dtype, torch.float32))  # a penalised fp16 logit could overflow
+            if p.repetition_penalty != 1:
+                seen = torch.tensor(seq.tokens, dtype=torch.long)
+                row = apply_repetition_penalty(row, seen, p.repetition_penalty)
+            return int(sample_next(row, p.temperature, p.top_k, p.top_p, generators=[seq.generator])[0])
 
     def _advance(self, seq: Sequence, token: int) -> Event:
         """Append ``token`` to ``seq`` (or end it at a stop id) and say what happened."""
         p = seq.params
         if token in p.stop_ids:  # a stop id ends the request and is not part of the output
-            return self._end(seq, None, "stop", seq.text.finish() if seq.text else "")
+            return self._end(seq, None, "stop", seq.text.finish() if seq.text else "", stop_reason=token)
         seq.tokens.append(token)
         text = seq.text.feed(token) if seq.text else ""
         reason = None
@@ -212,12 +255,27 @@ class Engine:
             return Event(seq.request_id, token, None, text)
         if reason != "stop" and seq.text is not None:
             text += seq.text.finish()
-        return self._end(seq, token, reason, text)
+        return self._end(seq, token, reason, text, stop_reason=self._stop_string(seq) if reason == "stop" else None)
 
-    def _end(self, seq: Sequence, token: int | None, reason: str, text: str) -> Event:
+    def _stop_string(self, seq: Sequence) -> str | None:
+        """The stop string that ended ``seq``'s text: the one that starts where the released text ends."""
+        assert seq.text is not None and self.tokenizer is not None
+        full, at = self.tokenizer.decode(seq.output), len(seq.text.text)
+        return next((s for s in seq.text.stop if full.startswith(s, at)), None)
+
+    def _end(
+        self, seq: Sequence, token: int | None, reason: str, text: str, stop_reason: int | str | None = None
+    ) -> Event:
         self.scheduler.finish(seq, reason)
         self.requests.pop(seq.request_id, None)
-        return Event(seq.request_id, token, reason, text)
+        return Event(seq.request_id, token, reason, text, stop_reason)
+
+    def _fail(self, seq: Sequence, error: Exception) -> Event:
+        """End ``seq`` with reason ``"error"``, whatever state its failure left it in."""
+        if seq.status is not Status.FINISHED:
+            self.scheduler.finish(seq, "error")
+        self.requests.pop(seq.request_id, None)
+        return Event(seq.request_id, None, "error", error=error)
 
     # ---- many prompts at once -------------------------------------------------------------------------------
 
@@ -228,7 +286,10 @@ class Engine:
         *,
         progress: bool = False,
     ) -> list[Completion]:
-        """Run ``prompts`` to completion (``params``: one for all, or one per prompt); completions in prompt order."""
+        """Run ``prompts`` to completion (``params``: one for all, or one per prompt); completions in prompt order.
+
+        A prompt whose generation fails (reason ``"error"``) aborts the others and raises: its ``LMError`` as a
+        ``GenerationError`` naming the prompt, anything else as it was raised."""
         if isinstance(params, SamplingParams) or params is None:
             per_prompt = [params or SamplingParams()] * len(prompts)
         else:
@@ -240,6 +301,7 @@ class Engine:
         tokens: list[list[int]] = [[] for _ in prompts]
         texts = ["" for _ in prompts]
         reasons: list[str | None] = [None] * len(prompts)
+        stops: list[int | str | None] = [None] * len(prompts)
         with tqdm(total=len(prompts), desc="generating", unit="prompt", disable=not progress, leave=False) as bar:
             while any(r is None for r in reasons):
                 for event in self.step():
@@ -249,14 +311,25 @@ class Engine:
                     if event.token is not None:
                         tokens[i].append(event.token)
                     texts[i] += event.text
+                    if event.error is not None:
+                        self._give_up(ids, i, event.error)
                     if event.finish_reason is not None:
-                        reasons[i] = event.finish_reason
+                        reasons[i], stops[i] = event.finish_reason, event.stop_reason
                         bar.update()
         with_text = self.tokenizer is not None
         return [
-            Completion(t, r, texts[i] if with_text else None)  # type: ignore[arg-type]
+            Completion(t, r, texts[i] if with_text else None, stops[i])  # type: ignore[arg-type]
             for i, (t, r) in enumerate(zip(tokens, reasons, strict=True))
         ]
+
+    def _give_up(self, ids: list[int], failed: int, error: Exception) -> None:
+        """Abort the requests ``ids`` of a ``generate`` and raise the error of the one at index ``failed``."""
+        for rid in ids:
+            self.abort(rid)
+        self._ended = [e for e in self._ended if e.request_id not in ids]  # nobody waits for them
+        if isinstance(error, LMError):
+            raise GenerationError(f"prompt {failed}: {error}") from error
+        raise error
 
     def stats(self) -> EngineStats:
         s = self.scheduler

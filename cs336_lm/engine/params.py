@@ -1,12 +1,15 @@
-"""Per-request sampling settings: ``SamplingParams``, checked when it is made."""
+"""Per-request sampling settings: ``SamplingParams``, checked when it is made (``params_problem``)."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 
 from cs336_lm.errors import GenerationError
-from cs336_lm.generation.sampling import validate_sampling
+from cs336_lm.generation.sampling import sampling_problem
+
+SEEDS = range(-(2**63), 2**64)
+"""What ``torch.Generator.manual_seed`` accepts."""
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,7 @@ class SamplingParams:
     and multiplies the negative ones of every token already in the prompt or the output (1.0: off). The request
     ends after ``max_new_tokens`` tokens, at a token of ``stop_ids`` (not output), when the text contains a string
     of ``stop`` (the text ends before it; needs the engine's tokenizer), or when the model's context is full.
-    ``seed`` makes the draws reproducible whatever else shares the batch.
+    ``seed`` makes the draws reproducible whatever else shares the batch. The bounds are ``params_problem``'s.
     """
 
     temperature: float = 0.0
@@ -33,18 +36,42 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
-        object.__setattr__(self, "stop", tuple(self.stop))
-        object.__setattr__(self, "stop_ids", tuple(self.stop_ids))
-        validate_sampling(self.temperature, self.top_k, self.top_p)
-        new = self.max_new_tokens
-        if isinstance(new, bool) or not isinstance(new, int) or new < 0:
-            raise GenerationError(f"max_new_tokens must be an integer >= 0, got {new!r}")
-        penalty = self.repetition_penalty
-        if not (isinstance(penalty, int | float) and math.isfinite(penalty) and penalty > 0):
-            raise GenerationError(f"repetition_penalty must be a finite number > 0, got {penalty!r}")
-        if not all(isinstance(s, str) and s for s in self.stop):
-            raise GenerationError(f"stop must be non-empty strings, got {self.stop!r}")
-        if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.stop_ids):
-            raise GenerationError(f"stop_ids must be token ids (integers >= 0), got {self.stop_ids!r}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise GenerationError(f"seed must be an integer, got {self.seed!r}")
+        for name in ("stop", "stop_ids"):
+            value = getattr(self, name)
+            if not isinstance(value, Sequence | set | frozenset):
+                raise GenerationError(f"{name} must be a sequence, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        problem = params_problem(**{f.name: getattr(self, f.name) for f in fields(self)})
+        if problem is not None:
+            raise GenerationError(problem[1])
+
+
+def params_problem(
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    max_new_tokens: int = 64,
+    stop: Sequence[str] = (),
+    repetition_penalty: float = 1.0,
+    seed: int | None = None,
+    stop_ids: Sequence[int] = (),
+) -> tuple[str, str] | None:
+    """``(field, message)`` for the first of these settings that cannot be sampled, else None.
+
+    The sampling bounds are ``sampling_problem``'s (temperature 0 or in [1e-6, 1e6], top_k >= 1, top_p in
+    (0, 1], repetition_penalty in [0.01, 100]); besides: max_new_tokens an integer >= 0, stop non-empty
+    strings, stop_ids integers >= 0, seed an integer that ``torch.Generator.manual_seed`` takes (``SEEDS``).
+    ``SamplingParams`` raises the message; ``lm-serve`` answers it with a 400 naming the field.
+    """
+    problem = sampling_problem(temperature, top_k, top_p, repetition_penalty)
+    if problem is not None:
+        return problem
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        return "max_new_tokens", f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}"
+    if not all(isinstance(s, str) and s for s in stop):
+        return "stop", f"stop must be non-empty strings, got {stop!r}"
+    if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in stop_ids):
+        return "stop_ids", f"stop_ids must be token ids (integers >= 0), got {stop_ids!r}"
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed not in SEEDS):
+        return "seed", f"seed must be an integer from -2**63 to 2**64 - 1, got {seed!r}"
+    return None

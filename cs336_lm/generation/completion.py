@@ -1,8 +1,8 @@
 """What every decoder and its callers share: a prompt's check, the reasons a sequence ends, and a ``Completion``.
 
 A sequence ends at a stop id (which is not output: ``"stop"``, as is a stop string), after ``max_new_tokens``
-(``"length"``), when prompt and output fill the model's context (``"context"``), or when it is aborted
-(``"abort"``).
+(``"length"``), when prompt and output fill the model's context (``"context"``), when it is aborted (``"abort"``),
+or when its sampling or decoding failed (``"error"``, that request alone).
 """
 
 from __future__ import annotations
@@ -13,17 +13,18 @@ from typing import Literal
 
 from cs336_lm.errors import GenerationError
 
-FinishReason = Literal["stop", "length", "context", "abort"]
+FinishReason = Literal["stop", "length", "context", "abort", "error"]
 
 
 @dataclass
 class Completion:
-    """The generated ids of one prompt (stop id excluded), why generation ended and, when a tokenizer decoded
-    them, the text (cut before a stop string)."""
+    """The generated ids of one prompt (stop id excluded), why generation ended, when a tokenizer decoded them the
+    text (cut before a stop string), and what ended a ``"stop"``: the stop id, or the stop string found."""
 
     tokens: list[int]
     finish_reason: FinishReason
     text: str | None = None
+    stop_reason: int | str | None = None
 
 
 def check_prompt(prompt: Sequence[object], context_length: int, vocab_size: int, name: str = "the prompt") -> list[int]:

@@ -17,22 +17,57 @@ from jaxtyping import Float, Int
 
 from cs336_lm.errors import GenerationError
 
+# The bounds below keep every distribution sampled finite. The filters scale a float32 logit by at most
+# 1/T · max(R, 1/R) <= 1e6 · 1e2, so every logit below ~3e30 in magnitude stays finite (a model's are tens or
+# hundreds), and no setting rounds to 0 or to infinity in float32. Outside them, e.g. R = 1e-39 (subnormal in
+# float32), one logit becomes infinite and its softmax NaN: torch.multinomial refuses it.
 MIN_TEMPERATURE = 1e-6
 """The smallest temperature above 0: below it sampling is greedy in all but name, and ``logits / T`` can overflow
 float32 (or divide by a temperature that rounds to 0) into NaN probabilities."""
+MAX_TEMPERATURE = 1e6
+"""The largest temperature: beyond it every token is as likely as any other anyway."""
+MIN_REPETITION_PENALTY, MAX_REPETITION_PENALTY = 1e-2, 1e2
+"""A seen token's logit is scaled by at most 100 either way (CTRL used 1.2)."""
 
 
-def validate_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    """Raise ``GenerationError`` naming the first invalid setting: temperature 0 or in [1e-6, inf), top_k ≥ 1,
-    0 < top_p ≤ 1."""
-    if not (isinstance(temperature, int | float) and math.isfinite(temperature) and temperature >= 0):
-        raise GenerationError(f"temperature must be a finite number >= 0 (0 means greedy), got {temperature!r}")
+def _is_number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def sampling_problem(
+    temperature: float, top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0
+) -> tuple[str, str] | None:
+    """``(setting, message)`` for the first setting that cannot be sampled, else None: temperature 0 or in
+    [1e-6, 1e6], top_k an integer >= 1, 0 < top_p <= 1, repetition_penalty in [0.01, 100], all finite numbers.
+
+    Example: ``sampling_problem(0.8, top_p=0)`` → ``("top_p", "top_p must be in (0, 1], got 0")``.
+    """
+    if not (_is_number(temperature) and math.isfinite(temperature) and 0 <= temperature <= MAX_TEMPERATURE):
+        return "temperature", (
+            f"temperature must be a finite number from 0 (greedy) to {MAX_TEMPERATURE:,.0f}, got {temperature!r}"
+        )
     if 0 < temperature < MIN_TEMPERATURE:
-        raise GenerationError(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {temperature!r}")
+        return "temperature", f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {temperature!r}"
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise GenerationError(f"top_k must be an integer >= 1, got {top_k!r}")
-    if top_p is not None and not (isinstance(top_p, int | float) and 0 < top_p <= 1):
-        raise GenerationError(f"top_p must be in (0, 1], got {top_p!r}")
+        return "top_k", f"top_k must be an integer >= 1, got {top_k!r}"
+    if top_p is not None and not (_is_number(top_p) and 0 < top_p <= 1):
+        return "top_p", f"top_p must be in (0, 1], got {top_p!r}"
+    penalty = repetition_penalty
+    if not (_is_number(penalty) and MIN_REPETITION_PENALTY <= penalty <= MAX_REPETITION_PENALTY):
+        return "repetition_penalty", (
+            f"repetition_penalty must be a number from {MIN_REPETITION_PENALTY:g} to {MAX_REPETITION_PENALTY:g} "
+            f"(1 is off), got {penalty!r}"
+        )
+    return None
+
+
+def validate_sampling(
+    temperature: float, top_k: int | None, top_p: float | None, repetition_penalty: float = 1.0
+) -> None:
+    """Raise ``GenerationError`` with the message of ``sampling_problem``, if it finds one."""
+    problem = sampling_problem(temperature, top_k, top_p, repetition_penalty)
+    if problem is not None:
+        raise GenerationError(problem[1])
 
 
 def apply_temperature(logits: Float[torch.Tensor, "batch vocab_size"], temperature: float) -> torch.Tensor:

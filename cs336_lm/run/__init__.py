@@ -1,5 +1,6 @@
 """A run and what it is made of: the run directory's layout (``rundir``), the checkpoint file format
-(``checkpoint``), the model built from a config or loaded from a run (``model``) and the device rule (``device``).
+(``checkpoint``), the model built from a config or loaded from a run (``model``), the device rule (``device``) and
+the CPU thread rule (``threads``).
 
 Training writes runs; generation, evaluation, serving and export read them, all through this package.
 """

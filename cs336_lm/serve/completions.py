@@ -5,9 +5,9 @@
 wherever it sits in a request, and whatever else the server is generating). The default stop ids are the
 tokenizer's special tokens, as in ``lm-generate``. ``collect`` gathers a whole answer; ``stream`` yields it as
 server-sent events, ``data: {chunk}`` per piece of text of a choice (its ``finish_reason`` set on its last) and
-``data: [DONE]`` at the end; a request the server aborts at shutdown ends with ``data: {"error": …}`` before
-``[DONE]``. ``EventStream`` closes the submission however the response ends, so a client that disconnects
-mid-stream has its requests aborted and their KV blocks freed.
+``data: [DONE]`` at the end; a request the server aborts at shutdown, or whose generation fails, ends with
+``data: {"error": …}`` before ``[DONE]``. ``EventStream`` closes the submission however the response ends, so a
+client that disconnects mid-stream has its requests aborted and their KV blocks freed.
 """
 
 from __future__ import annotations
@@ -81,6 +81,9 @@ def plan(body: CompletionRequest, info: ModelInfo) -> Plan:
     unsupported = body.unsupported()
     if unsupported is not None:
         raise ServeError(unsupported[1], 400, param=unsupported[0], code="unsupported_parameter")
+    invalid = body.invalid()
+    if invalid is not None:
+        raise ServeError(invalid[1], 400, param=invalid[0], code="invalid_value")
     prompts = [_prompt_ids(p, i, info) for i, p in enumerate(_prompts(body.prompt))]
     base = body.sampling(info.stop_ids)
     n = body.n or 1
@@ -130,6 +133,7 @@ async def collect(plan: Plan, info: ModelInfo, submission: Submission, request: 
     """The whole answer once every choice has finished; None when the client left first (its requests aborted)."""
     texts = ["" for _ in plan.requests]
     reasons: list[str | None] = [None for _ in plan.requests]
+    stops: list[int | str | None] = [None for _ in plan.requests]
     tokens = 0
     next_look = time.monotonic() + _DISCONNECT_POLL_S
     while not submission.done:
@@ -145,9 +149,10 @@ async def collect(plan: Plan, info: ModelInfo, submission: Submission, request: 
             texts[out.index] += out.text
             tokens += out.token
             reasons[out.index] = out.finish_reason or reasons[out.index]
+            stops[out.index] = out.stop_reason if out.finish_reason else stops[out.index]
     usage = protocol.usage(plan.prompt_tokens, tokens)
     return protocol.completion_body(
-        plan.completion_id, plan.created, info.name, list(zip(texts, reasons, strict=True)), usage
+        plan.completion_id, plan.created, info.name, list(zip(texts, reasons, stops, strict=True)), usage
     )
 
 
@@ -167,7 +172,8 @@ async def stream(plan: Plan, info: ModelInfo, submission: Submission, body: Comp
             tokens += out.token
             if out.text or out.finish_reason is not None:
                 usage = protocol.usage(plan.prompt_tokens, tokens) if options.continuous_usage_stats else None
-                events.append(_event(chunk([protocol.choice(out.index, out.text, out.finish_reason)], usage)))
+                piece = protocol.choice(out.index, out.text, out.finish_reason, out.stop_reason)
+                events.append(_event(chunk([piece], usage)))
         if events:
             yield b"".join(events)
     if options.include_usage:

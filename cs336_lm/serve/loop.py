@@ -14,8 +14,14 @@ The engine is not thread-safe, so exactly one thread, the engine thread of ``Eng
 The thread blocks on the command queue while the engine is idle, and otherwise takes every pending command
 before each step, so requests that arrive together join the same batch. ``begin_drain(grace)`` (shutdown) refuses
 new work with 503 and, after ``grace`` seconds, aborts what still runs: each such submission gets a
-``ServeError`` as its last item. If a step raises (a bug), every open submission gets a 503 and the loop stops;
-``healthy`` turns False.
+``ServeError`` as its last item.
+
+One request never takes the loop down. The engine ends a request whose sampling or decoding fails (or every request
+of a step whose forward fails) with reason ``"error"``; its submission gets a 500 ``ServeError`` as its last item,
+its other choices are aborted, and the loop serves on. A request that fails to be admitted for a reason other than
+its settings gets a 500 the same way. Only when ``MAX_FAILED_FORWARDS`` forwards fail in a row (each failing a
+different set of requests: the device is broken, not a request), or a step raises anyway (a bug), does every open
+submission get a 503 and the loop stop; ``healthy`` turns False.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import queue
 import threading
 import time
@@ -35,17 +42,22 @@ from cs336_lm.errors import GenerationError, ServeError
 from cs336_lm.serve.metrics import Metrics
 
 DEFAULT_MAX_QUEUE = 256
+MAX_FAILED_FORWARDS = 3
 _IDLE_WAIT_S = 1.0  # how often an idle engine thread wakes to look at a drain deadline
+
+logger = logging.getLogger("cs336_lm.serve")
 
 
 @dataclass(frozen=True)
 class Output:
-    """What one engine step did for one choice: ``text`` newly final, whether it made a token, why it ended."""
+    """What one engine step did for one choice: ``text`` newly final, whether it made a token, why it ended
+    (``stop_reason``: the stop string or id that ended a ``"stop"``)."""
 
     index: int
     text: str
     token: bool
     finish_reason: str | None
+    stop_reason: int | str | None = None
 
 
 class Submission:
@@ -187,6 +199,9 @@ class EngineLoop:
             events = self.engine.step()
             self._publish()  # before the outputs go out: a client never sees older stats than its tokens
             self._dispatch(events)
+            if self.engine.failed_forwards >= MAX_FAILED_FORWARDS:
+                last = next((e.error for e in reversed(events) if e.error is not None), None)
+                raise RuntimeError(f"{self.engine.failed_forwards} forwards failed in a row, the last with {last!r}")
         return True
 
     def _take_commands(self, block: bool) -> bool:
@@ -229,9 +244,12 @@ class EngineLoop:
         try:
             for prompt, params in requests:
                 ids.append(self.engine.add_request(prompt, params))
-        except GenerationError as e:
+        except Exception as e:  # a request the engine refuses (GenerationError: a 400), or a bug (a 500)
             for rid in ids:
                 self.engine.abort(rid)
+            if not isinstance(e, GenerationError):
+                logger.error("admitting a request failed", exc_info=e)
+                e = ServeError(f"admitting the request failed ({type(e).__name__}: {e})", 500, code="internal_error")
             admitted.set_exception(e)
             return
         submission.request_ids = ids
@@ -247,8 +265,9 @@ class EngineLoop:
                 self.metrics.finished["abort"] += 1
 
     def _dispatch(self, events: list[Event]) -> None:
-        """Hand each submission its outputs of this step, in one batch."""
+        """Hand each submission its outputs of this step, in one batch; a failed one its error after them."""
         batches: dict[Submission, list[Output]] = {}
+        failed: dict[Submission, ServeError] = {}
         for event in events:
             route = self._routes.get(event.request_id)
             if route is None:  # aborted: nobody waits for it
@@ -259,13 +278,27 @@ class EngineLoop:
             if event.finish_reason is not None:
                 del self._routes[event.request_id]
                 self.metrics.finished[event.finish_reason] += 1
-            out = Output(index, event.text, event.token is not None, event.finish_reason)
+            if event.error is not None:
+                failed.setdefault(submission, self._failure(event.error))
+                continue
+            out = Output(index, event.text, event.token is not None, event.finish_reason, event.stop_reason)
             batches.setdefault(submission, []).append(out)
+        items: list[tuple[Submission, list[Output] | ServeError]] = list(batches.items())
+        for submission, error in failed.items():
+            self._abort(submission)  # its other choices: the answer has failed
+            items.append((submission, error))
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Submission, list[Output] | ServeError]]] = {}
-        for submission, outs in batches.items():
-            by_loop.setdefault(submission._loop, []).append((submission, outs))
-        for loop, items in by_loop.items():
-            _deliver_all(loop, items)
+        for submission, item in items:
+            by_loop.setdefault(submission._loop, []).append((submission, item))
+        for loop, loop_items in by_loop.items():
+            _deliver_all(loop, loop_items)
+
+    @staticmethod
+    def _failure(error: Exception) -> ServeError:
+        """The error a request's client gets when its generation failed (the server log has the traceback)."""
+        logger.error("a request failed while generating", exc_info=error)
+        return ServeError(f"generating the answer failed ({type(error).__name__}: {error})", 500,
+                          code="generation_failed")  # fmt: skip
 
     def _publish(self) -> None:
         self.stats = stats = self.engine.stats()

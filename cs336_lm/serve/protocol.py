@@ -3,26 +3,31 @@
 ``CompletionRequest`` is the body of ``POST /v1/completions`` as OpenAI defines it (``prompt`` a string, a list of
 strings, a list of token ids or a list of lists of ids; ``max_tokens``, ``temperature``, ``top_p``, ``n``, ``stop``,
 ``seed``, ``stream``, ``stream_options``), with the sampling knobs of our engine beside them (``top_k``,
-``repetition_penalty``). The schema is strict: a string where a number belongs, a float where an integer belongs,
-an unknown field or a value out of range fails validation (HTTP 422). Fields OpenAI has and this server does not
-implement (``echo``, ``logprobs``, ``suffix``, penalties, ``logit_bias``, ``best_of``) are accepted at their neutral
-value only (``unsupported`` names the first that is not; HTTP 400). The functions below build the response bodies:
+``repetition_penalty``). The schema is strict about types: a string where a number belongs, a float where an
+integer belongs or an unknown field fails validation (HTTP 422). Values are checked next, by ``invalid``, with the
+engine's own bounds (``cs336_lm.engine.params.params_problem``): a number that cannot be sampled (NaN, infinite,
+``repetition_penalty`` 1e-300, …) is a 400 naming the field. Fields OpenAI has and this server does not implement
+(``echo``, ``logprobs``, ``suffix``, penalties, ``logit_bias``, ``best_of``) are accepted at their neutral value only
+(``unsupported`` names the first that is not; HTTP 400). The functions below build the response bodies:
 
->>> completion_body("cmpl-1", 0, "demo", [("Once", "length")], usage(3, 1))["choices"][0]
-{'text': 'Once', 'index': 0, 'logprobs': None, 'finish_reason': 'length'}
+>>> completion_body("cmpl-1", 0, "demo", [("Once", "length", None)], usage(3, 1))["choices"][0]
+{'text': 'Once', 'index': 0, 'logprobs': None, 'finish_reason': 'length', 'stop_reason': None}
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from cs336_lm.engine import SamplingParams
+from cs336_lm.engine.params import SEEDS, params_problem
 
 MAX_N = 64
 MAX_STOP = 16
-INT64 = 2**63
+MAX_STOP_CHARS = 256
+"""Looking for a stop string costs up to its length squared per token on the engine thread, which every request
+waits for: 16 stop strings of 64 Ki characters would stall it for seconds."""
 
 # the engine's reasons -> OpenAI's: the end of the model's context is a length limit too
 FINISH_REASONS = {"stop": "stop", "length": "length", "context": "length"}
@@ -31,7 +36,7 @@ Prompt = str | list[str] | list[int] | list[list[int]]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=True)  # NaN: ``invalid`` says which
 
 
 class StreamOptions(_Strict):
@@ -47,22 +52,22 @@ class CompletionRequest(_Strict):
     model: str | None = None
     """The served model's name (``GET /v1/models``); omitted: the served model."""
     prompt: Prompt
-    max_tokens: int | None = Field(None, ge=1)
-    """Most tokens to generate per choice (default 16, as OpenAI); generation also ends at the context's end."""
-    temperature: float | None = Field(None, ge=0)
-    """Softmax temperature (default 1); 0 is greedy."""
-    top_p: float | None = Field(None, gt=0, le=1)
-    """Nucleus sampling: the smallest set of tokens with probability mass >= top_p (default 1: off)."""
-    top_k: int | None = Field(None, ge=1)
-    """Sample among the k most likely tokens only (default: off)."""
-    n: int | None = Field(None, ge=1, le=MAX_N)
-    """Choices per prompt; choice j of a prompt is seeded ``seed + j``."""
+    max_tokens: int | None = None
+    """Most tokens to generate per choice, >= 1 (default 16, as OpenAI); generation also ends at the context's end."""
+    temperature: float | None = None
+    """Softmax temperature (default 1); 0 is greedy, else from 1e-6 to 1e6."""
+    top_p: float | None = None
+    """Nucleus sampling, in (0, 1]: the smallest set of tokens with probability mass >= top_p (default 1: off)."""
+    top_k: int | None = None
+    """Sample among the k >= 1 most likely tokens only (default: off)."""
+    n: int | None = None
+    """Choices per prompt, 1 to 64; choice j of a prompt is seeded ``seed + j``."""
     stop: str | list[str] | None = None
-    """Up to 16 strings that end a choice; the text stops before the first."""
-    seed: int | None = Field(None, ge=-INT64, lt=INT64)
-    """Makes sampling reproducible, whatever else the server is generating."""
-    repetition_penalty: float | None = Field(None, gt=0)
-    """> 1 discourages tokens already in the prompt or the output (default 1: off)."""
+    """Up to 16 strings of 1 to 256 characters that end a choice; the text stops before the first."""
+    seed: int | None = None
+    """Makes sampling reproducible, whatever else the server is generating; from -2**63 to 2**64 - n."""
+    repetition_penalty: float | None = None
+    """In [0.01, 100]: > 1 discourages tokens already in the prompt or the output (default 1: off)."""
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -80,16 +85,35 @@ class CompletionRequest(_Strict):
 
     def sampling(self, stop_ids: tuple[int, ...] = ()) -> SamplingParams:
         """The engine's settings for choice 0 (the caller offsets the seed of the others)."""
-        return SamplingParams(
-            temperature=1.0 if self.temperature is None else self.temperature,
-            top_k=self.top_k,
-            top_p=None if self.top_p in (None, 1) else self.top_p,
-            max_new_tokens=16 if self.max_tokens is None else self.max_tokens,
-            stop=self.stop_strings(),
-            repetition_penalty=1.0 if self.repetition_penalty is None else self.repetition_penalty,
-            seed=self.seed,
-            stop_ids=stop_ids,
-        )
+        return SamplingParams(**self._settings(), stop_ids=stop_ids)
+
+    def _settings(self) -> dict[str, Any]:
+        """The fields of ``SamplingParams`` this request sets, OpenAI's defaults for the rest."""
+        return {
+            "temperature": 1.0 if self.temperature is None else self.temperature,
+            "top_k": self.top_k,
+            "top_p": None if self.top_p == 1 else self.top_p,
+            "max_new_tokens": 16 if self.max_tokens is None else self.max_tokens,
+            "stop": self.stop_strings(),
+            "repetition_penalty": 1.0 if self.repetition_penalty is None else self.repetition_penalty,
+            "seed": self.seed,
+        }
+
+    def invalid(self) -> tuple[str, str] | None:
+        """``(field, message)`` for the first value that cannot be served (the engine's bounds, ``params_problem``,
+        and the server's: n, the stop strings), else None."""
+        if self.max_tokens is not None and self.max_tokens < 1:
+            return "max_tokens", f"max_tokens must be an integer >= 1, got {self.max_tokens}"
+        n = 1 if self.n is None else self.n
+        if not 1 <= n <= MAX_N:
+            return "n", f"n must be an integer from 1 to {MAX_N}, got {n}"
+        stops = self.stop_strings()
+        if len(stops) > MAX_STOP or not all(0 < len(s) <= MAX_STOP_CHARS for s in stops):
+            return "stop", f"stop must be at most {MAX_STOP} strings of 1 to {MAX_STOP_CHARS} characters"
+        problem = params_problem(**self._settings())
+        if problem is None and self.seed is not None and self.seed + n - 1 not in SEEDS:
+            return "seed", f"seed + n - 1 (the seed of the last choice) must be at most 2**64 - 1, got {self.seed}"
+        return problem
 
     def unsupported(self) -> tuple[str, str] | None:
         """``(field, message)`` for the first field set to something this server does not implement, else None."""
@@ -106,9 +130,6 @@ class CompletionRequest(_Strict):
             if not ok:
                 hint = " (repetition_penalty is)" if name.endswith("_penalty") else ""
                 return name, f"{name} is not supported by this server{hint}"
-        stops = self.stop_strings()
-        if len(stops) > MAX_STOP or not all(stops):
-            return "stop", f"stop must be at most {MAX_STOP} non-empty strings"
         return None
 
 
@@ -120,22 +141,30 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def choice(index: int, text: str, finish_reason: str | None) -> dict[str, Any]:
-    """One choice; ``finish_reason`` is the engine's (``context`` reads ``length``), None while it goes on."""
+def choice(index: int, text: str, finish_reason: str | None, stop_reason: int | str | None = None) -> dict[str, Any]:
+    """One choice; ``finish_reason`` is the engine's (``context`` reads ``length``), None while it goes on.
+
+    ``stop_reason`` (vLLM's extension) says what ended a ``"stop"``: the stop string, or the id of the special
+    token; None otherwise.
+    """
     reason = None if finish_reason is None else FINISH_REASONS.get(finish_reason, finish_reason)
-    return {"text": text, "index": index, "logprobs": None, "finish_reason": reason}
+    return {"text": text, "index": index, "logprobs": None, "finish_reason": reason, "stop_reason": stop_reason}
 
 
 def completion_body(
-    completion_id: str, created: int, model: str, choices: list[tuple[str, str | None]], usage: dict[str, int]
+    completion_id: str,
+    created: int,
+    model: str,
+    choices: list[tuple[str, str | None, int | str | None]],
+    usage: dict[str, int],
 ) -> dict[str, Any]:
-    """A whole ``text_completion``: choice i is ``choices[i] = (text, finish reason)``."""
+    """A whole ``text_completion``: choice i is ``choices[i] = (text, finish reason, stop reason)``."""
     return {
         "id": completion_id,
         "object": "text_completion",
         "created": created,
         "model": model,
-        "choices": [choice(i, text, reason) for i, (text, reason) in enumerate(choices)],
+        "choices": [choice(i, *parts) for i, parts in enumerate(choices)],
         "usage": usage,
     }
 

@@ -5,10 +5,10 @@ Each choice is a small pure-ish function of the config and the machine so it can
 ``process_info`` (rank/world size from torchrun's environment; the one place that decides "am I the main
 process"), ``training_device`` (``cs336_lm.run.select_device`` for this process: ``cuda:LOCAL_RANK`` under
 torchrun), ``select_dtype`` (``auto`` = bf16 autocast where bf16 matmul is native, fp16 with loss scaling on older
-GPUs), ``autocast`` (the context the forward pass runs in), ``choose_threads`` (``train.threads``: ``auto`` = one
-per idle core), ``make_deterministic`` (``train.deterministic``), ``preserved_torch_settings`` (puts the process-wide
-torch settings back after a run), ``should_compile`` and ``GracefulStop`` (SIGINT/SIGTERM finish the current step
-instead of killing the run).
+GPUs), ``autocast`` (the context the forward pass runs in), ``make_deterministic`` (``train.deterministic``),
+``preserved_torch_settings`` (puts the process-wide torch settings back after a run), ``should_compile`` and
+``GracefulStop`` (SIGINT/SIGTERM finish the current step instead of killing the run). The thread count is
+``cs336_lm.run.threads`` (``train.threads``: ``auto`` = one per idle core), the rule every command shares.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from cs336_lm.nn import TransformerLM
 from cs336_lm.optim import AdamW
 from cs336_lm.run import ResumePoint, RunDir, apply_checkpoint, build_model, read_checkpoint, restore_rng_state
 from cs336_lm.run.malloc import reuse_freed_memory
+from cs336_lm.run.threads import ThreadChoice, choose_threads
 from cs336_lm.tokenizer import Tokenizer
 from cs336_lm.training import parallel
 from cs336_lm.training.build import batch_generator, build_optimizer, seed_everything, training_flops_per_token
@@ -44,7 +45,6 @@ from cs336_lm.training.runtime import (
     training_device,
 )
 from cs336_lm.training.scaler import LossScaler
-from cs336_lm.training.threads import ThreadChoice, choose_threads
 
 
 @dataclass

@@ -1,19 +1,31 @@
-"""The resumable downloader against a local HTTP server on 127.0.0.1, and the decompression helpers."""
+"""The resumable downloader against a local HTTP server on 127.0.0.1, network failures it must not retry (made by
+replacing ``urlopen``: no test touches the network), the decompression helpers, and ``scripts/datasets.py`` without
+network (its error line, ``--from DIR``)."""
 
 import bz2
+import errno
 import gzip
 import hashlib
+import importlib
 import lzma
 import random
 import re
 import socket
+import ssl
+import sys
 import threading
+import urllib.error
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
+from cs336_lm.data import download as download_module
 from cs336_lm.data.download import decompress, decompressed_name, download, sha256_file
 from cs336_lm.errors import DataError
+from cs336_lm.tinytales import EOT, iter_documents
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 DATA = random.Random(0).randbytes(200_000)
 DIGEST = hashlib.sha256(DATA).hexdigest()
@@ -158,12 +170,62 @@ def test_gives_up_after_retries(server, tmp_path):
     assert (tmp_path / "data.bin").read_bytes() == DATA
 
 
-def test_unreachable_host(tmp_path):
+def test_refused_connection_ends_at_once(tmp_path, capsys):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again before the download: nothing listens there
-    with pytest.raises(DataError, match="failed after 2 attempts"):
-        download(f"http://127.0.0.1:{port}/x", tmp_path / "x", retries=1, backoff=0, progress=False)
+    with pytest.raises(DataError, match=f"cannot download http://127.0.0.1:{port}/x: 127.0.0.1: Connection refused"):
+        download(f"http://127.0.0.1:{port}/x", tmp_path / "x", retries=3, backoff=0, progress=False)
+    assert "attempt" not in capsys.readouterr().out  # not retried
+    assert not (tmp_path / "x.part").exists()
+
+
+def failing_urlopen(monkeypatch, *errors: BaseException) -> list:
+    """Replace ``urlopen`` in the downloader: each call raises the next error; returns the list of calls."""
+    calls, pending = [], list(errors)
+
+    def urlopen(request, timeout=None):
+        calls.append(request.full_url)
+        raise pending.pop(0) if len(pending) > 1 else pending[0]
+
+    monkeypatch.setattr(download_module.urllib.request, "urlopen", urlopen)
+    return calls
+
+
+NAME_NOT_KNOWN = urllib.error.URLError(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (NAME_NOT_KNOWN, r"the host name example\.org does not resolve \(Name or service not known; no network\?\)$"),
+        # what a machine without a reachable resolver says: no retry mends that either
+        (urllib.error.URLError(socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")),
+         "the host name example.org does not resolve"),
+        (urllib.error.URLError(OSError(errno.ENETUNREACH, "Network is unreachable")),
+         "example.org: Network is unreachable$"),
+        (urllib.error.URLError(ssl.SSLCertVerificationError(1, "certificate verify failed")),
+         "the TLS certificate of example.org does not verify"),
+    ],
+)  # fmt: skip
+def test_failures_no_retry_mends_end_at_once_with_the_cause(monkeypatch, tmp_path, capsys, error, message):
+    calls = failing_urlopen(monkeypatch, error)
+    with pytest.raises(DataError, match=r"^cannot download https://example\.org/big\.txt: " + message) as info:
+        download("https://example.org/big.txt", tmp_path / "big.txt", progress=False, backoff=0)
+    assert len(calls) == 1 and capsys.readouterr().out == ""
+    assert info.value.__cause__ is error  # what scripts/datasets.py tells from a checksum mismatch
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_answer_before_any_byte_is_retried_as_such(monkeypatch, tmp_path, capsys):
+    timeout = urllib.error.URLError(TimeoutError("timed out"))
+    calls = failing_urlopen(monkeypatch, timeout, timeout, NAME_NOT_KNOWN)
+    with pytest.raises(DataError, match="does not resolve"):
+        download("https://example.org/big.txt", tmp_path / "big.txt", progress=False, backoff=0)
+    out = capsys.readouterr().out
+    assert len(calls) == 3
+    assert out.count("no connection to example.org (timed out); trying again (attempt") == 2
+    assert "resuming from byte" not in out  # nothing was received: there is nothing to resume
 
 
 @pytest.mark.parametrize(
@@ -189,3 +251,48 @@ def test_decompress_errors(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt.gz"]
     with pytest.raises(DataError, match="expected one of"):
         decompressed_name(tmp_path / "x.zip")
+
+
+def load_datasets_script():
+    """``scripts/datasets.py`` as a module (it imports ``demo`` from its own directory)."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        return importlib.import_module("datasets")
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+
+def test_recipe_without_network_ends_with_one_line_saying_how_to_go_on(monkeypatch, tmp_path, capsys):
+    datasets = load_datasets_script()
+    calls = failing_urlopen(monkeypatch, NAME_NOT_KNOWN)
+    assert datasets.main(["tinystories", "--data-dir", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert len(calls) == 1 and err.count("\n") == 1 and err.startswith("error: cannot download https://huggingface.co/")
+    assert "the host name huggingface.co does not resolve (Name or service not known; no network?)" in err
+    assert "copy TinyStoriesV2-GPT4-train.txt and TinyStoriesV2-GPT4-valid.txt" in err
+    assert 'run again with --from DIR (make tinystories ARGS="--from DIR"; docs/datasets.md)' in err
+
+
+def test_recipe_from_a_directory_of_copied_files(monkeypatch, tmp_path, capsys):
+    """``--from DIR`` uses the files in place (plain or still compressed), records and checks their digests and never
+    opens a connection; a checksum mismatch is no network problem, and a missing file is named."""
+    datasets = load_datasets_script()
+    failing_urlopen(monkeypatch, AssertionError("no download with --from"))
+    copies, data = tmp_path / "copies", tmp_path / "data"
+    copies.mkdir()
+    text = "".join(iter_documents(3_000, seed=1))
+    (copies / "owt_train.txt").write_text(text, encoding="utf-8")  # decompressed by hand
+    (copies / "owt_valid.txt.gz").write_bytes(gzip.compress(text[:1000].encode()))  # as the hub serves it
+    args = datasets.build_parser().parse_args(["owt", "--from", str(copies), "--data-dir", str(data)])
+    train, valid = datasets.fetch(datasets.RECIPES["owt"], args)
+    assert train == copies / "owt_train.txt" and valid == data / "owt_valid.txt"
+    assert valid.read_text(encoding="utf-8") == text[:1000] and (copies / "owt_valid.txt.gz").exists()
+    sums = datasets.read_sums(data / "SHA256SUMS")
+    assert sums == {"owt_train.txt": sha256_file(train), "owt_valid.txt.gz": sha256_file(copies / "owt_valid.txt.gz")}
+
+    (copies / "owt_train.txt").write_text(text + EOT, encoding="utf-8")  # not the bytes recorded
+    assert datasets.main(["owt", "--from", str(copies), "--data-dir", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "checksum mismatch" in err and "--from DIR" not in err
+    assert datasets.main(["tinystories", "--from", str(copies), "--data-dir", str(data)]) == 2
+    assert f"--from {copies}: no TinyStoriesV2-GPT4-train.txt there" in capsys.readouterr().err

@@ -319,3 +319,166 @@ def test_the_triton_decode_path_reads_the_pool_as_the_gather_path_does(model):
     engine = Engine(model, block_size=4)
     engine.runner.triton_decode = True
     assert [c.tokens for c in engine.generate(prompts, params)] == [c.tokens for c in gathered]
+
+
+# ---- settings that cannot be sampled, failures of one request, what ended a "stop" --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"repetition_penalty": 1e-300}, "repetition_penalty must be a number from 0.01 to 100"),
+        ({"repetition_penalty": 1e-39}, "repetition_penalty"),  # subnormal in float32: dividing by it overflows
+        ({"repetition_penalty": 100.5}, "repetition_penalty"),
+        ({"repetition_penalty": math.nan}, "repetition_penalty"),
+        ({"repetition_penalty": math.inf}, "repetition_penalty"),
+        ({"temperature": 1e7}, "temperature must be a finite number from 0 \\(greedy\\) to 1,000,000"),
+        ({"temperature": math.inf}, "temperature"),
+        ({"temperature": True}, "temperature"),
+        ({"top_p": math.nan}, "top_p"),
+        ({"top_k": 2.0}, "top_k"),
+        ({"seed": 2**64}, "seed"),
+        ({"seed": -(2**63) - 1}, "seed"),
+        ({"stop": 5}, "stop"),
+    ],
+)
+def test_settings_that_cannot_be_sampled_are_refused(kwargs, message):
+    with pytest.raises(GenerationError, match=message):
+        SamplingParams(**kwargs)
+
+
+def test_the_bounds_themselves_sample_finite_distributions():
+    model = make_model(dtype=torch.float32)
+    engine = Engine(model, block_size=4)
+    prompts = random_prompts(4, seed=11, longest=10)
+    params = [
+        SamplingParams(max_new_tokens=12, temperature=1e-6, repetition_penalty=0.01, seed=-(2**63)),
+        SamplingParams(max_new_tokens=12, temperature=1e-6, repetition_penalty=100.0, seed=2**64 - 1),
+        SamplingParams(max_new_tokens=12, temperature=1e6, repetition_penalty=0.01, top_p=1e-9),
+        SamplingParams(max_new_tokens=12, temperature=1e6, repetition_penalty=100.0, top_k=1),
+    ]
+    outs = engine.generate(prompts, params)  # raises if any request's sampling failed
+    assert [len(o.tokens) for o in outs] == [12] * 4
+
+
+def unchecked(params: SamplingParams, **fields) -> SamplingParams:
+    """``params`` with ``fields`` set past the check, as a bug could leave them."""
+    for name, value in fields.items():
+        object.__setattr__(params, name, value)
+    return params
+
+
+def run_all(engine: Engine) -> dict[int, list]:
+    """Step until nothing is left; every request's events in order."""
+    events: dict[int, list] = {}
+    while engine.has_unfinished:
+        for event in engine.step():
+            events.setdefault(event.request_id, []).append(event)
+    return events
+
+
+def test_a_request_whose_sampling_fails_ends_alone_and_the_others_are_untouched(model):
+    engine = Engine(model, block_size=4)
+    good_prompt, bad_prompt = random_prompts(2, seed=12)
+    good = engine.add_request(good_prompt, SamplingParams(max_new_tokens=10))
+    bad = engine.add_request(bad_prompt, unchecked(SamplingParams(temperature=1.0), repetition_penalty=math.nan))
+    events = run_all(engine)
+    [failed] = events[bad]
+    assert (failed.token, failed.finish_reason) == (None, "error")
+    assert isinstance(failed.error, RuntimeError) and "probability tensor" in str(failed.error)
+    tokens = [e.token for e in events[good]]
+    assert tokens == alone(model, good_prompt, SamplingParams(max_new_tokens=10))
+    assert events[good][-1].finish_reason == "length" and events[good][-1].error is None
+    assert engine.stats().blocks_used == 0 and engine.requests == {}
+
+
+class NanEngine(Engine):
+    """The logits of request ``poisoned`` are NaN."""
+
+    poisoned = -1
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        forward = self.runner.forward
+
+        def poisoned(chunks):
+            logits = forward(chunks).clone()
+            rows = [c.seq.request_id for c in chunks if c.samples]
+            if self.poisoned in rows:
+                logits[rows.index(self.poisoned)] = math.nan
+            return logits
+
+        self.runner.forward = poisoned
+
+
+def test_nan_logits_end_their_request_with_an_error_even_when_greedy(model):
+    engine = NanEngine(model, block_size=4)
+    prompts = random_prompts(2, seed=13)
+    ids = [engine.add_request(p, SamplingParams(max_new_tokens=6)) for p in prompts]
+    engine.poisoned = ids[1]
+    events = run_all(engine)
+    [failed] = events[ids[1]]
+    assert failed.finish_reason == "error" and "NaN" in str(failed.error)
+    assert [e.token for e in events[ids[0]]] == alone(model, prompts[0], SamplingParams(max_new_tokens=6))
+    with pytest.raises(GenerationError, match="prompt 0: the model's logits for this request are NaN"):
+        engine.poisoned = engine._next_id
+        engine.generate(prompts[:1], SamplingParams(max_new_tokens=3))
+
+
+class FlakyForwardEngine(Engine):
+    """The forward of step ``fail_at`` (counted by the scheduler) raises."""
+
+    fail_at = -1
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        forward = self.runner.forward
+
+        def flaky(chunks):
+            if self.scheduler.steps == self.fail_at:
+                raise RuntimeError("out of memory")
+            return forward(chunks)
+
+        self.runner.forward = flaky
+
+
+def test_a_failed_forward_ends_the_requests_of_its_step_and_the_engine_goes_on(model):
+    engine = FlakyForwardEngine(model, block_size=4, max_kv_tokens=200)
+    prompts = random_prompts(3, seed=14)
+    params = SamplingParams(max_new_tokens=5)
+    in_step = [engine.add_request(p, params) for p in prompts[:2]]
+    engine.step()
+    engine.fail_at = engine.scheduler.steps + 1
+    events = engine.step()
+    assert sorted(e.request_id for e in events) == in_step
+    assert all(e.finish_reason == "error" and "out of memory" in str(e.error) for e in events)
+    assert engine.failed_forwards == 1 and engine.stats().blocks_used == 0 and not engine.has_unfinished
+    [later] = engine.generate(prompts[2:], params)
+    assert later.tokens == alone(model, prompts[2], params) and engine.failed_forwards == 0
+
+
+def test_generate_raises_what_failed_and_leaves_nothing_behind(model):
+    engine = Engine(model, block_size=4)
+    prompts = random_prompts(3, seed=15)
+    bad = unchecked(SamplingParams(temperature=1.0, max_new_tokens=30), repetition_penalty=math.nan)
+    with pytest.raises(RuntimeError, match="probability tensor"):
+        engine.generate(prompts, [SamplingParams(max_new_tokens=30), bad, SamplingParams(max_new_tokens=30)])
+    assert not engine.has_unfinished and engine.stats().blocks_used == 0 and engine.step() == []
+
+
+def test_a_stop_event_says_which_stop_id_or_string_ended_it(model):
+    tok = Tokenizer({i: bytes([i]) for i in range(256)} | {i: b"ab" for i in range(256, 512)}, [])
+    engine = Engine(model, block_size=4, tokenizer=tok)
+    prompt = list(range(300, 310))
+    free = engine.generate([prompt], SamplingParams(max_new_tokens=20))[0]
+    assert free.stop_reason is None
+    by_id = engine.generate([prompt], SamplingParams(max_new_tokens=20, stop_ids=(free.tokens[3], 511)))[0]
+    assert (by_id.finish_reason, by_id.stop_reason) == ("stop", free.tokens[3])
+    text = tok.decode(free.tokens)
+    first, later = text[4:7], text[9:12]
+    stops = ("never seen", later, first)
+    by_text = engine.generate([prompt], SamplingParams(max_new_tokens=20, stop=stops))[0]
+    assert (by_text.finish_reason, by_text.stop_reason) == ("stop", first)
+    rid = engine.add_request(prompt, SamplingParams(max_new_tokens=20, stop=stops))
+    last = run_all(engine)[rid][-1]
+    assert (last.finish_reason, last.stop_reason) == ("stop", first)

@@ -24,7 +24,7 @@ def test_triton_decode_and_graphs_match_the_gather_path(num_kv_heads):
     outputs = {}
     for name, kwargs in {"graphs": {"cuda_graphs": True}, "eager": {"cuda_graphs": False}}.items():
         engine = Engine(model, block_size=16, max_num_seqs=16, **kwargs)
-        assert engine.triton_decode
+        assert engine.runner.triton_decode
         outputs[name] = [c.tokens for c in engine.generate(prompts, params)]
         assert (engine.runner.graphs is not None) == (name == "graphs")
     assert outputs["graphs"] == outputs["eager"]

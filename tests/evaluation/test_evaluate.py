@@ -146,6 +146,15 @@ def test_json_output(tok, tmp_path, data, capsys):
     assert record["eval_ppl"] == pytest.approx(math.exp(record["eval_loss"]))
 
 
+def test_threads_1_runs_and_is_stated_on_stderr_not_in_the_json(tok, tmp_path, data, capsys):
+    run = make_run(tmp_path / "run", tok)
+    args = [str(run), "--data", str(data[0]), "--json", "--context", "8", "--device", "cpu", "--threads", "1"]
+    assert eval_main(args) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["context"] == 8
+    assert captured.err == "torch CPU threads: 1 (--threads)\n"
+
+
 def test_progress_bar(tok, tmp_path, capsys):
     model = load_run(make_run(tmp_path / "run", tok), "cpu").model
     evaluate_ids(model, np.asarray(tok.encode(TEXT)), 32, 32, progress=True)
@@ -163,6 +172,7 @@ def test_progress_bar(tok, tmp_path, capsys):
         ("context", "--context must be between 1 and the model's context length 32"),
         ("all_of_a_file", "--all-checkpoints needs a run directory"),
         ("negative", "--context must be >= 1"),
+        ("threads", "--threads must be auto or a positive integer; got '0'"),
     ],
 )
 def test_bad_input(tok, tmp_path, data, capsys, case, message):
@@ -188,6 +198,8 @@ def test_bad_input(tok, tmp_path, data, capsys, case, message):
         args.append("--all-checkpoints")
     elif case == "negative":
         args += ["--context", "0"]
+    elif case == "threads":
+        args += ["--threads", "0"]
     assert eval_main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err

@@ -137,6 +137,28 @@ def test_subprocess_entry_point(run_dir):
     assert "tokens/s" in result.stderr
 
 
+def test_threads_1_runs_and_is_stated_on_stderr(run_dir, capsys):
+    rc, out, err = cli(capsys, run_dir, "--prompt", "Hi", "--max-new-tokens", 4, "--temperature", 0, "--threads", 1)
+    assert rc == 0 and out.startswith("Hi") and "threads" not in out
+    assert err.splitlines()[1] == "torch CPU threads: 1 (--threads)"  # under the opening line
+
+
+def test_threads_auto_takes_the_rules_count_while_decoding(run_dir, capsys, monkeypatch):
+    """Two CPUs, 1.2 of them busy with other work: one thread, applied to the decode steps and put back after."""
+    from cs336_lm.engine import Engine
+    from cs336_lm.run import threads as rule
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(rule, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(rule, "busy_cores", lambda: 1.2)
+    seen, step = [], Engine.step
+    monkeypatch.setattr(Engine, "step", lambda self: seen.append(torch.get_num_threads()) or step(self))
+    torch.set_num_threads(2)  # torch's default here; the fixture puts back its own count after the test
+    rc, _, err = cli(capsys, run_dir, "--prompt", "Hi", "--max-new-tokens", 3, "--temperature", 0)
+    assert rc == 0 and "torch CPU threads: 1 (one per idle core: 2 CPUs, 1.2 busy now)" in err
+    assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+
+
 @pytest.fixture(scope="module")
 def broken_inputs(run_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("broken")

@@ -52,6 +52,13 @@ def test_cli_agrees_and_exits_zero(run_dir, exported, capsys):
     assert "all 7 stages agree" in capsys.readouterr().out
 
 
+def test_cli_threads_1_runs_and_is_stated_on_stderr(run_dir, exported, capsys):
+    assert compare_main([str(run_dir), str(exported), "--prompt", "The cat", "--threads", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "all 7 stages agree" in captured.out and "threads" not in captured.out
+    assert captured.err.splitlines()[-1] == "torch CPU threads: 1 (--threads)"  # after transformers' loading bar
+
+
 def test_tolerance_zero_flags_rounding(run_dir, exported):
     result = compare(run_dir, exported, PROMPT, atol=0.0, rtol=0.0)
     assert result.stages[0].ok  # embeddings are copied exactly

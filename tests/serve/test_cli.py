@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 from cs336_lm.cli.serve import main
 
@@ -57,6 +58,31 @@ def test_bad_arguments_are_one_error_line_and_exit_2(run_dir, capsys, args, mess
     assert main([str(run_dir), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+def test_threads_1_is_applied_while_serving_and_stated_under_the_serving_line(run_dir, capsys, monkeypatch):
+    """The server is a stand-in that starts, notes torch's count and stops: no port is served."""
+    seen = []
+
+    class Server:
+        def __init__(self, app, *, on_started, **settings):
+            self.on_started = on_started
+
+        def run(self, sockets):
+            self.on_started()
+            seen.append(torch.get_num_threads())
+            for sock in sockets:
+                sock.close()
+
+    monkeypatch.setattr("cs336_lm.serve.make_server", Server)
+    torch.set_num_threads(2)  # the module's fixture puts back its own count after the module
+    try:
+        assert main([str(run_dir), "--port", "0", "--device", "cpu", "--threads", "1"]) == 0
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("serving ") and err[1:] == ["torch CPU threads: 1 (--threads)", "lm-serve stopped"]
 
 
 def test_a_run_that_cannot_be_loaded_is_one_error_line(tmp_path, capsys):

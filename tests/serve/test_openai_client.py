@@ -132,6 +132,9 @@ def test_the_client_sees_openai_errors(client):
     with pytest.raises(openai.BadRequestError) as too_long:
         client.completions.create(model=MODEL_NAME, prompt="x" * 600)
     assert too_long.value.code == "context_length_exceeded" and too_long.value.param == "prompt"
-    with pytest.raises(openai.UnprocessableEntityError) as invalid:
+    with pytest.raises(openai.BadRequestError) as invalid:
         client.completions.create(model=MODEL_NAME, prompt=PROMPT, temperature=-1)
-    assert invalid.value.param == "temperature"
+    assert invalid.value.param == "temperature" and invalid.value.code == "invalid_value"
+    with pytest.raises(openai.UnprocessableEntityError) as unknown_field:
+        client.completions.create(model=MODEL_NAME, prompt=PROMPT, extra_body={"temprature": 1})
+    assert unknown_field.value.param == "temprature"

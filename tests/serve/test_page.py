@@ -103,6 +103,18 @@ def test_the_page_streams_text_in_and_stop_aborts_the_request(browser_page, mode
         assert metrics["lm_generation_tokens_total"] < MAX_TOKENS
 
 
+def test_the_prompt_box_starts_with_text_and_an_emptied_one_is_not_sent(browser_page, model, tokenizer):
+    page = browser_page
+    with LiveServer(Engine(model, tokenizer=tokenizer)) as live:
+        page.goto(f"{live.url}/")
+        assert page.input_value("#prompt") == PROMPT  # a value to send, not a placeholder that looks like one
+        page.fill("#prompt", "")
+        page.click("#generate")
+        page.wait_for_function("document.getElementById('status').textContent.includes('the prompt is empty')")
+        assert page.is_enabled("#generate")
+        assert not any(k.startswith('lm_http_requests_total{path="/v1/completions"') for k in live.metrics())
+
+
 def test_the_page_ships_in_the_wheel(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(REPO / "cs336_lm", src / "cs336_lm", ignore=shutil.ignore_patterns("__pycache__"))

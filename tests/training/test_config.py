@@ -10,6 +10,7 @@ from cs336_lm.config import Config, from_dict, load_config, summary, to_dict, to
 from cs336_lm.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
+DEBUG = REPO / "configs" / "debug.yaml"
 REQUIRED = ["data.train_path=tr.npy", "data.val_path=va.npy", "data.tokenizer_dir=tok", "train.out_dir=run"]
 SHAPE = {
     "vocab_size": 300,
@@ -47,7 +48,8 @@ def test_schema_defaults_then_yaml_then_overrides(tmp_path):
     cfg = load_config(path, ["optim.lr=2e-3", "train.max_steps=7", "optim.lr=5e-4"])
     assert cfg.optim.lr == 5e-4  # the later override wins
     assert cfg.train.max_steps == 7
-    assert cfg.optim.min_lr == 1e-4
+    assert cfg.optim.min_lr == 5e-5  # follows lr at the file's ratio (below)
+    assert load_config(path, ["optim.min_lr=2e-4"]).optim.min_lr == 2e-4
 
 
 def test_overrides_parse_types_and_nested_sections(tmp_path):
@@ -61,6 +63,11 @@ def test_overrides_parse_types_and_nested_sections(tmp_path):
     ("override", "fragment"),
     [
         (["optim.lrr=1"], "'optim.lrr'.*did you mean 'optim.lr'"),
+        (["lr=1e-3"], r"unknown key 'lr'.*; did you mean 'optim\.lr'\?$"),  # a field of one section, no section given
+        (["max_steps=5"], "did you mean 'train.max_steps'"),
+        (["train.lr=1e-3"], "unknown key 'train.lr'.*did you mean 'optim.lr'"),  # the wrong section
+        (["enabled=true"], "did you mean 'train.wandb.enabled'"),
+        (["optim.lr=1e-4", "optim.min_lr=3e-4"], r"optim.min_lr \(0.0003\) must not exceed optim.lr \(0.0001\)"),
         (["trian.max_steps=1"], "'trian'.*did you mean 'train'"),
         (["train.wandb.enabeld=true"], "train.wandb.enabeld.*did you mean 'train.wandb.enabled'"),
         (["train.max_steps=abc"], "wrong type for train.max_steps.*'abc'.*int"),
@@ -166,7 +173,42 @@ def test_resolved_config_round_trips_through_yaml_and_dict(tmp_path):
     assert from_dict(to_dict(cfg)) == cfg
     assert set(yaml.safe_load(saved.read_text())["model"]) >= set(SHAPE)
     text = summary(cfg)
-    assert "optim: lr=0.001" in text and len(text.splitlines()) == 4
+    assert "optim: lr=0.001 min_lr=0.0001" in text and len(text.splitlines()) == 5  # four sections and a note
+    assert text.splitlines()[-1].startswith("note: optim.min_lr=0.0001, scaled with the optim.lr override")
+    assert summary(load_config(saved)).count("\n") == 3  # nothing derived: four lines
+
+
+@pytest.mark.parametrize(
+    ("file_lrs", "overrides", "expected"),
+    [
+        ((3e-3, 3e-4), ["optim.lr=1e-4"], (1e-4, 1e-5)),  # fine-tuning below the file's min_lr
+        ((3e-3, 3e-4), ["optim.lr=6e-3"], (6e-3, 6e-4)),  # above: the same rule
+        ((3e-3, 0.0), ["optim.lr=1e-4"], (1e-4, 0.0)),
+        ((3e-3, 3e-4), ["optim.lr=3e-3"], (3e-3, 3e-4)),  # the file's own value: nothing to scale
+        ((3e-3, 3e-4), ["optim.lr=1e-4", "optim.min_lr=1e-6"], (1e-4, 1e-6)),  # the user's min_lr wins
+        ((3e-3, 3e-4), ["optim.min_lr=1e-4"], (3e-3, 1e-4)),
+        ((3e-3, 3e-4), ["train.max_steps=5"], (3e-3, 3e-4)),
+    ],
+)
+def test_lr_override_scales_min_lr_at_the_files_ratio(tmp_path, file_lrs, overrides, expected):
+    path = full(tmp_path, optim={"lr": file_lrs[0], "min_lr": file_lrs[1]})
+    cfg = load_config(path, overrides)
+    assert (cfg.optim.lr, cfg.optim.min_lr) == expected  # exactly: 1e-05, not 9.999999999999999e-06
+    scaled = "min_lr" not in " ".join(overrides) and expected[0] != file_lrs[0]
+    assert cfg.notes == (
+        [f"note: optim.min_lr={expected[1]:g}, scaled with the optim.lr override to keep the ratio min_lr/lr = "
+         f"{file_lrs[1]:g}/{file_lrs[0]:g} of {path}; set optim.min_lr to choose another"]
+        if scaled
+        else []
+    )  # fmt: skip
+
+
+def test_fine_tuning_the_demo_config_at_a_low_lr_loads():
+    """docs/training.md's fine-tuning example: configs/demo.yaml (lr 3e-3, min_lr 3e-4) with optim.lr=1e-4."""
+    cfg = load_config(REPO / "configs" / "demo.yaml", ["train.init_from=runs/demo", "optim.lr=1e-4"])
+    assert (cfg.optim.lr, cfg.optim.min_lr) == (1e-4, 1e-5)
+    assert "configs/demo.yaml" in summary(cfg).splitlines()[-1]
+    assert from_dict(to_dict(cfg)) == cfg and from_dict(to_dict(cfg)).notes == []  # a stored config derives nothing
 
 
 def test_every_field_is_documented():
@@ -220,3 +262,14 @@ def test_every_field_is_explained_in_docs_configs():
     for name, section in sections.items():
         for f in dataclasses.fields(section):
             assert f"| `{f.name}` |" in text, f"{name}.{f.name} is missing from docs/configs.md"
+
+
+def test_a_scaled_min_lr_is_stated_in_the_runs_opening_lines(tiny_config, tmp_path, capsys):
+    from cs336_lm.training import train
+
+    cfg = tiny_config(tmp_path / "run", {"optim.lr": 1e-3, "train.max_steps": 1})  # configs/debug.yaml: 1e-2 / 1e-3
+    assert cfg.optim.min_lr == 1e-4
+    train(cfg)
+    out = capsys.readouterr().out
+    note = "note: optim.min_lr=0.0001, scaled with the optim.lr override to keep the ratio min_lr/lr = 0.001/0.01"
+    assert f"{note} of {DEBUG}" in out

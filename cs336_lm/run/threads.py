@@ -1,14 +1,17 @@
-"""How many intra-op threads torch uses on the CPU: ``train.threads: auto | N``.
+"""How many intra-op threads torch uses on the CPU: ``train.threads: auto | N`` of ``lm-train``, and ``--threads``
+of ``lm-generate``, ``lm-serve``, ``lm-eval`` and ``lm-compare``, one rule for all.
 
 The threads of one CPU op (a matmul split into N parts) wait for each other at its end, so when another process
 holds one of the cores, the part on that core finishes late and the whole op waits for it. On a shared machine
 more threads than idle cores make a step slower, not faster: on the 2-core development machine at load 3, two
-threads trained the demo at 350–1,500 tokens/s and one thread at 5,500–6,200 (docs/bench/demo.md). ``auto``
-therefore gives each training process one thread per idle core, as ``make demo`` does (``scripts/demo.py``),
-counting the cores other work keeps busy during a quarter of a second at startup (``/proc/stat``), not the
-1-minute load average, which still counts a job that ended a moment ago.
+threads trained the demo at 350–1,500 tokens/s and one thread at 5,500–6,200 (docs/bench/demo.md), and beside a
+process burning one core ``lm-generate`` decoded at 3.6 tokens/s on two threads and 113 on one
+(docs/bench/threads.md). ``auto`` therefore gives each process one thread per idle core, as ``make demo`` does
+(``scripts/demo.py``), counting the cores other work keeps busy during a quarter of a second at startup
+(``/proc/stat``), not the 1-minute load average, which still counts a job that ended a moment ago.
 
 ``choose_threads`` is a pure function of the setting and the machine's state, so each rule is tested on its own.
+On CUDA the setting still governs only the CPU's threads (tokenizing, sampling, the host side of each step).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from cs336_lm.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -82,16 +87,27 @@ def busy_cores(window: float = BUSY_WINDOW_S, stat: Path = PROC_STAT) -> float |
     return share * (len(cpus) if cpus is not None else os.cpu_count() or 1)
 
 
+def check_threads(spec: str, option: str = "train.threads") -> str:
+    """``spec`` as ``choose_threads`` takes it (``auto`` or a positive integer as text, spaces and case aside), or a
+    ``ConfigError`` naming ``option``: ``" Auto "`` -> ``"auto"``; ``"0"``, ``"-1"``, ``"abc"`` -> error."""
+    text = str(spec).strip().lower()
+    if text != "auto" and not (text.isdigit() and int(text) > 0):
+        raise ConfigError(f"{option} must be auto or a positive integer; got {spec!r}")
+    return text
+
+
 def choose_threads(
     spec: str,
     *,
+    option: str = "train.threads",
     deterministic_cpu: bool = False,
     environ: Mapping[str, str] | None = None,
     cpus: int | None = None,
     load: float | None = None,
     ceiling: int | None = None,
 ) -> ThreadChoice:
-    """The intra-op thread count for ``train.threads`` (``"auto"`` or a positive integer as text).
+    """The intra-op thread count for ``option`` (``train.threads``, ``--threads``): ``"auto"`` or a positive integer
+    as text, else a ``ConfigError`` (``check_threads``).
 
     ``N``: N. ``auto``, in order: ``OMP_NUM_THREADS`` when set (torchrun sets 1 for several processes); with
     ``deterministic_cpu`` (``train.deterministic`` on a CPU device) 1, because a count that follows the load would
@@ -102,8 +118,9 @@ def choose_threads(
     Example: 2 CPUs with 0.6 busy -> 1 thread; with 0.2 busy -> 2.
     """
     env = os.environ if environ is None else environ
+    spec = check_threads(spec, option)
     if spec != "auto":
-        return ThreadChoice(int(spec), "train.threads")
+        return ThreadChoice(int(spec), option)
     if env.get("OMP_NUM_THREADS", "").isdigit() and int(env["OMP_NUM_THREADS"]) > 0:
         return ThreadChoice(int(env["OMP_NUM_THREADS"]), "OMP_NUM_THREADS")
     if deterministic_cpu:
