@@ -29,15 +29,29 @@ def test_bench_threads_compares_auto_with_fixed_counts_idle_and_busy(tmp_path, o
 
     monkeypatch.setattr(bench.subprocess, "Popen", popen)
     out = tmp_path / "threads.json"
-    args = ["--steps", "1", "--repeats", "1", "--settle", "0", "--context-length", "32", "--batch-size", "2"]
-    assert bench.main([*args, "--fixed", "1", "--json", str(out)]) == 0
+    args = ["--parts", "train", "--steps", "1", "--repeats", "1", "--settle", "0", "--context-length", "32"]
+    assert bench.main([*args, "--batch-size", "2", "--fixed", "1", "--json", str(out)]) == 0
     record = json.loads(out.read_text())
     assert set(record["scenarios"]) == {"idle", "busy"}
     for result in record["scenarios"].values():
-        assert set(result["median_tokens_per_s"]) == {"auto", "1"} and result["ratios"]["auto/1"] > 0
+        train = result["train"]
+        assert set(train["median_tokens_per_s"]) == {"auto", "1"} and train["ratios"]["auto/1"] > 0
+        assert "generate" not in result
     assert len(burners) == 1 and burners[0].poll() is not None  # started for "busy", stopped after it
     with pytest.raises(ProcessLookupError):
         os.kill(burners[0].pid, 0)
+
+
+@pytest.mark.slow  # two lm-generate processes, a few seconds each to start
+def test_bench_threads_runs_lm_generate_beside_a_burner(tmp_path, capsys):
+    out = tmp_path / "threads.json"
+    args = ["--quick", "--parts", "generate", "--scenarios", "busy", "--gen-tokens", "4", "--settle", "0"]
+    assert load("bench_threads").main([*args, "--fixed", "1", "--json", str(out)]) == 0
+    busy = json.loads(out.read_text())["scenarios"]["busy"]
+    generate = busy["generate"]
+    assert set(generate["median_tokens_per_s"]) == {"auto", "1"} and generate["ratios"]["auto/1"] > 0
+    assert generate["auto_chose"][0] >= 1 and "train" not in busy
+    assert "| busy (load " in capsys.readouterr().out
 
 
 def test_bench_scaler_reports_the_gradient_pass_and_whole_steps(tmp_path, one_torch_thread):
