@@ -11,7 +11,7 @@
 ...     print(stream.feed(token), end="", flush=True)
 """
 
-from cs336_lm.generation.completion import Completion, FinishReason, check_prompt
+from cs336_lm.generation.completion import Completion, FinishReason, check_prompt, prompt_problem
 from cs336_lm.generation.sampling import (
     apply_repetition_penalty,
     apply_temperature,
@@ -32,6 +32,7 @@ __all__ = [
     "apply_temperature",
     "check_prompt",
     "filter_logits",
+    "prompt_problem",
     "sample_next",
     "top_k_filter",
     "top_p_filter",

@@ -27,22 +27,33 @@ class Completion:
     stop_reason: int | str | None = None
 
 
-def check_prompt(prompt: Sequence[object], context_length: int, vocab_size: int, name: str = "the prompt") -> list[int]:
-    """``prompt`` as a list of token ids, or ``GenerationError`` naming it (``name``): empty, an id that is not an
-    integer of the vocabulary, or no room left in the context to generate.
+def prompt_problem(
+    prompt: Sequence[object], context_length: int, vocab_size: int, name: str = "the prompt"
+) -> tuple[str, str] | None:
+    """``(kind, message)`` when ``prompt`` cannot be decoded, else None: it is ``"empty"``, holds an id that is not
+    an integer of the vocabulary (``"invalid_token"``), or leaves no room in the context
+    (``"context_length_exceeded"``). The message names the prompt as ``name``.
 
-    >>> check_prompt([5, 7], context_length=64, vocab_size=512)
-    [5, 7]
+    >>> prompt_problem([5, 700], context_length=64, vocab_size=512)[0]
+    'invalid_token'
     """
-    ids = list(prompt)
-    if not ids:
-        raise GenerationError(f"{name} is empty: give at least one token")
-    bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab_size]
+    if not prompt:
+        return "empty", f"{name} is empty: give at least one token"
+    bad = [t for t in prompt if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab_size]
     if bad:
-        raise GenerationError(f"{name} has token id {bad[0]!r} outside the vocabulary (size {vocab_size})")
-    if len(ids) >= context_length:
-        raise GenerationError(
-            f"{name} has {len(ids)} tokens but the model's context is {context_length}, "
+        return "invalid_token", f"{name} has token id {bad[0]!r} outside the vocabulary (size {vocab_size})"
+    if len(prompt) >= context_length:
+        return "context_length_exceeded", (
+            f"{name} has {len(prompt)} tokens but the model's context is {context_length}, "
             "which leaves no room to generate"
         )
+    return None
+
+
+def check_prompt(prompt: Sequence[object], context_length: int, vocab_size: int, name: str = "the prompt") -> list[int]:
+    """``prompt`` as a list of token ids, or ``GenerationError`` with ``prompt_problem``'s message."""
+    ids = list(prompt)
+    problem = prompt_problem(ids, context_length, vocab_size, name)
+    if problem is not None:
+        raise GenerationError(problem[1])
     return ids  # type: ignore[return-value]
