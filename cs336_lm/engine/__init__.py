@@ -13,12 +13,13 @@
 
 Modules: ``params`` (SamplingParams), ``blocks`` (block manager and prefix cache), ``scheduler`` (continuous
 batching, preemption), ``runner`` (step packing, the forward over the KV pool of ``cs336_lm.nn.paged``, CUDA-graph
-replay), ``text`` (stop strings), ``engine`` (the API), ``decode`` (``generate`` and ``complete`` on an engine of
-their own). docs/engine.md describes them for users.
+replay), ``text`` (stop strings), ``events`` (what a step reports), ``engine`` (the API), ``decode`` (``generate``
+and ``complete`` on an engine of their own). docs/engine.md describes them for users.
 """
 
 from cs336_lm.engine.decode import complete, generate
-from cs336_lm.engine.engine import Engine, EngineStats, Event
+from cs336_lm.engine.engine import Engine
+from cs336_lm.engine.events import EngineStats, Event
 from cs336_lm.engine.params import SamplingParams
 from cs336_lm.generation.completion import Completion
 

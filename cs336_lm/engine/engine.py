@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence as Seq
-from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
 
 from cs336_lm.engine.blocks import BlockManager
+from cs336_lm.engine.events import EngineStats, Event
 from cs336_lm.engine.params import SamplingParams
 from cs336_lm.engine.runner import ModelRunner
 from cs336_lm.engine.scheduler import Scheduler
@@ -41,40 +41,6 @@ from cs336_lm.tokenizer import Tokenizer
 
 DEFAULT_MAX_BATCH_TOKENS = 512
 DEFAULT_MAX_NUM_SEQS = 256
-
-
-@dataclass(frozen=True)
-class Event:
-    """What one step did for one request: the token it produced (None when it ended without one) and the finish
-    reason (None while it goes on: ``"stop"``, ``"length"``, ``"context"``, ``"abort"`` or ``"error"``). ``text``
-    is the text the token made final (with a tokenizer, else "").
-    """
-
-    request_id: int
-    token: int | None
-    finish_reason: str | None
-    text: str = ""
-    stop_reason: int | str | None = None
-    """What ended a ``"stop"``: the stop id, or the stop string found in the text."""
-    error: Exception | None = None
-    """What ended an ``"error"``: the exception its sampling, decoding or the step's forward raised."""
-
-
-@dataclass(frozen=True)
-class EngineStats:
-    """A snapshot of the engine's load."""
-
-    running: int
-    waiting: int
-    blocks_used: int
-    blocks_free: int
-    block_size: int
-    preemptions: int
-    steps: int
-    kv_tokens: int
-    """Tokens whose keys and values the running sequences hold (shared prefix blocks counted once per holder)."""
-    kv_bytes: int
-    """Memory of the whole pool (allocated once)."""
 
 
 class Engine:
@@ -238,30 +204,11 @@ class Engine:
             return int(sample_next(row, p.temperature, p.top_k, p.top_p, generators=[seq.generator])[0])
 
     def _advance(self, seq: Sequence, token: int) -> Event:
-        """Append ``token`` to ``seq`` (or end it at a stop id) and say what happened."""
-        p = seq.params
-        if token in p.stop_ids:  # a stop id ends the request and is not part of the output
-            return self._end(seq, None, "stop", seq.text.finish() if seq.text else "", stop_reason=token)
-        seq.tokens.append(token)
-        text = seq.text.feed(token) if seq.text else ""
-        reason = None
-        if seq.text is not None and seq.text.stopped:
-            reason = "stop"
-        elif len(seq.tokens) - seq.prompt_len >= p.max_new_tokens:
-            reason = "length"
-        elif len(seq.tokens) >= self.model.context_length:
-            reason = "context"
+        """Give ``seq`` its sampled ``token`` and say what happened (it ends at a stop, its length or the context)."""
+        kept, text, reason, stop = seq.advance(token, self.model.context_length)
         if reason is None:
             return Event(seq.request_id, token, None, text)
-        if reason != "stop" and seq.text is not None:
-            text += seq.text.finish()
-        return self._end(seq, token, reason, text, stop_reason=self._stop_string(seq) if reason == "stop" else None)
-
-    def _stop_string(self, seq: Sequence) -> str | None:
-        """The stop string that ended ``seq``'s text: the one that starts where the released text ends."""
-        assert seq.text is not None and self.tokenizer is not None
-        full, at = self.tokenizer.decode(seq.output), len(seq.text.text)
-        return next((s for s in seq.text.stop if full.startswith(s, at)), None)
+        return self._end(seq, token if kept else None, reason, text, stop)
 
     def _end(
         self, seq: Sequence, token: int | None, reason: str, text: str, stop_reason: int | str | None = None

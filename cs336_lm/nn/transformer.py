@@ -155,22 +155,8 @@ class TransformerLM(nn.Module):
         return self.args.to_dict()
 
     # The fields read most often, for the model's users (``model.args`` has them all)
-    @property
-    def vocab_size(self) -> int:
-        return self.args.vocab_size
-
-    @property
-    def context_length(self) -> int:
-        return self.args.context_length
-
-    @property
-    def num_layers(self) -> int:
-        return self.args.num_layers
-
-    @property
-    def num_kv_heads(self) -> int:
-        return self.args.kv_heads
-
-    @property
-    def d_head(self) -> int:
-        return self.args.d_head
+    vocab_size = property(lambda self: self.args.vocab_size)
+    context_length = property(lambda self: self.args.context_length)
+    num_layers = property(lambda self: self.args.num_layers)
+    num_kv_heads = property(lambda self: self.args.kv_heads)
+    d_head = property(lambda self: self.args.d_head)
