@@ -13,7 +13,7 @@ from collections.abc import Collection, Generator, Sequence
 
 from cs336_lm.engine.engine import Engine
 from cs336_lm.engine.params import SamplingParams
-from cs336_lm.errors import GenerationError
+from cs336_lm.errors import GenerationError, LMError
 from cs336_lm.generation.completion import Completion, FinishReason, check_prompt
 from cs336_lm.nn import TransformerLM
 
@@ -42,6 +42,10 @@ def generate(
 def _tokens(engine: Engine) -> Generator[int, None, FinishReason]:
     while True:
         for event in engine.step():
+            if event.error is not None:  # its sampling or decoding failed: raise what did, as complete does
+                if isinstance(event.error, LMError):
+                    raise GenerationError(str(event.error)) from event.error
+                raise event.error
             if event.token is not None:
                 yield event.token
             if event.finish_reason is not None:

@@ -8,7 +8,7 @@ involve several fields live here, in ``__post_init__``, so a model, a config and
 shapes with the same words.
 
 Adding a field: declare it below with its docstring, use it in the module it changes, and say in the HF table
-what it maps to (or that HF cannot represent it); ``tests/nn/test_args.py`` fails until the table says so.
+what it maps to (or that HF has no such field); ``tests/interop/test_hf_fields.py`` fails until the table says so.
 
 ``ModelArgs`` unpacks as keyword arguments (``TransformerLM(**args)``, ``{**PRESETS["debug"], "d_ff": 256}``): the
 fields without a default and those that differ from their default.
