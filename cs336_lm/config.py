@@ -17,63 +17,56 @@ import dataclasses
 import difflib
 import math
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 from cs336_lm.errors import ConfigError
-from cs336_lm.nn import ATTENTION_BACKENDS, KERNEL_BACKENDS, PRESETS
+from cs336_lm.nn import PRESETS, ModelArgs
+from cs336_lm.nn.args import check_fields
 
-# The model fields a preset may fill; ``attention`` and ``kernels`` are run-time choices with defaults.
-ARCH_FIELDS = (
-    "vocab_size",
-    "context_length",
-    "d_model",
-    "num_layers",
-    "num_heads",
-    "num_kv_heads",
-    "d_ff",
-    "rope_theta",
-)
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
 COMPILE_CHOICES = ("auto", "true", "false")
 PARALLEL_CHOICES = ("none", "ddp", "fsdp")
 
 
-@dataclass
-class ModelConfig:
-    """The Transformer LM's shape (``TransformerLM`` constructor arguments) and how its ops run.
+def _model_section() -> type:
+    """The ``model`` section: ``preset``, then every field of ``ModelArgs`` (declared and documented there).
 
-    The shape fields have no default: each comes from the YAML file, an override or ``preset``.
+    A field without a default is required (``MISSING`` until the YAML file, an override or the preset gives it);
+    a field with a default starts unset (None) so that a preset can fill it, and takes ``ModelArgs``' default when
+    neither the user nor the preset sets it. ``section.args`` is the ``ModelArgs`` of a resolved section.
     """
+    types = typing.get_type_hints(ModelArgs)
+    fields: list[tuple[str, Any, Any]] = [("preset", str | None, field(default=None))]
+    for f in dataclasses.fields(ModelArgs):
+        required = f.default is dataclasses.MISSING
+        fields.append(
+            (f.name, types[f.name] if required else types[f.name] | None, field(default=MISSING if required else None))
+        )
+    namespace = {
+        "__doc__": "The model: a ``preset`` name and the fields of ``cs336_lm.nn.ModelArgs`` (shape and op backends).",
+        "args": property(lambda self: ModelArgs.from_dict(dataclasses.asdict(self))),
+    }
+    return dataclasses.make_dataclass("ModelConfig", fields, namespace=namespace)
 
-    preset: str | None = None
-    """Name in ``cs336_lm.nn.PRESETS`` (``debug``, ``tinystories-17m``, ``owt-small``, …) filling unset fields."""
-    vocab_size: int = MISSING
-    """Number of token ids; must equal the tokenizer's vocabulary size."""
-    context_length: int = MISSING
-    """Longest sequence the model sees; training windows are exactly this long."""
-    d_model: int = MISSING
-    """Width of the residual stream."""
-    num_layers: int = MISSING
-    """Number of Transformer blocks."""
-    num_heads: int = MISSING
-    """Attention heads per block; must divide ``d_model``."""
-    num_kv_heads: int = MISSING
-    """Key/value heads (grouped-query attention); must divide ``num_heads``. Unset: the preset's, else ``num_heads``."""
-    d_ff: int = MISSING
-    """Inner width of the SwiGLU feed-forward layer (about 8/3 · d_model, a multiple of 64)."""
-    rope_theta: float = MISSING
-    """RoPE base θ: pair k of a head rotates by pos · θ^(−2k/d_head)."""
-    attention: str = "reference"
-    """``reference`` (our softmax attention, from scratch) or ``sdpa`` (torch's fused kernel, same math)."""
-    kernels: str = "auto"
-    """Softmax/RMSNorm backend: ``auto`` (Triton on CUDA, else torch), ``triton`` or ``torch``."""
+
+if TYPE_CHECKING:
+
+    class ModelConfig(ModelArgs):  # what the generated section looks like to a type checker
+        preset: str | None
+
+        @property
+        def args(self) -> ModelArgs: ...
+
+else:
+    ModelConfig = _model_section()
 
 
 @dataclass
@@ -186,7 +179,7 @@ class TrainConfig:
 class Config:
     """A whole experiment: what model, on what data, optimised how, trained how."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)  # type: ignore[arg-type]
     """The model's shape (or a preset) and op backends."""
     data: DataConfig = field(default_factory=DataConfig)
     """Token files and tokenizer."""
@@ -260,7 +253,7 @@ def _resolve(merged: Any) -> Config:
         cfg = OmegaConf.to_object(merged)
     except MissingMandatoryValue as e:
         key = e.full_key or "?"
-        if key.startswith("model.") and key.partition(".")[2] in ARCH_FIELDS:
+        if key.startswith("model."):
             raise ConfigError(f"{key} is not set: give it explicitly or choose a model.preset that has it") from None
         raise ConfigError(f"missing required value {key}: set it in the YAML file or as {key}=...") from None
     assert isinstance(cfg, Config)
@@ -289,28 +282,35 @@ def summary(cfg: Config) -> str:
 
 
 def apply_preset(model: Any) -> None:
-    """Fill the unset shape fields of the ``model`` section (a ``DictConfig``) from ``PRESETS[model.preset]``;
-    fields given explicitly win."""
+    """Fill the unset fields of the ``model`` section (a ``DictConfig``) from ``PRESETS[model.preset]``; fields
+    given explicitly win."""
     if model.preset is None:
         return
     if model.preset not in PRESETS:
         raise ConfigError(f"unknown model.preset {model.preset!r}{_did_you_mean(model.preset, PRESETS)}")
-    for key, value in PRESETS[model.preset].items():
-        if key in ARCH_FIELDS and OmegaConf.is_missing(model, key):
+    for key, value in dict(PRESETS[model.preset]).items():  # the fields the preset sets (ModelArgs.keys)
+        if OmegaConf.is_missing(model, key) or model[key] is None:
             model[key] = value
 
 
 def apply_defaults(model: Any) -> None:
-    """Fill what has a default once the preset is applied: ``num_kv_heads`` = ``num_heads`` (plain attention)."""
-    if OmegaConf.is_missing(model, "num_kv_heads") and not OmegaConf.is_missing(model, "num_heads"):
+    """Fill the fields still unset once the preset is applied with ``ModelArgs``' defaults; ``num_kv_heads`` (None:
+    as many as ``num_heads``) is written out, so the resolved config says what the model has."""
+    for f in dataclasses.fields(ModelArgs):
+        if f.default is not dataclasses.MISSING and model[f.name] is None:
+            model[f.name] = f.default
+    if model.num_kv_heads is None and not OmegaConf.is_missing(model, "num_heads"):
         model.num_kv_heads = model.num_heads
 
 
 def validate(cfg: Config) -> None:
     """Check values the types cannot express; raise ``ConfigError`` naming the first bad key."""
-    m, o, t = cfg.model, cfg.optim, cfg.train
+    o, t = cfg.optim, cfg.train
+    try:
+        check_fields(cfg.model, prefix="model.")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     positive = {
-        **{f"model.{k}": getattr(m, k) for k in ARCH_FIELDS},
         "train.batch_size": t.batch_size,
         "train.grad_accum_steps": t.grad_accum_steps,
         "train.max_steps": t.max_steps,
@@ -321,14 +321,6 @@ def validate(cfg: Config) -> None:
     for key, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{key} must be positive, got {value}")
-    if m.d_model % m.num_heads:
-        raise ConfigError(f"model.d_model ({m.d_model}) must be divisible by model.num_heads ({m.num_heads})")
-    if m.num_heads % m.num_kv_heads:
-        raise ConfigError(
-            f"model.num_heads ({m.num_heads}) must be a multiple of model.num_kv_heads ({m.num_kv_heads})"
-        )
-    if (m.d_model // m.num_heads) % 2:
-        raise ConfigError(f"model.d_model / model.num_heads = {m.d_model // m.num_heads} must be even for RoPE")
     non_negative = {
         "optim.lr": o.lr,
         "optim.min_lr": o.min_lr,
@@ -340,15 +332,15 @@ def validate(cfg: Config) -> None:
         "train.ckpt_every": t.ckpt_every,
         "train.seed": t.seed,
     }
-    for key, value in non_negative.items():
-        if not value >= 0:
-            raise ConfigError(f"{key} must be >= 0, got {value}")
+    for key, number in non_negative.items():
+        if not number >= 0:
+            raise ConfigError(f"{key} must be >= 0, got {number}")
     _validate_bounds(cfg)
     if o.min_lr > o.lr:
         raise ConfigError(f"optim.min_lr ({o.min_lr}) must not exceed optim.lr ({o.lr})")
-    for key, value in {"optim.beta1": o.beta1, "optim.beta2": o.beta2}.items():
-        if not 0 <= value < 1:
-            raise ConfigError(f"{key} must be in [0, 1), got {value}")
+    for key, beta in {"optim.beta1": o.beta1, "optim.beta2": o.beta2}.items():
+        if not 0 <= beta < 1:
+            raise ConfigError(f"{key} must be in [0, 1), got {beta}")
     if o.cosine_cycle_iters is not None and o.cosine_cycle_iters <= o.warmup_iters:
         raise ConfigError(
             f"optim.cosine_cycle_iters ({o.cosine_cycle_iters}) must exceed optim.warmup_iters ({o.warmup_iters})"
@@ -359,9 +351,8 @@ def validate(cfg: Config) -> None:
 def _validate_bounds(cfg: Config) -> None:
     """Numbers that must be finite (an infinite learning rate or RoPE base only shows later, as a NaN loss) and
     the seed's range."""
-    m, o = cfg.model, cfg.optim
+    o = cfg.optim
     finite = {
-        "model.rope_theta": m.rope_theta,
         "optim.lr": o.lr,
         "optim.min_lr": o.min_lr,
         "optim.eps": o.eps,
@@ -376,11 +367,9 @@ def _validate_bounds(cfg: Config) -> None:
 
 def _validate_choices(cfg: Config) -> None:
     """Normalise (lower-case) and check the string-valued choice fields."""
-    m, t = cfg.model, cfg.train
+    t = cfg.train
     t.compile, t.dtype, t.parallel = t.compile.lower(), t.dtype.lower(), t.parallel.lower()
     choices = {
-        "model.attention": (m.attention, ATTENTION_BACKENDS),
-        "model.kernels": (m.kernels, KERNEL_BACKENDS),
         "train.dtype": (t.dtype, DTYPE_CHOICES),
         "train.compile": (t.compile, COMPILE_CHOICES),
         "train.parallel": (t.parallel, PARALLEL_CHOICES),
@@ -492,7 +481,10 @@ def _field_type(dotted: str) -> str | None:
     section, _, leaf = dotted.rpartition(".")
     cls = _section_class(section)
     fields = {f.name: f for f in dataclasses.fields(cls)} if cls else {}
-    return str(fields[leaf].type) if leaf in fields else None
+    if leaf not in fields:
+        return None
+    declared = fields[leaf].type
+    return declared.__name__ if isinstance(declared, type) else str(declared)
 
 
 def _in_another_section(dotted: str) -> str:

@@ -59,7 +59,7 @@ def measure(preset: str, repeats: int, root: Path) -> dict:
     model, opt = trained_state(preset)
     path, plain = root / "with_digest.pt", root / "no_digest.pt"
     ckpt = {"format_version": 1, "model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": 1,
-            "config": {"model": PRESETS[preset]}, "rng": capture_rng_state()}  # fmt: skip
+            "config": {"model": PRESETS[preset].to_dict()}, "rng": capture_rng_state()}  # fmt: skip
 
     def save_plain():
         with atomic_write(plain, "wb") as f:
@@ -68,7 +68,7 @@ def measure(preset: str, repeats: int, root: Path) -> dict:
     steps = {
         "digest": lambda: content_digest(ckpt),
         "save, no digest": save_plain,
-        "save": lambda: save_checkpoint(model, opt, 1, path, config={"model": PRESETS[preset]}),
+        "save": lambda: save_checkpoint(model, opt, 1, path, config={"model": PRESETS[preset].to_dict()}),
         "load, no check": lambda: torch.load(plain, weights_only=True),
         "load": lambda: read_checkpoint(path),
         "verify (rotation)": lambda: verify_checkpoint(path),

@@ -7,13 +7,14 @@ every repeat so that load from other processes hits every way alike; medians ove
 
 * ``engine``            — ``Engine(model).generate(prompts, per-request params)``: requests join and leave between
   steps, each step packs one token of every running sequence and prompt chunks of waiting ones;
-* ``static batch B``    — today's ``generate_batch`` over the requests in arrival order, B at a time (left-padded
+* ``static batch B``    — the static-batch decoder the engine replaced (``scripts/static_batch.py``) over the
+  requests in arrival order, B at a time (left-padded
   prompts, every batch runs to its longest request: the shorter rows' extra tokens are wasted work);
 * ``HF generate B``     — ``LlamaForCausalLM.generate`` on the same weights in padded static batches of B.
 
 Also measured: the engine's KV memory (blocks held × block size) against the tokens its sequences actually hold
 and against a contiguous cache of the same running batch at the longest length; and batch-1 decoding (16-token
-prompt, 256 new tokens) of the engine and ``generate`` against HF. On CUDA: decode tok/s at batch 64 and 256 with
+prompt, 256 new tokens) of the engine and the static decoder against HF. On CUDA: decode tok/s at batch 64 and 256 with
 and without CUDA-graph replay.
 
     python scripts/bench_engine.py                  # the full workload (several minutes on a 2-core CPU)
@@ -37,9 +38,9 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine_workload import Request, mixed_workload
+from static_batch import complete_static
 
 from cs336_lm.engine import Engine, SamplingParams
-from cs336_lm.generation import complete
 from cs336_lm.interop.hf_llama import to_llama
 from cs336_lm.nn import PRESETS, TransformerLM
 
@@ -102,7 +103,7 @@ def run_static(model, work: list[Request], batch: int) -> list[list[int]]:
     out = []
     for i in range(0, len(work), batch):
         group = work[i : i + batch]
-        rows = complete(model, [r.prompt for r in group], max(r.max_new_tokens for r in group), temperature=0)
+        rows = complete_static(model, [r.prompt for r in group], max(r.max_new_tokens for r in group))
         out += [row.tokens[: r.max_new_tokens] for row, r in zip(rows, group, strict=True)]
     return out
 
@@ -182,7 +183,7 @@ def batch_one(model, hf, args, device) -> dict:
     work = [Request(prompt, new)]
     ways = {
         "engine": lambda: run_engine(model, work, args),
-        "generate": lambda: run_static(model, work, 1),
+        "static decoder": lambda: run_static(model, work, 1),
     }
     if hf is not None:
         ways["HF generate"] = lambda: run_hf(hf, work, 1, device)

@@ -1,11 +1,13 @@
-"""Decode speed of ``cs336_lm.generation`` beside HuggingFace ``LlamaForCausalLM.generate`` on the same weights.
+"""Decode speed of ``cs336_lm.engine.complete`` beside HuggingFace ``LlamaForCausalLM.generate`` on the same weights.
 
 Greedy decoding of ``--new-tokens`` tokens after a ``--prompt-len``-token prompt at the tinystories-17m
-shape (random weights; the context is raised to 512 so prompt and output fit). Three ways, taking turns
+shape (random weights; the context is raised to 512 so prompt and output fit). Four ways, taking turns
 inside every repeat (rotating order) so load from other processes hits all of them alike:
 
-* ``ours (KV cache)``  — ``generate`` with the preallocated cache: prefill once, then one token per step;
-* ``ours (no cache)``  — the same loop re-running the whole sequence at every step (batch 1 only: at batch 8
+* ``ours (engine)``    — ``complete``: the engine's one decode loop over its paged KV cache;
+* ``static decoder``   — the static-batch decoder with a contiguous cache that the engine replaced
+  (``scripts/static_batch.py``), kept as the baseline the one loop must not fall behind;
+* ``ours (no cache)``  — the static loop re-running the whole sequence at every step (batch 1 only: at batch 8
   it would take minutes);
 * ``HF generate``      — ``LlamaForCausalLM.generate(use_cache=True, do_sample=False)``, exactly
   ``--new-tokens`` tokens (``min_new_tokens`` = ``max_new_tokens``, no EOS), sdpa attention, built with
@@ -29,7 +31,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from cs336_lm.generation import complete
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from static_batch import complete_static
+
+from cs336_lm.engine import complete
 from cs336_lm.interop.hf_llama import to_llama
 from cs336_lm.nn import PRESETS, TransformerLM
 
@@ -60,9 +65,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def ours(model, prompts: torch.Tensor, new_tokens: int, use_cache: bool) -> list[list[int]]:
-    rows = complete(model, prompts.tolist(), new_tokens, temperature=0, use_cache=use_cache)
-    return [row.tokens for row in rows]
+def ours(model, prompts: torch.Tensor, new_tokens: int) -> list[list[int]]:
+    return [row.tokens for row in complete(model, prompts.tolist(), new_tokens, temperature=0)]
+
+
+def static(model, prompts: torch.Tensor, new_tokens: int, use_cache: bool) -> list[list[int]]:
+    return [row.tokens for row in complete_static(model, prompts.tolist(), new_tokens, use_cache=use_cache)]
 
 
 def hf_generate(hf, prompts: torch.Tensor, new_tokens: int) -> list[list[int]]:
@@ -88,13 +96,17 @@ def timed(fn, device: torch.device) -> tuple[float, list[list[int]]]:
     return time.perf_counter() - start, tokens
 
 
+OURS, STATIC = "ours (engine)", "static decoder"
+
+
 def make_ways(model, hf, prompts: torch.Tensor, new_tokens: int, batch: int) -> dict:
     ways = {
-        "ours (KV cache)": lambda: ours(model, prompts, new_tokens, True),
+        OURS: lambda: ours(model, prompts, new_tokens),
+        STATIC: lambda: static(model, prompts, new_tokens, True),
         "HF generate": lambda: hf_generate(hf, prompts, new_tokens),
     }
     if batch == 1:
-        ways["ours (no cache)"] = lambda: ours(model, prompts, new_tokens, False)
+        ways["ours (no cache)"] = lambda: static(model, prompts, new_tokens, False)
     return ways
 
 
@@ -117,12 +129,14 @@ def bench_batch(model, hf, batch: int, args, device: torch.device) -> dict:
         "batch": batch,
         "tokens_per_s": rate,
         "seconds": seconds,
-        "same_tokens_as_hf": outputs["ours (KV cache)"] == outputs["HF generate"],
-        "ours_vs_hf": rate["ours (KV cache)"] / rate["HF generate"],
+        "same_tokens_as_hf": outputs[OURS] == outputs["HF generate"],
+        "same_tokens_as_static": outputs[OURS] == outputs[STATIC],
+        "ours_vs_hf": rate[OURS] / rate["HF generate"],
+        "static_vs_hf": rate[STATIC] / rate["HF generate"],
     }
     if "ours (no cache)" in rate:
-        result["cache_vs_no_cache"] = rate["ours (KV cache)"] / rate["ours (no cache)"]
-        result["same_tokens_without_cache"] = outputs["ours (no cache)"] == outputs["ours (KV cache)"]
+        result["cache_vs_no_cache"] = rate[OURS] / rate["ours (no cache)"]
+        result["same_tokens_without_cache"] = outputs["ours (no cache)"] == outputs[OURS]
     return result
 
 
@@ -134,7 +148,7 @@ def print_table(results: list[dict], args) -> None:
     for res in results:
         for name, rate in res["tokens_per_s"].items():
             print(f"{res['batch']:>5}  {name:<17} {rate:>10.1f}")
-        line = f"       ours / HF generate = {res['ours_vs_hf']:.2f}x"
+        line = f"       ours / HF generate = {res['ours_vs_hf']:.2f}x (static decoder {res['static_vs_hf']:.2f}x)"
         if "cache_vs_no_cache" in res:
             line += f"; KV cache / no cache = {res['cache_vs_no_cache']:.2f}x"
         print(line + f"; same tokens as HF: {'yes' if res['same_tokens_as_hf'] else 'NO'}")

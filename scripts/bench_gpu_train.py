@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from cs336_lm.nn import PRESETS, TransformerLM
-from cs336_lm.nn.accounting import Shape, training_flops_per_token
+from cs336_lm.nn import PRESETS, ModelArgs, TransformerLM
+from cs336_lm.nn.accounting import training_flops_per_token
 from cs336_lm.nn.functional import cross_entropy
 from cs336_lm.optim import AdamW, clip_grad_norm_, param_groups_for_weight_decay
 from cs336_lm.training.peak import mfu, peak_for
@@ -83,7 +83,7 @@ def run(preset: str, kernels: str, args) -> dict:
     sync()
     elapsed = time.perf_counter() - start
     tokens_per_s = steps * batch * shape["context_length"] / elapsed
-    flops = training_flops_per_token(Shape.from_config(shape))
+    flops = training_flops_per_token(ModelArgs.from_dict(shape))
     peak = peak_for(device, torch.bfloat16)
     return {
         "preset": preset,

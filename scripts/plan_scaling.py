@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from cs336_lm.config import load_config, to_dict
-from cs336_lm.nn import accounting
+from cs336_lm.nn import ModelArgs, accounting
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ("configs/tinystories.yaml", "configs/owt.yaml")
@@ -28,7 +28,7 @@ def plan(config: str, gpus: int, mode: str, peak: float, mfu: float, busbw: floa
     """One row: the step of ``config`` on ``gpus`` GPUs (``mode`` = ``per-gpu`` or ``global``), all in seconds."""
     cfg = load_config(REPO / config, ["data.train_path=x", "data.val_path=x", "data.tokenizer_dir=x"])
     t, m = cfg.train, cfg.model
-    shape = accounting.Shape.from_config(to_dict(cfg)["model"])
+    shape = ModelArgs.from_dict(to_dict(cfg)["model"])
     params = accounting.param_counts(shape)["total"]
     sequences = t.batch_size * t.grad_accum_steps  # per GPU per optimizer step, as the config is written
     accum = t.grad_accum_steps

@@ -11,7 +11,6 @@ beside the ``gpt2-*-like`` presets as a check.
 """
 
 import argparse
-import dataclasses
 import sys
 
 from omegaconf import OmegaConf
@@ -19,8 +18,8 @@ from omegaconf import OmegaConf
 from cs336_lm.cli import HelpFormatter, run_main
 from cs336_lm.config import Config, ModelConfig, load_config
 from cs336_lm.errors import ConfigError
-from cs336_lm.nn import PRESETS
-from cs336_lm.nn.accounting import Shape, report
+from cs336_lm.nn import PRESETS, ModelArgs
+from cs336_lm.nn.accounting import report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,18 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def shapes(args: argparse.Namespace) -> list[tuple[str, Shape]]:
+def shapes(args: argparse.Namespace) -> list[tuple[str, ModelArgs]]:
     """``(name, shape)`` of each model to report."""
     if args.overrides and args.config is None:
         raise ConfigError("key=value overrides need --config")
     if args.config is not None:
         model = model_section(args.config, args.overrides)
-        return [(args.config, Shape.from_config(dataclasses.asdict(model)))]
+        return [(args.config, model.args)]
     names = list(PRESETS) if args.all else [args.preset]
     for name in names:
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
-    return [(name, Shape.from_config(PRESETS[name])) for name in names]
+    return [(name, PRESETS[name]) for name in names]
 
 
 def model_section(path: str, overrides: list[str]) -> ModelConfig:

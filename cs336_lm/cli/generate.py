@@ -24,6 +24,7 @@ from cs336_lm.cli import HelpFormatter, add_threads_option, cpu_threads, run_mai
 from cs336_lm.engine import Engine, SamplingParams
 from cs336_lm.errors import GenerationError
 from cs336_lm.fileio import atomic_write
+from cs336_lm.generation import prompt_problem
 from cs336_lm.generation.prompts import read_prompts
 from cs336_lm.generation.sampling import validate_sampling
 from cs336_lm.run import LoadedRun, load_run
@@ -174,14 +175,9 @@ def _generate(args: argparse.Namespace, specs, prompt: str, threads: ThreadChoic
 
 def _prompt_ids(loaded: LoadedRun, prompt: str, where: str = "trim --prompt/--prompt-file") -> list[int]:
     ids = loaded.tokenizer.encode(prompt)
-    if not ids:
-        raise GenerationError("the prompt encodes to no tokens")
-    context = loaded.model.context_length
-    if len(ids) >= context:
-        raise GenerationError(
-            f"prompt has {len(ids)} tokens but the model's context is {context}, which leaves no room to generate "
-            f"({where})"
-        )
+    problem = prompt_problem(ids, loaded.model.context_length, loaded.model.vocab_size)
+    if problem is not None:
+        raise GenerationError(problem[1] + (f" ({where})" if problem[0] == "context_length_exceeded" else ""))
     return ids
 
 

@@ -35,7 +35,7 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     result = import_hf(args.hf_dir, args.out, force=args.force)
     m = result.model
-    gqa = f", {m.num_kv_heads} kv heads" if m.num_kv_heads != m.num_heads else ""
+    gqa = f", {m.kv_heads} kv heads" if m.kv_heads != m.num_heads else ""
     tied = ", tied embeddings" if result.tied else ""
     dtype = "float32" if result.source_dtype == "float32" else f"{result.source_dtype} weights stored as float32"
     print(

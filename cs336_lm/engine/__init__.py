@@ -8,13 +8,19 @@
 ...         print(event.text, end="")
 >>> engine.generate(["Once", "Hello"], SamplingParams(max_new_tokens=20))   # a Completion per prompt
 
+>>> for token in generate(model, tok.encode("Once upon"), 50, temperature=0.8, seed=0): ...   # one prompt, streamed
+>>> complete(model, [ids_a, ids_b], 20, temperature=0)                 # many prompts, a Completion each
+
 Modules: ``params`` (SamplingParams), ``blocks`` (block manager and prefix cache), ``scheduler`` (continuous
-batching, preemption), ``paged`` (the KV pool and one step's view of it), ``graphs`` (CUDA-graph replay),
-``text`` (stop strings), ``engine`` (the API). docs/engine.md describes them for users.
+batching, preemption), ``runner`` (step packing, the forward over the KV pool of ``cs336_lm.nn.paged``, CUDA-graph
+replay), ``text`` (stop strings), ``events`` (what a step reports), ``engine`` (the API), ``decode`` (``generate``
+and ``complete`` on an engine of their own). docs/engine.md describes them for users.
 """
 
-from cs336_lm.engine.engine import Engine, EngineStats, Event
+from cs336_lm.engine.decode import complete, generate
+from cs336_lm.engine.engine import Engine
+from cs336_lm.engine.events import EngineStats, Event
 from cs336_lm.engine.params import SamplingParams
-from cs336_lm.generation.generate import Completion
+from cs336_lm.generation.completion import Completion
 
-__all__ = ["Completion", "Engine", "EngineStats", "Event", "SamplingParams"]
+__all__ = ["Completion", "Engine", "EngineStats", "Event", "SamplingParams", "complete", "generate"]

@@ -1,6 +1,6 @@
 """Which block of the KV pool belongs to whom: allocation, reference counts and the prefix cache.
 
-The pool (``cs336_lm.engine.paged``) is ``num_blocks`` blocks of ``block_size`` token slots in every layer; a
+The pool (``cs336_lm.nn.paged``) is ``num_blocks`` blocks of ``block_size`` token slots in every layer; a
 block id means the same block in all layers. A sequence holds a list of block ids, its block table. A block is
 shared (its reference count is above one) when sequences have the same tokens in it: a full block whose K/V
 are computed is registered under a hash of its tokens and of every token before it, so a later sequence with

@@ -1,13 +1,13 @@
 """The engine: requests in, tokens out, many sequences decoded together over a paged KV cache.
 
-``Engine(model)`` owns a pool of KV blocks (``paged``), a block manager with a prefix cache (``blocks``) and a
-continuous-batching scheduler (``scheduler``). ``add_request`` queues a prompt; every ``step`` runs one forward
-of the model over the tokens the scheduler packed — prompt chunks of new requests beside one token of each
-running one — samples the next token of every sequence whose known tokens are all computed, and reports an
-``Event`` per such sequence. A request ends at its ``max_new_tokens``, a stop id, a stop string or the end of
-the model's context, or when it is aborted, and its blocks go back to the pool at once. ``generate`` does all
-of that for a list of prompts and returns their completions. On CUDA, decode-only steps replay CUDA graphs
-(``graphs``) captured for common batch sizes.
+``Engine(model)`` owns a model runner (``runner``: the pool of KV blocks and the forward over it), a block manager
+with a prefix cache (``blocks``) and a continuous-batching scheduler (``scheduler``). ``add_request`` queues a
+prompt; every ``step`` runs one forward of the model over the tokens the scheduler packed — prompt chunks of new
+requests beside one token of each running one — samples the next token of every sequence whose known tokens are
+all computed, and reports an ``Event`` per such sequence. A request ends at its ``max_new_tokens``, a stop id, a
+stop string or the end of the model's context, or when it is aborted, and its blocks go back to the pool at once.
+``generate`` does all of that for a list of prompts and returns their completions. On CUDA, decode-only steps
+replay CUDA graphs captured for common batch sizes (``runner``).
 
 One request's failure is its own: when sampling or decoding a sequence raises (or its logits are NaN), that
 request ends with reason ``"error"`` and the exception in its event, and the step goes on for the others. When
@@ -20,79 +20,27 @@ disjoint sets of requests) knows the device, not a request, is at fault.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from collections.abc import Sequence as Seq
-from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
 
 from cs336_lm.engine.blocks import BlockManager
-from cs336_lm.engine.paged import PagedKVCache, PagedStep, triton_decode_available
+from cs336_lm.engine.events import EngineStats, Event
 from cs336_lm.engine.params import SamplingParams
-from cs336_lm.engine.scheduler import Chunk, Scheduler
+from cs336_lm.engine.runner import ModelRunner
+from cs336_lm.engine.scheduler import Scheduler
 from cs336_lm.engine.sequence import Sequence, Status
 from cs336_lm.engine.text import StopText
 from cs336_lm.errors import GenerationError, LMError
-from cs336_lm.generation.generate import Completion
+from cs336_lm.generation.completion import Completion, check_prompt
 from cs336_lm.generation.sampling import apply_repetition_penalty, sample_next
 from cs336_lm.nn import TransformerLM
+from cs336_lm.nn.accounting import kv_cache_bytes_per_token
 from cs336_lm.tokenizer import Tokenizer
 
 DEFAULT_MAX_BATCH_TOKENS = 512
 DEFAULT_MAX_NUM_SEQS = 256
-
-
-@dataclass(frozen=True)
-class Event:
-    """What one step did for one request: the token it produced (None when it ended without one) and the finish
-    reason (None while it goes on: ``"stop"``, ``"length"``, ``"context"``, ``"abort"`` or ``"error"``). ``text``
-    is the text the token made final (with a tokenizer, else "").
-
-    Unpacks as the triple ``request_id, token, finish_reason``.
-    """
-
-    request_id: int
-    token: int | None
-    finish_reason: str | None
-    text: str = ""
-    stop_reason: int | str | None = None
-    """What ended a ``"stop"``: the stop id, or the stop string found in the text."""
-    error: Exception | None = None
-    """What ended an ``"error"``: the exception its sampling, decoding or the step's forward raised."""
-
-    def __iter__(self) -> Iterator:
-        return iter((self.request_id, self.token, self.finish_reason))
-
-    def __len__(self) -> int:
-        return 3
-
-    def __getitem__(self, index: int):
-        return (self.request_id, self.token, self.finish_reason)[index]
-
-
-@dataclass
-class EngineCompletion(Completion):
-    """A ``Completion`` of ``Engine.generate``, with what ended a ``"stop"`` (the stop id or the stop string)."""
-
-    stop_reason: int | str | None = None
-
-
-@dataclass(frozen=True)
-class EngineStats:
-    """A snapshot of the engine's load."""
-
-    running: int
-    waiting: int
-    blocks_used: int
-    blocks_free: int
-    block_size: int
-    preemptions: int
-    steps: int
-    kv_tokens: int
-    """Tokens whose keys and values the running sequences hold (shared prefix blocks counted once per holder)."""
-    kv_bytes: int
-    """Memory of the whole pool (allocated once)."""
 
 
 class Engine:
@@ -123,20 +71,15 @@ class Engine:
         self.tokenizer = tokenizer
         tokens = self._pool_tokens(model, max_kv_tokens, max_kv_bytes)
         num_blocks = 1 + math.ceil(tokens / block_size)  # + the sink block
-        self.cache = PagedKVCache(model, num_blocks, block_size)
+        self.runner = ModelRunner(model, num_blocks, block_size, cuda_graphs=cuda_graphs, max_num_seqs=max_num_seqs)
+        self.cache = self.runner.cache
         self.blocks = BlockManager(num_blocks, block_size)
         self.scheduler = Scheduler(self.blocks, max_batch_tokens, max_num_seqs)
         self.requests: dict[int, Sequence] = {}
         self._next_id = 0
-        self._aborted: list[Event] = []
+        self._ended: list[Event] = []  # requests that ended between steps: reported by the next one
         self.failed_forwards = 0
         """Steps in a row whose forward raised (0 after one that did not)."""
-        self.triton_decode = triton_decode_available(model)
-        self.graphs = None
-        if cuda_graphs is True or (cuda_graphs == "auto" and self.triton_decode):
-            from cs336_lm.engine.graphs import DecodeGraphs
-
-            self.graphs = DecodeGraphs(self, max_num_seqs)
 
     @staticmethod
     def _pool_tokens(model: TransformerLM, max_kv_tokens: int | None, max_kv_bytes: int | None) -> int:
@@ -144,7 +87,7 @@ class Engine:
             raise GenerationError("give max_kv_tokens or max_kv_bytes, not both")
         if max_kv_bytes is not None:
             _check_positive("max_kv_bytes", max_kv_bytes)
-            per_token = 2 * model.num_layers * model.num_kv_heads * model.d_head * model.lm_head.weight.element_size()
+            per_token = kv_cache_bytes_per_token(model.args, model.lm_head.weight.element_size())
             return max(1, max_kv_bytes // per_token)
         if max_kv_tokens is None:
             return 32 * model.context_length
@@ -158,11 +101,6 @@ class Engine:
         params = SamplingParams() if params is None else params
         prompt = self._prompt_ids(prompt_ids)
         ctx = self.model.context_length
-        if len(prompt) >= ctx:
-            raise GenerationError(
-                f"the prompt has {len(prompt)} tokens but the model's context is {ctx}, "
-                "which leaves no room to generate"
-            )
         max_len = min(ctx, len(prompt) + params.max_new_tokens)
         if math.ceil(max_len / self.blocks.block_size) > self.blocks.capacity:
             capacity = self.blocks.capacity * self.blocks.block_size
@@ -174,6 +112,10 @@ class Engine:
         seq = Sequence(rid, list(prompt), len(prompt), params, self._generator(params.seed), max_len)
         if self.tokenizer is not None:
             seq.text = StopText(self.tokenizer.vocab, params.stop)
+        if params.max_new_tokens == 0:  # nothing to generate: it ends at the next step without running
+            seq.status, seq.finish_reason = Status.FINISHED, "length"
+            self._ended.append(Event(rid, None, "length"))
+            return rid
         self.requests[rid] = seq
         self.scheduler.add(seq)
         return rid
@@ -184,25 +126,18 @@ class Engine:
         if seq is None or seq.status is Status.FINISHED:
             return
         self.scheduler.finish(seq, "abort")
-        self._aborted.append(Event(request_id, None, "abort"))
+        self._ended.append(Event(request_id, None, "abort"))
 
     @property
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_work or bool(self._aborted)
+        return self.scheduler.has_work or bool(self._ended)
 
     def _prompt_ids(self, prompt: Seq[int] | str) -> list[int]:
         if isinstance(prompt, str):
             if self.tokenizer is None:
                 raise GenerationError("a text prompt needs the engine's tokenizer; give token ids instead")
             prompt = self.tokenizer.encode(prompt)
-        ids = list(prompt)
-        if not ids:
-            raise GenerationError("the prompt is empty: give at least one token")
-        vocab = self.model.vocab_size
-        bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab]
-        if bad:
-            raise GenerationError(f"the prompt has token id {bad[0]!r} outside the vocabulary (size {vocab})")
-        return ids
+        return check_prompt(prompt, self.model.context_length, self.model.vocab_size)
 
     def _generator(self, seed: int | None) -> torch.Generator:
         generator = torch.Generator(device=self.cache.device)
@@ -216,12 +151,12 @@ class Engine:
 
         Never raises for one request's sake: a failure ends the requests it concerns with ``"error"`` (see the
         module docstring)."""
-        events, self._aborted = self._aborted, []
+        events, self._ended = self._ended, []
         chunks = self.scheduler.schedule()
         if not chunks:
             return events
         try:
-            logits = self._forward(chunks)  # (sampling sequences, vocab_size)
+            logits = self.runner.forward(chunks)  # (sampling sequences, vocab_size)
         except Exception as e:  # the whole step failed: its requests end, the engine goes on
             self.failed_forwards += 1
             return events + [self._fail(c.seq, e) for c in chunks]
@@ -237,15 +172,6 @@ class Engine:
             except Exception as e:  # decoding its text failed: it alone ends
                 events.append(self._fail(seq, e))
         return events
-
-    def _forward(self, chunks: list[Chunk]) -> torch.Tensor:
-        with torch.inference_mode():
-            if self.graphs is not None and all(c.count == 1 and c.samples for c in chunks):
-                logits = self.graphs.run(chunks)
-                if logits is not None:
-                    return logits
-            step = PagedStep.build(self.cache, chunks, self.triton_decode)
-            return self.model(step.token_ids, kv_cache=step)
 
     @classmethod
     def _sample(cls, logits: torch.Tensor, seqs: list[Sequence]) -> list[int | Exception]:
@@ -278,30 +204,11 @@ class Engine:
             return int(sample_next(row, p.temperature, p.top_k, p.top_p, generators=[seq.generator])[0])
 
     def _advance(self, seq: Sequence, token: int) -> Event:
-        """Append ``token`` to ``seq`` (or end it at a stop id) and say what happened."""
-        p = seq.params
-        if token in p.stop_ids:  # a stop id ends the request and is not part of the output
-            return self._end(seq, None, "stop", seq.text.finish() if seq.text else "", stop_reason=token)
-        seq.tokens.append(token)
-        text = seq.text.feed(token) if seq.text else ""
-        reason = None
-        if seq.text is not None and seq.text.stopped:
-            reason = "stop"
-        elif len(seq.tokens) - seq.prompt_len >= p.max_new_tokens:
-            reason = "length"
-        elif len(seq.tokens) >= self.model.context_length:
-            reason = "context"
+        """Give ``seq`` its sampled ``token`` and say what happened (it ends at a stop, its length or the context)."""
+        kept, text, reason, stop = seq.advance(token, self.model.context_length)
         if reason is None:
             return Event(seq.request_id, token, None, text)
-        if reason != "stop" and seq.text is not None:
-            text += seq.text.finish()
-        return self._end(seq, token, reason, text, stop_reason=self._stop_string(seq) if reason == "stop" else None)
-
-    def _stop_string(self, seq: Sequence) -> str | None:
-        """The stop string that ended ``seq``'s text: the one that starts where the released text ends."""
-        assert seq.text is not None and self.tokenizer is not None
-        full, at = self.tokenizer.decode(seq.output), len(seq.text.text)
-        return next((s for s in seq.text.stop if full.startswith(s, at)), None)
+        return self._end(seq, token if kept else None, reason, text, stop)
 
     def _end(
         self, seq: Sequence, token: int | None, reason: str, text: str, stop_reason: int | str | None = None
@@ -325,7 +232,7 @@ class Engine:
         params: SamplingParams | Seq[SamplingParams] | None = None,
         *,
         progress: bool = False,
-    ) -> list[EngineCompletion]:
+    ) -> list[Completion]:
         """Run ``prompts`` to completion (``params``: one for all, or one per prompt); completions in prompt order.
 
         A prompt whose generation fails (reason ``"error"``) aborts the others and raises: its ``LMError`` as a
@@ -358,7 +265,7 @@ class Engine:
                         bar.update()
         with_text = self.tokenizer is not None
         return [
-            EngineCompletion(t, r, texts[i] if with_text else None, stops[i])  # type: ignore[arg-type]
+            Completion(t, r, texts[i] if with_text else None, stops[i])  # type: ignore[arg-type]
             for i, (t, r) in enumerate(zip(tokens, reasons, strict=True))
         ]
 
@@ -366,7 +273,7 @@ class Engine:
         """Abort the requests ``ids`` of a ``generate`` and raise the error of the one at index ``failed``."""
         for rid in ids:
             self.abort(rid)
-        self._aborted = [e for e in self._aborted if e.request_id not in ids]  # nobody waits for them
+        self._ended = [e for e in self._ended if e.request_id not in ids]  # nobody waits for them
         if isinstance(error, LMError):
             raise GenerationError(f"prompt {failed}: {error}") from error
         raise error

@@ -59,15 +59,15 @@ def params_problem(
     """``(field, message)`` for the first of these settings that cannot be sampled, else None.
 
     The sampling bounds are ``sampling_problem``'s (temperature 0 or in [1e-6, 1e6], top_k >= 1, top_p in
-    (0, 1], repetition_penalty in [0.01, 100]); besides: max_new_tokens an integer >= 1, stop non-empty
+    (0, 1], repetition_penalty in [0.01, 100]); besides: max_new_tokens an integer >= 0, stop non-empty
     strings, stop_ids integers >= 0, seed an integer that ``torch.Generator.manual_seed`` takes (``SEEDS``).
     ``SamplingParams`` raises the message; ``lm-serve`` answers it with a 400 naming the field.
     """
     problem = sampling_problem(temperature, top_k, top_p, repetition_penalty)
     if problem is not None:
         return problem
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        return "max_new_tokens", f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}"
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        return "max_new_tokens", f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}"
     if not all(isinstance(s, str) and s for s in stop):
         return "stop", f"stop must be non-empty strings, got {stop!r}"
     if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in stop_ids):

@@ -45,6 +45,24 @@ class Sequence:
     """Scheduler step at which it last started running; the most recent is preempted first."""
     finish_reason: str | None = None
 
+    def advance(self, token: int, context_length: int) -> tuple[bool, str, str | None, int | str | None]:
+        """Take the sampled ``token``: whether it joins the output (a stop id ends the request and does not), the
+        text it made final, the finish reason (None while the request goes on) and what ended a ``"stop"``."""
+        p, text = self.params, self.text
+        if token in p.stop_ids:
+            return False, text.finish() if text else "", "stop", token
+        self.tokens.append(token)
+        released = text.feed(token) if text else ""
+        if text is not None and text.stopped:
+            return True, released, "stop", text.matched
+        if len(self.tokens) - self.prompt_len >= p.max_new_tokens:
+            reason = "length"
+        elif len(self.tokens) >= context_length:
+            reason = "context"
+        else:
+            return True, released, None, None
+        return True, released + (text.finish() if text else ""), reason, None
+
     @property
     def output(self) -> list[int]:
         """The tokens sampled so far."""

@@ -18,7 +18,7 @@ from cs336_lm.generation.stream import TokenTextStream
 
 
 class StopText:
-    """Text released so far (``text``) and whether a stop string has ended it (``stopped``)."""
+    """Text released so far (``text``), whether a stop string has ended it (``stopped``) and which (``matched``)."""
 
     def __init__(self, vocab: Mapping[int, bytes], stop: Sequence[str] = ()):
         self.stream = TokenTextStream(vocab)
@@ -26,6 +26,7 @@ class StopText:
         self.text = ""  # released, final
         self.held = ""  # decoded but possibly the start of a stop string
         self.stopped = False
+        self.matched: str | None = None  # the stop string that ended the text
 
     def feed(self, token: int) -> str:
         """Add one token; return the text that became final (``""`` while it may still be part of a stop)."""
@@ -46,6 +47,7 @@ class StopText:
         cut = self._first_stop(pending)
         if cut is not None:
             self.stopped, self.held = True, ""
+            self.matched = min((s for s in self.stop if pending.find(s) == cut), key=len)
             self.text += pending[:cut]
             return pending[:cut]
         keep = self._possible_stop_start(pending)

@@ -141,9 +141,9 @@ def _check_same_shape(ours: Any, hf: Any) -> None:
     config = hf.config
     num_heads = getattr(config, "num_attention_heads", None)
     heads = (num_heads, getattr(config, "num_key_value_heads", None) or num_heads)  # None: plain attention
-    if heads != (ours.num_heads, ours.num_kv_heads):
+    if heads != (ours.args.num_heads, ours.num_kv_heads):
         raise InteropError(
-            f"the HF model has {heads[0]} heads and {heads[1]} key/value heads, the run {ours.num_heads} and "
+            f"the HF model has {heads[0]} heads and {heads[1]} key/value heads, the run {ours.args.num_heads} and "
             f"{ours.num_kv_heads}"
         )
     theirs = {name: tuple(t.shape) for name, t in hf.state_dict().items()}

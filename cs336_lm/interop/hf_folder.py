@@ -4,9 +4,9 @@ Every value is checked where it enters, so a malformed folder ends as one ``Inte
 field — never as an ``AttributeError`` from deep inside:
 
 - ``read_json_object``: the file is UTF-8 JSON and holds an object (not a list, a string, …);
-- ``llama_model_config``: ``config.json`` → our ``ModelConfig`` — sizes are positive integers that divide as
-  attention needs, flags are ``true``/``false``, numbers are finite; another architecture, RoPE scaling, biases,
-  another activation, head size or RMSNorm eps is refused, naming the setting;
+- ``llama_model_config``: ``config.json`` → our ``ModelArgs``, through ``hf_llama.HF_FIELDS`` — sizes are positive
+  integers that divide as attention needs, flags are ``true``/``false``, numbers are finite; another architecture,
+  RoPE scaling, biases, another activation, head size or RMSNorm eps is refused, naming the setting;
 - ``weight_files``: ``model.safetensors``, or the shards of ``model.safetensors.index.json`` (plain file names in
   the folder, never a path out of it; never a pickle);
 - ``read_safetensors`` / ``check_safetensors``: the files whole (a truncated or corrupt one is named), floating-point
@@ -26,10 +26,9 @@ from typing import Any
 
 import torch
 
-from cs336_lm.config import ModelConfig
 from cs336_lm.errors import InteropError
-from cs336_lm.interop.hf_llama import RMS_NORM_EPS, llama_names
-from cs336_lm.run import build_model
+from cs336_lm.interop.hf_llama import HF_FIELDS, RMS_NORM_EPS, llama_names
+from cs336_lm.nn import ModelArgs, TransformerLM
 
 CONFIG_JSON = "config.json"
 WEIGHTS = "model.safetensors"
@@ -82,10 +81,10 @@ def is_count(value: Any) -> bool:
 # ---------------------------------------------------------------------------------------------- config.json
 
 
-def llama_model_config(hf: dict[str, Any], path: Path) -> tuple[ModelConfig, bool]:
-    """Our ``ModelConfig`` of a Llama ``config.json`` (and whether its embeddings are tied); ``InteropError`` naming
-    the first field that is malformed or that we cannot represent. Absent (or null) fields take ``LlamaConfig``'s
-    defaults."""
+def llama_model_config(hf: dict[str, Any], path: Path) -> tuple[ModelArgs, bool]:
+    """Our ``ModelArgs`` of a Llama ``config.json`` (and whether its embeddings are tied), read through
+    ``HF_FIELDS``; ``InteropError`` naming the first field that is malformed or that we cannot represent. Absent
+    (or null) fields take ``LlamaConfig``'s defaults."""
     architectures = hf.get("architectures") or ["LlamaForCausalLM"]
     if hf.get("model_type") != "llama" or architectures != ["LlamaForCausalLM"]:
         raise InteropError(
@@ -93,9 +92,14 @@ def llama_model_config(hf: dict[str, Any], path: Path) -> tuple[ModelConfig, boo
             "LlamaForCausalLM models only"
         )
     _refuse_unrepresentable(hf, path)
-    sizes = {key: _count(hf, key, path) for key in _SIZE_FIELDS}
-    heads, d_model = sizes["num_attention_heads"], sizes["hidden_size"]
-    kv_heads = _count(hf, "num_key_value_heads", path, default=heads)
+    values: dict[str, Any] = {}
+    for ours, key in HF_FIELDS.items():
+        if key == "rope_theta":
+            values[ours] = _rope_theta(hf, path)
+        elif key is not None:
+            values[ours] = _count(hf, key, path, default=_HF_DEFAULTS.get(key))
+    heads, d_model = values["num_heads"], values["d_model"]
+    kv_heads = values["num_kv_heads"] = values["num_kv_heads"] or heads
     if d_model % heads or heads % kv_heads or (d_model // heads) % 2:
         raise InteropError(
             f"{path}: hidden_size={d_model}, num_attention_heads={heads}, num_key_value_heads={kv_heads} do not "
@@ -104,25 +108,15 @@ def llama_model_config(hf: dict[str, Any], path: Path) -> tuple[ModelConfig, boo
     head_dim = _count(hf, "head_dim", path, default=d_model // heads)
     if head_dim != d_model // heads:
         raise InteropError(f"{path}: head_dim={head_dim} differs from hidden_size / num_attention_heads")
-    model = ModelConfig(
-        vocab_size=sizes["vocab_size"],
-        context_length=_count(hf, "max_position_embeddings", path, default=2048),
-        d_model=d_model,
-        num_layers=sizes["num_hidden_layers"],
-        num_heads=heads,
-        num_kv_heads=kv_heads,
-        d_ff=sizes["intermediate_size"],
-        rope_theta=_rope_theta(hf, path),
-    )
-    return model, _flag(hf, "tie_word_embeddings", path)
+    return ModelArgs(**values), _flag(hf, "tie_word_embeddings", path)
 
 
-_SIZE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+_HF_DEFAULTS = {"max_position_embeddings": 2048, "num_key_value_heads": 0}  # LlamaConfig's; 0: num_attention_heads
 MAX_SIZE = 2**31 - 1  # beyond any real model; keeps every product of two sizes within int64
 
 
 def _count(hf: dict[str, Any], key: str, path: Path, default: int | None = None) -> int:
-    """``hf[key]``, a positive integer; absent or null gives ``default`` (none: the field is required)."""
+    """``hf[key]``, a positive integer; absent or null gives ``default`` (None: the field is required)."""
     value = hf.get(key)
     if value is None:
         if default is None:
@@ -255,7 +249,7 @@ def read_safetensors(hf_dir: Path) -> tuple[dict[str, torch.Tensor], str]:
     return weights, "/".join(dtypes)
 
 
-def check_weights(weights: dict[str, torch.Tensor], m: ModelConfig, tied: bool, hf_dir: Path) -> None:
+def check_weights(weights: dict[str, torch.Tensor], m: ModelArgs, tied: bool, hf_dir: Path) -> None:
     """The tensors are exactly those of a ``LlamaForCausalLM`` of ``m`` (``lm_head.weight`` may be left out when
     ``tied``), floating-point, of the shapes ``config.json`` implies; ``InteropError`` naming the first that is not."""
     biases = sorted(k for k in weights if k.endswith(".bias"))
@@ -275,7 +269,7 @@ def check_weights(weights: dict[str, torch.Tensor], m: ModelConfig, tied: bool, 
     if "lm_head.weight" not in weights and not tied:
         raise InteropError(f"{hf_dir} has no lm_head.weight and {CONFIG_JSON} does not set tie_word_embeddings")
     names = llama_names(m.num_layers)
-    expected = {names[k]: tuple(t.shape) for k, t in build_model(m, "meta").state_dict().items()}
+    expected = {names[k]: tuple(t.shape) for k, t in TransformerLM.from_args(m, device="meta").state_dict().items()}
     if "lm_head.weight" not in weights:
         del expected["lm_head.weight"]  # tied: the embedding serves as the output layer
     for name, shape in expected.items():

@@ -6,6 +6,7 @@ adjacent pairs ``(2k, 2k+1)`` while Llama's RoPE rotates ``(k, k + d_head/2)``, 
 rows are reordered even-then-odd on the way out (``adjacent_to_half_split``) and back on the way in
 (``half_split_to_adjacent``). Scores ``q·k`` are unchanged because both sides get the same order.
 
+``HF_FIELDS`` is the one table of the model's fields (``ModelArgs``) as ``LlamaConfig`` fields, both ways;
 ``llama_config`` is the ``config.json`` of a model (the keys of transformers 4 and 5 both: ``rope_theta`` and
 ``rope_parameters``). ``to_llama`` builds the ``LlamaForCausalLM`` in memory (the parity tests and benchmarks);
 ``transformers`` is imported only there.
@@ -15,7 +16,7 @@ from typing import Any
 
 from torch import Tensor
 
-from cs336_lm.nn import TransformerLM
+from cs336_lm.nn import ModelArgs, TransformerLM
 
 RMS_NORM_EPS = 1e-5  # our RMSNorm's eps (DESIGN.md); a Llama config with another cannot be represented
 
@@ -68,7 +69,7 @@ def to_llama_state_dict(model: TransformerLM) -> dict[str, Tensor]:
     for name, theirs in llama_names(model.num_layers).items():
         w = ours[name]
         if name.endswith("attn.q_proj.weight"):
-            w = adjacent_to_half_split(w, model.num_heads)
+            w = adjacent_to_half_split(w, model.args.num_heads)
         elif name.endswith("attn.k_proj.weight"):
             w = adjacent_to_half_split(w, model.num_kv_heads)
         out[theirs] = w
@@ -93,26 +94,45 @@ def from_llama_state_dict(
     return ours
 
 
+HF_FIELDS: dict[str, str | None] = {
+    # each field of ``ModelArgs`` (one declaration of the model) → the ``LlamaConfig`` field it is, or None where HF
+    # has no such field (the run-time settings: how our ops run, not what they compute)
+    "vocab_size": "vocab_size",
+    "context_length": "max_position_embeddings",
+    "d_model": "hidden_size",
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "d_ff": "intermediate_size",
+    "rope_theta": "rope_theta",
+    "num_kv_heads": "num_key_value_heads",
+    "attention": None,
+    "kernels": None,
+}
+"""How export writes, and import reads, the model's fields; ``tests/interop/test_hf_fields.py`` fails for a
+``ModelArgs`` field the table does not mention."""
+
+
+def hf_values(args: ModelArgs) -> dict[str, Any]:
+    """``args`` as ``LlamaConfig`` fields, through ``HF_FIELDS`` (``num_key_value_heads`` written out)."""
+    values = {hf: getattr(args, ours) for ours, hf in HF_FIELDS.items() if hf is not None}
+    values["num_key_value_heads"] = args.kv_heads
+    values["rope_theta"] = float(args.rope_theta)
+    return values
+
+
 def llama_config(
     model: TransformerLM, *, tied: bool = False, dtype: str = "float32", bos: int | None = None, eos: int | None = None
 ) -> dict[str, Any]:
     """The ``config.json`` of ``model`` as a ``LlamaForCausalLM`` (``tied``: the output layer is the embedding)."""
-    theta = float(model.rope_theta)
+    values = hf_values(model.args)
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
-        "vocab_size": model.vocab_size,
-        "hidden_size": model.d_model,
-        "intermediate_size": model.d_ff,
-        "num_hidden_layers": model.num_layers,
-        "num_attention_heads": model.num_heads,
-        "num_key_value_heads": model.num_kv_heads,
+        **values,
         "head_dim": model.d_head,
-        "max_position_embeddings": model.context_length,
         "rms_norm_eps": model.ln_final.eps,
-        "rope_theta": theta,  # transformers 4
-        "rope_scaling": None,
-        "rope_parameters": {"rope_type": "default", "rope_theta": theta},  # transformers 5
+        "rope_scaling": None,  # rope_theta above for transformers 4, rope_parameters for 5
+        "rope_parameters": {"rope_type": "default", "rope_theta": values["rope_theta"]},
         "hidden_act": "silu",
         "attention_bias": False,
         "mlp_bias": False,
@@ -133,16 +153,12 @@ def to_llama(model: TransformerLM, attn_implementation: str = "sdpa", eps: float
     """A ``LlamaForCausalLM`` computing the same function as ``model`` (same dtype and device)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    values = hf_values(model.args)
+    theta = values.pop("rope_theta")
     config = LlamaConfig(
-        vocab_size=model.vocab_size,
-        hidden_size=model.d_model,
-        intermediate_size=model.d_ff,
-        num_hidden_layers=model.num_layers,
-        num_attention_heads=model.num_heads,
-        num_key_value_heads=model.num_kv_heads,
-        max_position_embeddings=model.context_length,
+        **values,
         rms_norm_eps=model.ln_final.eps if eps is None else eps,
-        rope_parameters={"rope_type": "default", "rope_theta": float(model.rope_theta)},
+        rope_parameters={"rope_type": "default", "rope_theta": theta},
         tie_word_embeddings=False,
         attention_bias=False,
         mlp_bias=False,

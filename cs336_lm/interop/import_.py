@@ -34,7 +34,8 @@ from cs336_lm.interop.hf_folder import (
 )
 from cs336_lm.interop.hf_llama import from_llama_state_dict
 from cs336_lm.interop.hf_tokenizer import read_hf_tokenizer
-from cs336_lm.run import RunDir, build_model
+from cs336_lm.nn import ModelArgs, TransformerLM
+from cs336_lm.run import RunDir
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class ImportResult:
 
     out: Path
     checkpoint: Path
-    model: ModelConfig
+    model: ModelArgs
     tied: bool
     source_dtype: str
     parameters: int
@@ -60,19 +61,19 @@ def import_hf(hf_dir: str | os.PathLike, out: str | os.PathLike, *, force: bool 
     config_path = hf_dir / CONFIG_JSON
     if not config_path.is_file():
         raise InteropError(f"{hf_dir} has no {CONFIG_JSON}")
-    model_cfg, tied = llama_model_config(read_json_object(config_path), config_path)
+    args, tied = llama_model_config(read_json_object(config_path), config_path)
     tokenizer, notes = read_hf_tokenizer(hf_dir)
-    if tokenizer.vocab_size > model_cfg.vocab_size:
+    if tokenizer.vocab_size > args.vocab_size:
         raise InteropError(
-            f"the tokenizer has {tokenizer.vocab_size} ids but {config_path} vocab_size={model_cfg.vocab_size}: "
+            f"the tokenizer has {tokenizer.vocab_size} ids but {config_path} vocab_size={args.vocab_size}: "
             "they do not belong together"
         )
     weights, source_dtype = read_safetensors(hf_dir)
-    check_weights(weights, model_cfg, tied, hf_dir)
-    model = build_model(model_cfg, "cpu")
-    model.load_state_dict(_our_state_dict(weights, model_cfg))
+    check_weights(weights, args, tied, hf_dir)
+    model = TransformerLM.from_args(args, device="cpu")
+    model.load_state_dict(_our_state_dict(weights, args))
     cfg = Config(
-        model=model_cfg,
+        model=ModelConfig(**args.to_dict()),
         data=DataConfig(tokenizer_dir=str(out.resolve() / "tokenizer")),
         train=TrainConfig(init_from=str(out.resolve())),
     )
@@ -81,11 +82,11 @@ def import_hf(hf_dir: str | os.PathLike, out: str | os.PathLike, *, force: bool 
         run.write_run_files(cfg, tokenizer)
         saved = run.save_checkpoint(model, None, 0, keep_last=None, config=cfg, imported_from=str(hf_dir.resolve()))
     parameters = sum(p.numel() for p in model.parameters())
-    return ImportResult(out, out / saved.relative_to(tmp), model_cfg, tied, source_dtype, parameters, notes)
+    return ImportResult(out, out / saved.relative_to(tmp), args, tied, source_dtype, parameters, notes)
 
 
-def _our_state_dict(weights: dict[str, torch.Tensor], m: ModelConfig) -> dict[str, torch.Tensor]:
+def _our_state_dict(weights: dict[str, torch.Tensor], m: ModelArgs) -> dict[str, torch.Tensor]:
     """The HF tensors (checked by ``check_weights``) under our names in fp32, q/k rows in adjacent-pair order."""
     hf = {k: w for k, w in weights.items() if not k.endswith(IGNORED_SUFFIXES)}
-    state = from_llama_state_dict(hf, m.num_layers, m.num_heads, m.num_kv_heads)
+    state = from_llama_state_dict(hf, m.num_layers, m.num_heads, m.kv_heads)
     return {k: w.to(torch.float32) for k, w in state.items()}

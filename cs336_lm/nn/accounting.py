@@ -1,4 +1,5 @@
-"""Parameter, FLOP and activation-memory accounting for ``TransformerLM`` shapes, without building a model.
+"""Parameter, FLOP and activation-memory accounting for ``TransformerLM`` shapes (a ``ModelArgs``), without
+building a model.
 
 Counts follow the architecture in ``transformer.py`` (untied head, SwiGLU, RMSNorm gains, no biases).
 FLOPs count matrix multiplies only (2 per multiply-add); elementwise work (norms, softmax, RoPE) is left
@@ -6,9 +7,7 @@ out, as is usual for MFU. The trainer uses ``training_flops_per_token`` for mode
 ``lm-accounting`` (``cs336_lm.cli.accounting``) prints the tables for a preset or a config file.
 """
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from cs336_lm.nn.args import ModelArgs
 
 # Parameter counts of the released GPT-2 checkpoints (Radford et al. 2019; the HuggingFace models).
 PUBLISHED_GPT2 = {
@@ -19,36 +18,7 @@ PUBLISHED_GPT2 = {
 }
 
 
-@dataclass(frozen=True)
-class Shape:
-    """The constructor keywords that determine cost (``rope_theta`` and backends do not)."""
-
-    vocab_size: int
-    context_length: int
-    d_model: int
-    num_layers: int
-    num_heads: int
-    d_ff: int
-    num_kv_heads: int = 0  # 0: as many as num_heads (see ``kv_heads``)
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> "Shape":
-        """The shape of a model config or preset (a dict of ``TransformerLM`` keywords; extra keys are ignored)."""
-        kv_heads = cfg.get("num_kv_heads") or cfg["num_heads"]
-        fields = {name: int(cfg[name]) for name in cls.__dataclass_fields__ if name != "num_kv_heads"}
-        return cls(**fields, num_kv_heads=int(kv_heads))
-
-    @property
-    def kv_heads(self) -> int:
-        return self.num_kv_heads or self.num_heads
-
-    @property
-    def kv_width(self) -> int:
-        """Width of the key and value projections: ``num_kv_heads · d_head``."""
-        return self.kv_heads * (self.d_model // self.num_heads)
-
-
-def param_counts(s: Shape) -> dict[str, int]:
+def param_counts(s: ModelArgs) -> dict[str, int]:
     """Parameters by part: per-layer attention 2·d² + 2·d·w (query and output, key and value of width
     w = num_kv_heads·d_head; 4·d² without grouping), FFN 3·d·d_ff, two RMSNorm gains 2·d; embeddings and head
     V·d each. ``non_embedding`` leaves out only the token embeddings (a lookup, no FLOPs); the untied
@@ -65,7 +35,7 @@ def param_counts(s: Shape) -> dict[str, int]:
     return counts
 
 
-def forward_flops(s: Shape, seq_len: int | None = None) -> dict[str, int]:
+def forward_flops(s: ModelArgs, seq_len: int | None = None) -> dict[str, int]:
     """Forward matmul FLOPs for one sequence of ``seq_len`` tokens (default: the context), by matmul.
 
     Per layer: QKV 2·T·d·(d + 2w) (w = num_kv_heads·d_head; 3·2·T·d² without grouping), scores Q·Kᵀ 2·T²·d,
@@ -86,13 +56,13 @@ def forward_flops(s: Shape, seq_len: int | None = None) -> dict[str, int]:
     return flops
 
 
-def training_flops_per_token(s: Shape, seq_len: int | None = None) -> float:
+def training_flops_per_token(s: ModelArgs, seq_len: int | None = None) -> float:
     """Forward + backward ≈ 3 × forward (the backward does two matmuls for each forward one)."""
     t = s.context_length if seq_len is None else seq_len
     return 3 * forward_flops(s, t)["total"] / t
 
 
-def activation_bytes(s: Shape, batch_size: int, seq_len: int | None = None, bytes_per_element: int = 4) -> int:
+def activation_bytes(s: ModelArgs, batch_size: int, seq_len: int | None = None, bytes_per_element: int = 4) -> int:
     """Estimated bytes of activations autograd keeps for the backward of one training step (weights aside).
 
     Per layer and token, in elements (our reference implementation): the block input and RMSNorm₁'s
@@ -110,12 +80,12 @@ def activation_bytes(s: Shape, batch_size: int, seq_len: int | None = None, byte
     return (batch_size * t * per_token + rope_tables) * bytes_per_element
 
 
-def kv_cache_bytes_per_token(s: Shape, bytes_per_element: int = 4) -> int:
+def kv_cache_bytes_per_token(s: ModelArgs, bytes_per_element: int = 4) -> int:
     """Bytes a decoder keeps per cached token: a key and a value of width num_kv_heads·d_head in every layer."""
     return 2 * s.num_layers * s.kv_width * bytes_per_element
 
 
-def gpt2_params(s: Shape) -> int:
+def gpt2_params(s: ModelArgs) -> int:
     """Parameters of the original GPT-2 at this shape: tied embeddings, learned positions, biases,
     LayerNorm (gain + bias), a 2-matrix GELU MLP of width d_ff. ``gpt2_params`` of the GPT-2 small
     shape is 124,439,808, the published count."""
@@ -131,7 +101,7 @@ def _fmt(n: float) -> str:
     return f"{n:.0f}"
 
 
-def report(name: str, s: Shape, batch_size: int = 8, seq_len: int | None = None) -> str:
+def report(name: str, s: ModelArgs, batch_size: int = 8, seq_len: int | None = None) -> str:
     """A printable table of ``s``'s parameters, forward FLOPs by matmul and the activation estimate; ``name``
     heads it (a ``gpt2-*-like`` preset name adds the check against GPT-2's published count)."""
     t = s.context_length if seq_len is None else seq_len

@@ -6,23 +6,31 @@ and values (after RoPE) and hands them to ``kv_cache.attend(q, k, v, attention)`
 values and returns the attention of the queries over each sequence's cached keys, computed by
 ``attention.attend`` — the module's own backend, so decoding runs the same math and kernels as training — or by a
 kernel that reads the cache in place. Two caches implement it: a contiguous buffer per layer for a static batch
-(``cs336_lm.generation.kv_cache``) and a paged pool of blocks for continuous batching (``cs336_lm.engine``).
+(``scripts/static_batch.py``, the baseline the engine replaced) and a paged pool of blocks for continuous batching
+(``cs336_lm.nn.paged``, which the engine runs).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from cs336_lm.nn.attention import MultiHeadSelfAttention
+
+class Attention(Protocol):
+    """What a cache may use of the attention module that calls it (``MultiHeadSelfAttention``): its backend
+    settings and its own ``attend`` — the math it runs without a cache."""
+
+    attention: str
+    kernels: str
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, q_offset: int = 0, mask: Tensor | None = None) -> Tensor: ...
 
 
 class LayerKVCache(Protocol):
     """One layer's view of a cache, for one forward call."""
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, attention: MultiHeadSelfAttention) -> Tensor:
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, attention: Attention) -> Tensor:
         """Store ``k``/``v`` (batch, num_kv_heads, new, d_head) of the new tokens; return the attention of ``q``
         (batch, num_heads, new, d_head) over each query's own sequence, up to and including its own position."""
         ...

@@ -9,10 +9,13 @@ sequence's cached tokens and returns only the logits of the tokens that sample n
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from cs336_lm.nn.args import ModelArgs
 from cs336_lm.nn.attention import MultiHeadSelfAttention
 from cs336_lm.nn.cache import KVCache, LayerKVCache
 from cs336_lm.nn.layers import AddRMSNorm, Embedding, Linear, RMSNorm, SwiGLU
@@ -84,35 +87,40 @@ class TransformerLM(nn.Module):
         d_ff: int,
         rope_theta: float = 10000.0,
         *,
-        num_kv_heads: int | None = None,
-        attention: str = "reference",
-        kernels: str = "auto",
         device=None,
         dtype=None,
+        **fields,
     ):
         super().__init__()
-        self.vocab_size, self.context_length = vocab_size, context_length
-        self.d_model, self.num_layers, self.num_heads, self.d_ff = d_model, num_layers, num_heads, d_ff
-        self.num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-        self.rope_theta, self.attention, self.kernels = rope_theta, attention, kernels
+        shape: dict[str, Any] = {"vocab_size": vocab_size, "context_length": context_length, "d_model": d_model}
+        shape |= {"num_layers": num_layers, "num_heads": num_heads, "d_ff": d_ff, "rope_theta": rope_theta}
+        unknown = sorted(set(fields) - set(ModelArgs.field_names()))
+        if unknown:
+            raise TypeError(f"TransformerLM got unexpected keyword arguments: {', '.join(unknown)}")
+        args = self.args = ModelArgs(**shape, **fields)  # every other field (num_kv_heads, attention, …): ModelArgs
         factory = {"device": device, "dtype": dtype}
-        self.token_embeddings = Embedding(vocab_size, d_model, **factory)
+        self.token_embeddings = Embedding(args.vocab_size, args.d_model, **factory)
         self.layers = nn.ModuleList(
             TransformerBlock(
-                d_model,
-                num_heads,
-                d_ff,
-                context_length,
-                rope_theta,
+                args.d_model,
+                args.num_heads,
+                args.d_ff,
+                args.context_length,
+                args.rope_theta,
                 **factory,
-                num_kv_heads=self.num_kv_heads,
-                attention=attention,
-                kernels=kernels,
+                num_kv_heads=args.kv_heads,
+                attention=args.attention,
+                kernels=args.kernels,
             )
-            for _ in range(num_layers)
+            for _ in range(args.num_layers)
         )
-        self.ln_final = RMSNorm(d_model, **factory, kernels=kernels)
-        self.lm_head = Linear(d_model, vocab_size, **factory)
+        self.ln_final = RMSNorm(args.d_model, **factory, kernels=args.kernels)
+        self.lm_head = Linear(args.d_model, args.vocab_size, **factory)
+
+    @classmethod
+    def from_args(cls, args: ModelArgs, *, device=None, dtype=None) -> TransformerLM:
+        """The model ``args`` describes; ``TransformerLM.from_args(model.args)`` rebuilds ``model``'s shape."""
+        return cls(**args, device=device, dtype=dtype)
 
     def forward(
         self,
@@ -125,9 +133,9 @@ class TransformerLM(nn.Module):
         (sequences, vocab_size), the new tokens' positions coming from the cache unless given."""
         if kv_cache is None:
             seq_len = token_ids.shape[-1]
-            if seq_len > self.context_length:
+            if seq_len > self.args.context_length:
                 raise ValueError(
-                    f"input of {seq_len} tokens is longer than the model's context_length {self.context_length}"
+                    f"input of {seq_len} tokens is longer than the model's context_length {self.args.context_length}"
                 )
             if token_positions is None:
                 token_positions = torch.arange(seq_len, device=token_ids.device)
@@ -137,25 +145,18 @@ class TransformerLM(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, token_positions, None if kv_cache is None else kv_cache.layer(i))
         if kv_cache is not None:
-            x = x.reshape(-1, self.d_model)[kv_cache.last_rows]  # (sequences, d_model): the tokens that sample next
+            x = x.reshape(-1, self.args.d_model)[
+                kv_cache.last_rows
+            ]  # (sequences, d_model): the tokens that sample next
         return self.lm_head(self.ln_final(x))
 
-    @property
-    def d_head(self) -> int:
-        """Width of one attention head."""
-        return self.d_model // self.num_heads
-
     def config(self) -> dict:
-        """The constructor keywords that rebuild this model (without device/dtype)."""
-        return {
-            "vocab_size": self.vocab_size,
-            "context_length": self.context_length,
-            "d_model": self.d_model,
-            "num_layers": self.num_layers,
-            "num_heads": self.num_heads,
-            "num_kv_heads": self.num_kv_heads,
-            "d_ff": self.d_ff,
-            "rope_theta": self.rope_theta,
-            "attention": self.attention,
-            "kernels": self.kernels,
-        }
+        """The constructor keywords that rebuild this model (without device/dtype): ``model.args`` as a dict."""
+        return self.args.to_dict()
+
+    # The fields read most often, for the model's users (``model.args`` has them all)
+    vocab_size = property(lambda self: self.args.vocab_size)
+    context_length = property(lambda self: self.args.context_length)
+    num_layers = property(lambda self: self.args.num_layers)
+    num_kv_heads = property(lambda self: self.args.kv_heads)
+    d_head = property(lambda self: self.args.d_head)

@@ -19,10 +19,10 @@ tensor's data in cache across the six ops and measured as fast or up to 1.2x fas
 """
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
 class AdamW(torch.optim.Optimizer):
@@ -59,10 +59,7 @@ class AdamW(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         """One AdamW update of every parameter that has a gradient; returns ``closure()`` if given."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         for group in self.param_groups:
             adamw_update_(group, [p for p in group["params"] if p.grad is not None], self.state)
         return loss
@@ -151,3 +148,11 @@ def param_groups_for_weight_decay(model: nn.Module, weight_decay: float) -> list
         {"name": "no_decay", "params": no_decay, "weight_decay": 0.0},
     ]
     return [g for g in groups if g["params"]]
+
+
+def run_closure(closure: Callable[[], Tensor] | None) -> Tensor | None:
+    """``closure()`` with gradients on (an optimizer's ``step`` runs under ``no_grad``), or None without one."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()

@@ -17,7 +17,7 @@ from cs336_lm.run.checkpoint import (
     verify_checkpoint,
 )
 from cs336_lm.run.device import select_device
-from cs336_lm.run.model import LoadedRun, build_model, load_run, model_kwargs
+from cs336_lm.run.model import LoadedRun, build_model, load_run
 from cs336_lm.run.rundir import ResumePoint, RunDir
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "capture_rng_state",
     "load_checkpoint",
     "load_run",
-    "model_kwargs",
     "read_checkpoint",
     "restore_rng_state",
     "save_checkpoint",

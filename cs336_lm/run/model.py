@@ -10,7 +10,6 @@ checkpoint (its digest does not match) is refused, naming the run's next older c
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +26,9 @@ from cs336_lm.run.rundir import RunDir
 from cs336_lm.tokenizer import Tokenizer
 
 
-def model_kwargs(model_cfg: ModelConfig) -> dict[str, Any]:
-    """The ``TransformerLM`` constructor keywords of a resolved ``model`` section (everything but ``preset``)."""
-    return {k: v for k, v in dataclasses.asdict(model_cfg).items() if k != "preset"}
-
-
 def build_model(model_cfg: ModelConfig, device: torch.device | str | None = None) -> TransformerLM:
     """A freshly initialised ``TransformerLM`` of ``model_cfg`` with fp32 weights on ``device``."""
-    return TransformerLM(**model_kwargs(model_cfg), device=device)
+    return TransformerLM.from_args(model_cfg.args, device=device)
 
 
 @dataclass

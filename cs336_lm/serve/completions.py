@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from cs336_lm.engine import Engine, SamplingParams
 from cs336_lm.errors import LMError, ServeError
+from cs336_lm.generation import prompt_problem
 from cs336_lm.serve import http_errors, protocol
 from cs336_lm.serve.http_errors import body_of
 from cs336_lm.serve.loop import Submission
@@ -104,21 +105,12 @@ def _prompts(prompt: protocol.Prompt) -> list[str | list[int]]:
 
 def _prompt_ids(prompt: str | list[int], index: int, info: ModelInfo) -> list[int]:
     ids = info.tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
-    name = "the prompt" if index == 0 else f"prompt {index}"
-    if not ids:
-        raise ServeError(f"{name} is empty: give at least one token", 400, param="prompt")
-    bad = next((t for t in ids if not 0 <= t < info.vocab_size), None)
-    if bad is not None:
-        raise ServeError(f"{name} has token id {bad}, outside the vocabulary (size {info.vocab_size})", 400,
-                         param="prompt", code="invalid_token")  # fmt: skip
-    if len(ids) >= info.context_length:
-        raise ServeError(
-            f"{name} has {len(ids)} tokens but the model's context is {info.context_length}, "
-            "which leaves no room to generate",
-            400,
-            param="prompt",
-            code="context_length_exceeded",
-        )
+    problem = prompt_problem(
+        ids, info.context_length, info.vocab_size, "the prompt" if index == 0 else f"prompt {index}"
+    )
+    if problem is not None:
+        kind, message = problem
+        raise ServeError(message, 400, param="prompt", code=None if kind == "empty" else kind)
     return ids
 
 

@@ -52,12 +52,6 @@ def split_on_special_tokens(text: str, special_tokens: Sequence[str], keep: bool
     return [p for p in parts if p]
 
 
-def iter_pretokens(text: str) -> Iterator[str]:
-    """GPT-2 pre-tokens of a text that holds no special token: ``"Hi there!"`` -> ``"Hi", " there", "!"``."""
-    for m in PRETOKEN_RE.finditer(text):
-        yield m.group()
-
-
 def find_chunk_boundaries(
     f: BinaryIO, chunk_bytes: int, split_token: bytes, start: int = 0, end: int | None = None
 ) -> list[int]:

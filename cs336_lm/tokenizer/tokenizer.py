@@ -293,14 +293,6 @@ class Tokenizer:
 
     # ---- other backends ------------------------------------------------------------------------------------
 
-    def to_tiktoken(self, name: str = "cs336_lm"):
-        """A ``tiktoken.Encoding`` that encodes exactly as this tokenizer does (``allowed_special="all"``), at
-        tiktoken's speed; ``TokenizerError`` saying why when the mapping would not be exact or tiktoken is not
-        installed. See ``cs336_lm.tokenizer.tiktoken_backend`` for when it is exact."""
-        from cs336_lm.tokenizer.tiktoken_backend import to_tiktoken
-
-        return to_tiktoken(self, name)
-
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, specials={self.special_tokens})"
 

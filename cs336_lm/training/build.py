@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from cs336_lm.config import Config
-from cs336_lm.nn import accounting
+from cs336_lm.nn import ModelArgs, accounting
 from cs336_lm.optim import AdamW, cosine_lr, param_groups_for_weight_decay
 
 
@@ -44,7 +44,7 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> AdamW:
 
 def training_flops_per_token(cfg: Config) -> float:
     """Forward + backward matmul FLOPs per token of ``cfg.model`` (``cs336_lm.nn.accounting``), for MFU."""
-    return accounting.training_flops_per_token(accounting.Shape.from_config(dataclasses.asdict(cfg.model)))
+    return accounting.training_flops_per_token(ModelArgs.from_dict(dataclasses.asdict(cfg.model)))
 
 
 def lr_at(step: int, cfg: Config) -> float:

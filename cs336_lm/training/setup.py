@@ -13,7 +13,6 @@ removed again when setting up fails.
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cs336_lm.config import ARCH_FIELDS, Config, model_from_dict
+from cs336_lm.config import Config, model_from_dict
 from cs336_lm.errors import CheckpointError, ConfigError, UnverifiedCheckpointWarning
 from cs336_lm.nn import TransformerLM
 from cs336_lm.optim import AdamW
@@ -256,15 +255,12 @@ def shape_differences(cfg: Config, stored: dict[str, Any] | None) -> list[str]:
     of fields added since it was written filled in); empty when it stores no model config."""
     if not stored or not isinstance(stored.get("model"), dict):
         return []
+    ours = cfg.model.args.architecture()
     try:
-        saved = dataclasses.asdict(model_from_dict(stored["model"]))
-    except ConfigError:
+        saved = model_from_dict(stored["model"]).args.architecture()
+    except (ConfigError, ValueError):
         saved = stored["model"]
-    return [
-        f"model.{key}={saved.get(key)} (config: {getattr(cfg.model, key)})"
-        for key in ARCH_FIELDS
-        if saved.get(key) != getattr(cfg.model, key)
-    ]
+    return [f"model.{key}={saved.get(key)} (config: {value})" for key, value in ours.items() if saved.get(key) != value]
 
 
 def init_weights(cfg: Config, model: TransformerLM, tokenizer: Tokenizer) -> list[str]:

@@ -1,8 +1,11 @@
-"""A small random-weight model in float64 (exact enough that batch composition never changes a token)."""
+"""A small random-weight model in float64 (exact enough that batch composition never changes a token), and the
+oracle every decode path is held to: the model's full forward without a cache, one token at a time."""
 
 import pytest
 import torch
 
+from cs336_lm.engine import SamplingParams
+from cs336_lm.generation.sampling import apply_repetition_penalty, sample_next
 from cs336_lm.nn import PRESETS, TransformerLM
 
 
@@ -19,3 +22,24 @@ def model() -> TransformerLM:
 @pytest.fixture(autouse=True)
 def _one_thread(one_torch_thread):
     """The engine runs many tiny forwards: one intra-op thread is faster for them."""
+
+
+def oracle(model: TransformerLM, prompt: list[int], p: SamplingParams) -> tuple[list[int], list[torch.Tensor]]:
+    """The new tokens of ``prompt`` and the logits each was drawn from, by the full forward over every token so far
+    (no cache), sampled as the engine samples: argmax when greedy, else from a generator seeded with ``p.seed``."""
+    device = model.lm_head.weight.device
+    generator = torch.Generator(device=device)
+    if p.seed is not None:
+        generator.manual_seed(p.seed)
+    tokens, rows = list(prompt), []
+    while len(tokens) - len(prompt) < p.max_new_tokens and len(tokens) < model.context_length:
+        with torch.inference_mode():
+            row = model(torch.tensor([tokens], device=device))[0, -1:]  # (1, vocab)
+        rows.append(row[0])
+        if p.repetition_penalty != 1:
+            row = apply_repetition_penalty(row, torch.tensor(tokens, device=device), p.repetition_penalty)
+        token = int(sample_next(row, p.temperature, p.top_k, p.top_p, generators=[generator])[0])
+        if token in p.stop_ids:
+            break
+        tokens.append(token)
+    return tokens[len(prompt) :], rows

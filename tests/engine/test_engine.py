@@ -1,5 +1,5 @@
-"""The engine against things it did not compute: the model's full forward, ``generate`` on each prompt alone, the
-block pool's own accounting, and hand-made cases for every way a request ends."""
+"""The engine against things it did not compute: the model's full forward on each prompt alone, the block pool's
+own accounting, and hand-made cases for every way a request ends."""
 
 import math
 import os
@@ -10,10 +10,9 @@ import torch
 
 from cs336_lm.engine import Engine, SamplingParams
 from cs336_lm.errors import GenerationError
-from cs336_lm.generation import generate
 from cs336_lm.tokenizer import Tokenizer
 
-from .conftest import make_model
+from .conftest import make_model, oracle
 
 
 class RecordingEngine(Engine):
@@ -35,7 +34,8 @@ def random_prompts(n, seed, vocab=512, longest=40):
 
 
 def alone(model, prompt, p: SamplingParams):
-    return list(generate(model, prompt, p.max_new_tokens, p.temperature, p.top_k, p.top_p, set(p.stop_ids), p.seed))
+    """What the oracle (the full forward without a cache) gives ``prompt`` alone."""
+    return oracle(model, prompt, p)[0]
 
 
 @pytest.mark.parametrize("attention", ["reference", "sdpa"])
@@ -50,7 +50,7 @@ def test_paged_logits_equal_full_sequence_and_contiguous_cache(attention, num_kv
         with torch.inference_mode():
             full = model(tokens)[0, len(prompt) - 1 : -1]  # (12, vocab): the rows each new token came from
         torch.testing.assert_close(torch.stack(engine.logits[rid]), full, atol=2e-5, rtol=0)
-        assert out.tokens == alone(model, prompt, SamplingParams(max_new_tokens=12))  # the contiguous cache
+        assert out.tokens == alone(model, prompt, SamplingParams(max_new_tokens=12))
 
 
 @pytest.mark.parametrize("compact", [0.0, 1.01])
@@ -59,7 +59,7 @@ def test_decoding_over_shared_prefix_blocks_keeps_the_full_sequence_logits(atten
     # Prompts sharing 3 full blocks (and samples of one prompt sharing all of its full blocks): a block several
     # decoding sequences read at once must give each of them the logits of its own full forward — reading the
     # pool's whole used extent (compact 0) or only the blocks in use (compact 1.01: always).
-    import cs336_lm.engine.paged as paged
+    import cs336_lm.nn.paged as paged
 
     monkeypatch.setattr(paged, "COMPACT_BELOW", compact)
     model = make_model(dtype=torch.float32, attention=attention, num_kv_heads=2)
@@ -79,7 +79,7 @@ def test_decoding_over_shared_prefix_blocks_keeps_the_full_sequence_logits(atten
 
 
 def test_decode_plan_reads_only_the_blocks_in_use_when_they_are_scattered():
-    from cs336_lm.engine.paged import DecodePlan
+    from cs336_lm.nn.paged import DecodePlan
 
     scattered = DecodePlan.build([[5, 9], [13]], [7, 2], 4, torch.device("cpu"))
     assert scattered.blocks is not None and scattered.blocks.tolist() == [0, 5, 9, 13]  # 0: the sink pads [13]
@@ -89,7 +89,7 @@ def test_decode_plan_reads_only_the_blocks_in_use_when_they_are_scattered():
 
 
 def test_a_lone_sequence_reads_its_consecutive_blocks_as_a_slice(monkeypatch):
-    import cs336_lm.engine.paged as paged
+    import cs336_lm.nn.paged as paged
 
     runs = []
     decode_run = paged._decode_run
@@ -162,7 +162,7 @@ def test_abort_frees_blocks_at_once_and_reports_it(model):
     engine.abort(gone)
     assert engine.stats().blocks_used < held and engine.stats().running == 1
     events = engine.step()
-    assert (gone, None, "abort") in [tuple(e) for e in events]
+    assert (gone, None, "abort") in [(e.request_id, e.token, e.finish_reason) for e in events]
     assert any(e.request_id == keep and e.token is not None for e in events)
     engine.abort(gone)  # twice, or an unknown id: nothing happens
     engine.abort(12345)
@@ -211,7 +211,7 @@ def test_text_prompts_and_repetition_penalty(model):
         ({"temperature": -1}, "temperature"),
         ({"top_p": 0}, "top_p"),
         ({"top_k": 0}, "top_k"),
-        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"max_new_tokens": -1}, "max_new_tokens"),
         ({"repetition_penalty": 0}, "repetition_penalty"),
         ({"stop": ("",)}, "stop"),
         ({"stop_ids": (-1,)}, "stop_ids"),
@@ -261,7 +261,7 @@ def test_what_a_finished_request_left_in_its_blocks_never_reaches_the_next(atten
 def test_free_blocks_inside_the_extent_read_never_reach_the_sequences_decoding(attention, monkeypatch):
     # the decode attention multiplies the whole extent of the pool its sequences reach, free blocks between theirs
     # included (with weight 0): a NaN left in a free block must not reach any of them
-    import cs336_lm.engine.paged as paged
+    import cs336_lm.nn.paged as paged
 
     monkeypatch.setattr(paged, "COMPACT_BELOW", 0.0)  # always read the extent, never just the blocks in use
     model = make_model(dtype=torch.float32, attention=attention)
@@ -317,7 +317,7 @@ def test_the_triton_decode_path_reads_the_pool_as_the_gather_path_does(model):
     params = SamplingParams(max_new_tokens=5)
     gathered = Engine(model, block_size=4).generate(prompts, params)
     engine = Engine(model, block_size=4)
-    engine.triton_decode = True
+    engine.runner.triton_decode = True
     assert [c.tokens for c in engine.generate(prompts, params)] == [c.tokens for c in gathered]
 
 
@@ -397,12 +397,18 @@ class NanEngine(Engine):
 
     poisoned = -1
 
-    def _forward(self, chunks):
-        logits = super()._forward(chunks).clone()
-        rows = [c.seq.request_id for c in chunks if c.samples]
-        if self.poisoned in rows:
-            logits[rows.index(self.poisoned)] = math.nan
-        return logits
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        forward = self.runner.forward
+
+        def poisoned(chunks):
+            logits = forward(chunks).clone()
+            rows = [c.seq.request_id for c in chunks if c.samples]
+            if self.poisoned in rows:
+                logits[rows.index(self.poisoned)] = math.nan
+            return logits
+
+        self.runner.forward = poisoned
 
 
 def test_nan_logits_end_their_request_with_an_error_even_when_greedy(model):
@@ -424,10 +430,16 @@ class FlakyForwardEngine(Engine):
 
     fail_at = -1
 
-    def _forward(self, chunks):
-        if self.scheduler.steps == self.fail_at:
-            raise RuntimeError("out of memory")
-        return super()._forward(chunks)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        forward = self.runner.forward
+
+        def flaky(chunks):
+            if self.scheduler.steps == self.fail_at:
+                raise RuntimeError("out of memory")
+            return forward(chunks)
+
+        self.runner.forward = flaky
 
 
 def test_a_failed_forward_ends_the_requests_of_its_step_and_the_engine_goes_on(model):

@@ -4,9 +4,8 @@ import pytest
 import torch
 
 from cs336_lm.engine import Engine, SamplingParams
-from cs336_lm.generation import generate
 
-from .conftest import make_model
+from .conftest import make_model, oracle
 
 pytestmark = pytest.mark.gpu
 
@@ -25,15 +24,15 @@ def test_triton_decode_and_graphs_match_the_gather_path(num_kv_heads):
     outputs = {}
     for name, kwargs in {"graphs": {"cuda_graphs": True}, "eager": {"cuda_graphs": False}}.items():
         engine = Engine(model, block_size=16, max_num_seqs=16, **kwargs)
-        assert engine.triton_decode
+        assert engine.runner.triton_decode
         outputs[name] = [c.tokens for c in engine.generate(prompts, params)]
-        assert (engine.graphs is not None) == (name == "graphs")
+        assert (engine.runner.graphs is not None) == (name == "graphs")
     assert outputs["graphs"] == outputs["eager"]
 
 
-def test_greedy_on_cuda_equals_generate_on_cuda():
+def test_greedy_on_cuda_equals_the_full_forward_on_cuda():
     model = make_model(dtype=torch.float32).cuda()
     prompts = workload(6)
     engine = Engine(model, max_num_seqs=8)
     got = [c.tokens for c in engine.generate(prompts, SamplingParams(max_new_tokens=20))]
-    assert got == [list(generate(model, p, 20, temperature=0)) for p in prompts]
+    assert got == [oracle(model, p, SamplingParams(max_new_tokens=20))[0] for p in prompts]

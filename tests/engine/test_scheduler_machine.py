@@ -1,7 +1,7 @@
 """A hypothesis state machine drives the engine with random arrivals, steps and aborts, over pools small enough
 to force preemption and prompts that share prefixes. After every rule the block pool's bookkeeping must add
-up; at the end every request that was not aborted must equal ``generate`` on its prompt alone, and the pool
-must be whole again."""
+up; at the end every request that was not aborted must equal the oracle (the full forward) on its prompt alone,
+and the pool must be whole again."""
 
 import functools
 
@@ -12,9 +12,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from cs336_lm.engine import Engine, SamplingParams
 from cs336_lm.engine.sequence import Status
-from cs336_lm.generation import generate
 
-from .conftest import make_model
+from .conftest import make_model, oracle
 
 MODEL = make_model(seed=7)
 PREFIXES = [list(range(40, 52)), list(range(200, 209)), [3]]  # shared starts: 3 and 2 full blocks of 4, and one token
@@ -23,9 +22,7 @@ PREFIXES = [list(range(40, 52)), list(range(200, 209)), [3]]  # shared starts: 3
 @functools.cache
 def alone(prompt: tuple[int, ...], params: SamplingParams) -> tuple[int, ...]:
     torch.set_num_threads(1)
-    tokens = generate(MODEL, list(prompt), params.max_new_tokens, params.temperature, params.top_k, None,
-                      set(params.stop_ids), params.seed)  # fmt: skip
-    return tuple(tokens)
+    return tuple(oracle(MODEL, list(prompt), params)[0])
 
 
 prompts = st.builds(

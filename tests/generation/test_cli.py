@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cs336_lm.cli.generate import main
-from cs336_lm.generation import generate
+from cs336_lm.engine import generate
 from cs336_lm.nn import PRESETS, TransformerLM
 from cs336_lm.run import RunDir, load_run
 from cs336_lm.tokenizer import Tokenizer

@@ -187,3 +187,28 @@ def test_broken_safetensors_is_one_line(exported, tmp_path, capsys):
     assert import_main([str(tmp_path / "hf"), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "model.layers.0.mlp.up_proj.weight has shape (127, 64)" in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("attention", ["reference", "sdpa"])
+def test_lm_generate_greedy_alone_equals_transformers_greedy_on_the_export(attention, tokenizer, tmp_path, capsys):
+    # the trust check of a demo run, on a small one: one prompt alone through lm-generate (the engine's lone-sequence
+    # path, whatever attention backend the run was trained with) gives the tokens of transformers' greedy decoding
+    from transformers import AutoModelForCausalLM
+
+    from cs336_lm.cli.generate import main as generate_main
+    from cs336_lm.interop.export import export_run
+
+    from .conftest import tiny_run
+
+    run = tiny_run(tmp_path / "run", tokenizer, seed=3, attention=attention)
+    export_run(run, tmp_path / "hf")
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    for prompt in ("Once upon a time", "The dog"):
+        ids = tokenizer.encode(prompt)
+        args = [str(run), "--prompt", prompt, "--temperature", "0", "--max-new-tokens", "40", "--device", "cpu"]
+        assert generate_main(args) == 0
+        printed = capsys.readouterr().out
+        out = hf.generate(torch.tensor([ids]), max_new_tokens=40, do_sample=False)[0, len(ids) :].tolist()
+        stops = set(tokenizer.special_token_ids.values())
+        hf_ids = out[: next((i for i, t in enumerate(out) if t in stops), len(out))]
+        assert printed.rstrip("\n") == prompt + tokenizer.decode(hf_ids)

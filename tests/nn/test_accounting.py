@@ -8,11 +8,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from cs336_lm.cli.accounting import main
-from cs336_lm.nn import PRESETS, TransformerLM
+from cs336_lm.nn import PRESETS, ModelArgs, TransformerLM
 from cs336_lm.nn import functional as F
 from cs336_lm.nn.accounting import (
     PUBLISHED_GPT2,
-    Shape,
     activation_bytes,
     forward_flops,
     gpt2_params,
@@ -24,7 +23,7 @@ from cs336_lm.nn.accounting import (
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_param_counts_match_model_parameters(name):
     model = TransformerLM(**PRESETS[name], device="meta")  # no memory, shapes only
-    counts = param_counts(Shape.from_config(PRESETS[name]))
+    counts = param_counts(PRESETS[name])
     assert counts["total"] == sum(p.numel() for p in model.parameters())
     assert counts["non_embedding"] == counts["total"] - model.token_embeddings.weight.numel()
     attn = sum(p.numel() for n, p in model.named_parameters() if ".attn." in n)
@@ -33,7 +32,7 @@ def test_param_counts_match_model_parameters(name):
 
 
 def test_tinystories_preset_is_the_cs336_shape():
-    assert param_counts(Shape.from_config(PRESETS["tinystories-17m"]))["non_embedding"] == 17_576_448
+    assert param_counts(PRESETS["tinystories-17m"])["non_embedding"] == 17_576_448
 
 
 @pytest.mark.parametrize("name, seq", [("debug", 64), ("debug", 17), ("tinystories-17m", 32)])
@@ -43,7 +42,7 @@ def test_forward_flops_match_torch_flop_counter(name, seq):
     tokens = torch.randint(0, cfg["vocab_size"], (2, seq), device="meta")
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(tokens)
-    shape = Shape.from_config(cfg)
+    shape = ModelArgs.from_dict(cfg)
     assert counter.get_total_flops() == 2 * forward_flops(shape, seq)["total"]
     assert training_flops_per_token(shape, seq) == 3 * forward_flops(shape, seq)["total"] / seq
 
@@ -63,18 +62,18 @@ def test_activation_estimate_within_2_percent_of_saved_tensors():
     tokens = torch.randint(0, cfg["vocab_size"], (3, 64))
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         F.cross_entropy(model(tokens), tokens)
-    estimate = activation_bytes(Shape.from_config(cfg), batch_size=3, seq_len=64)
+    estimate = activation_bytes(ModelArgs.from_dict(cfg), batch_size=3, seq_len=64)
     assert abs(estimate - sum(saved.values())) / sum(saved.values()) < 0.02
 
 
 @pytest.mark.parametrize("name", list(PUBLISHED_GPT2))
 def test_gpt2_formula_matches_published_counts(name):
-    assert gpt2_params(Shape.from_config(PRESETS[name])) == PUBLISHED_GPT2[name]
+    assert gpt2_params(PRESETS[name]) == PUBLISHED_GPT2[name]
 
 
 def test_gpt2_formula_matches_hf_gpt2_and_shares_our_attention_and_embeddings():
     transformers = pytest.importorskip("transformers")
-    s = Shape.from_config(PRESETS["gpt2-small-like"])
+    s = PRESETS["gpt2-small-like"]
     config = transformers.GPT2Config(
         vocab_size=s.vocab_size,
         n_positions=s.context_length,
@@ -104,7 +103,7 @@ def test_cli_reads_the_model_section_of_a_config_with_overrides(capsys):
     assert main(["--config", config]) == 0
     assert "22,696,448" in capsys.readouterr().out  # the tinystories-17m preset the config names
     assert main(["--config", config, "model.num_layers=8"]) == 0
-    expected = param_counts(Shape.from_config({**PRESETS["tinystories-17m"], "num_layers": 8}))["total"]
+    expected = param_counts(ModelArgs.from_dict({**PRESETS["tinystories-17m"], "num_layers": 8}))["total"]
     assert f"{expected:,}" in capsys.readouterr().out
 
 

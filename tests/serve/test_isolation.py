@@ -32,11 +32,17 @@ class FlakyForwardEngine(SlowEngine):
 
     failures = 0
 
-    def _forward(self, chunks):
-        if self.failures:
-            self.failures -= 1
-            raise RuntimeError("injected: out of memory")
-        return super()._forward(chunks)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        forward = self.runner.forward
+
+        def flaky(chunks):
+            if self.failures:
+                self.failures -= 1
+                raise RuntimeError("injected: out of memory")
+            return forward(chunks)
+
+        self.runner.forward = flaky
 
 
 class RefusingEngine(Engine):

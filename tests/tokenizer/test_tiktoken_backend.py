@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cs336_lm.errors import TokenizerError
-from cs336_lm.tokenizer import Tokenizer, tiktoken_backend, train_bpe
+from cs336_lm.tokenizer import Tokenizer, tiktoken_backend, to_tiktoken, train_bpe
 from cs336_lm.tokenizer.pretokenize import GPT2_PATTERN
 from cs336_lm.tokenizer.tiktoken_backend import (
     NOT_INSTALLED,
@@ -64,8 +64,8 @@ def trained(path: str, vocab_size: int) -> Tokenizer:
 
 @functools.cache
 def encoding(tok: Tokenizer) -> tiktoken.Encoding:
-    """``tok.to_tiktoken()``, once per tokenizer (the checks take ~0.5 s for GPT-2)."""
-    return tok.to_tiktoken()
+    """``to_tiktoken(tok)``, once per tokenizer (the checks take ~0.5 s for GPT-2)."""
+    return to_tiktoken(tok)
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def corpus_tok(shared_fixture) -> Tokenizer:
 def test_gpt2_fixtures_identical(gpt2_tok, shared_fixture, name):
     text = shared_fixture(name).read_text(encoding="utf-8")
     text = f"{EOT}{text}{EOT}{EOT}x{text[:500]}"
-    enc = gpt2_tok.to_tiktoken()
+    enc = to_tiktoken(gpt2_tok)
     assert enc.encode(text, allowed_special="all") == gpt2_tok.encode(text)
     assert enc.encode_to_numpy(text, allowed_special="all").tolist() == gpt2_tok.encode(text)
 
@@ -97,7 +97,7 @@ def test_trained_tokenizers_identical(shared_fixture, corpus, name):
     assert tiktoken_mismatch(tok) is None
     text = shared_fixture(name).read_text(encoding="utf-8")
     text = text[: len(text) // 2] + "<|pad|>" + EOT + text[len(text) // 2 :] + "<|pad|>"
-    assert tok.to_tiktoken().encode(text, allowed_special="all") == tok.encode(text)
+    assert to_tiktoken(tok).encode(text, allowed_special="all") == tok.encode(text)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -113,7 +113,7 @@ def test_hypothesis_text_identical(corpus_tok, gpt2_tok, text):
 
 
 def test_special_token_ids_are_ours(corpus_tok):
-    enc = corpus_tok.to_tiktoken()
+    enc = to_tiktoken(corpus_tok)
     assert enc.encode("<|pad|>", allowed_special="all") == [corpus_tok.special_token_ids["<|pad|>"]]
     assert enc.encode(EOT, allowed_special="all") == [0]
 
@@ -127,7 +127,7 @@ def refused(tok: Tokenizer, reason: str, alphabet: str | None = "abcd") -> None:
     found = tiktoken_mismatch(tok)
     assert found is not None and reason in found, found
     with pytest.raises(TokenizerError, match="does not map exactly onto tiktoken"):
-        tok.to_tiktoken()
+        to_tiktoken(tok)
     if alphabet is not None:
         enc = unchecked(tok)
         words = ("".join(w) for n in range(2, 6) for w in itertools.product(alphabet, repeat=n))
@@ -139,7 +139,7 @@ def test_accepts_a_merge_whose_bytes_already_exist():
     # but [a, bc] never sits side by side at its turn (a joins b first), so every text splits alike
     tok = hand_made([(b"a", b"b"), (b"b", b"c"), (b"ab", b"c"), (b"c", b"d"), (b"a", b"bc")])
     assert tiktoken_mismatch(tok) is None
-    enc = tok.to_tiktoken()
+    enc = to_tiktoken(tok)
     words = ("".join(w) for n in range(1, 8) for w in itertools.product("abcd", repeat=n))
     assert all(enc.encode(w) == tok.encode(w) for w in words)
 
@@ -204,7 +204,7 @@ def test_accepted_conversions_encode_identically(merges, texts):
     tok = hand_made(merges)
     if tiktoken_mismatch(tok) is not None:
         return
-    enc = tok.to_tiktoken()
+    enc = to_tiktoken(tok)
     for text in texts:
         assert enc.encode(text) == tok.encode(text)
 
@@ -229,7 +229,7 @@ def test_a_merge_remaking_a_token_is_harmless(merges):
     tok = hand_made(merges)
     if tiktoken_mismatch(tok) is not None:
         return
-    enc = tok.to_tiktoken()
+    enc = to_tiktoken(tok)
     words = ["".join(w) for n in range(2, 7) for w in itertools.product("abc", repeat=n)]
     assert [enc.encode(w) for w in words] == [tok.encode(w) for w in words]
 
@@ -282,7 +282,7 @@ def test_without_tiktoken_installed(corpus_tok, monkeypatch):
     chosen = select_backend(corpus_tok, "auto")
     assert chosen == select_backend(corpus_tok, "ours").__class__("ours", reason=NOT_INSTALLED)
     with pytest.raises(TokenizerError, match="pip install tiktoken"):
-        corpus_tok.to_tiktoken()
+        to_tiktoken(corpus_tok)
 
 
 # ---- the verdict, remembered ----------------------------------------------------------------------------------
@@ -307,7 +307,7 @@ def test_a_verdict_is_computed_once_and_read_back(cache_dir, monkeypatch):
     monkeypatch.setattr(tiktoken_backend, "tiktoken_mismatch", no_check)
     assert cached_mismatch(good) is None
     assert cached_mismatch(bad) is not None and "builds b'abc'" in cached_mismatch(bad)
-    assert good.to_tiktoken().encode("abc") == good.encode("abc")
+    assert to_tiktoken(good).encode("abc") == good.encode("abc")
     with pytest.raises(AssertionError, match="checked again"):  # a vocabulary not seen before is checked
         cached_mismatch(hand_made([(b"a", b"b")]))
 

@@ -1,51 +1,64 @@
-"""The paged KV cache: a pool of fixed-size blocks per layer, and the view one engine step hands the model.
+"""Paged attention: key/value caches kept in a pool of fixed-size blocks, and attention that reads them there.
 
 ``PagedKVCache`` holds, for every layer, keys and values as ``(num_blocks, num_kv_heads, block_size, d_head)``:
 block ``b`` holds tokens ``0 … block_size − 1`` of whichever sequence's block table lists it; it is zeroed when
-its first token is written, since attention reads whole blocks and weighs the unwritten slots by 0.
-``PagedStep.build`` turns the chunks a step schedules into one packed row of new tokens — the decoding sequences'
-single tokens first, then each prompt chunk — with their positions, the (block, offset) their K/V go to, and what
-each attention layer needs to read every sequence's cache through its block table. It is the ``kv_cache`` of
-``TransformerLM.forward`` (``cs336_lm.nn.cache``): in each layer ``PagedLayer.attend`` writes the new keys and
-values, then attends.
+its first token is written, since attention reads whole blocks and weighs the unwritten slots by 0. Block 0 is the
+sink: it pads short block tables and takes the writes of padding rows.
 
-Decoding tokens attend together. On CUDA the Triton paged-attention kernel reads the blocks in place. On a CPU
-(``DecodePlan``) the attention also reads the pool in place instead of gathering each sequence's keys into a
+``PagedBatch`` is the ``kv_cache`` (``cs336_lm.nn.cache``) of one forward over a packed row of new tokens — the
+decoding sequences' single tokens first, then each prompt chunk — described by ``PagedInputs`` (plain lists: the
+engine's model runner packs them from its schedule). In each layer ``PagedLayer.attend`` writes the new keys and
+values into their blocks, then attends: every prompt chunk causally over its sequence's keys, gathered, through
+the attention module's own backend; the decoding tokens together through ``decode_attention``, the one entry
+point that picks the Triton paged kernel (CUDA: it reads the blocks in place through the block tables) or the CPU
+reference.
+
+The CPU reference (``DecodePlan``) also reads the pool in place instead of gathering each sequence's keys into a
 padded copy (a gather of 64 sequences × 400 tokens cost ~8× the attention itself): every block in use is
 multiplied by the query of the sequence that owns it — one batched matmul over the used end of the pool, or over
-just the blocks in use when they are scattered over it (``COMPACT_BELOW``) —
-and the scores of each sequence's blocks, a small tensor, are put in order, masked and normalised by the kernel
-dispatch's softmax; the probabilities then weigh the value blocks in place and are summed per sequence. A block
-two decoding sequences share (a common prompt prefix) is read once more for each further sequence. A lone
-decoding sequence whose blocks are consecutive (the common case: free blocks go out lowest first) reads them as
-one slice of the pool, with none of that bookkeeping. Each prompt
-chunk attends causally over its sequence's keys, gathered, through the attention module's own backend.
+just the blocks in use when they are scattered over it (``COMPACT_BELOW``) — and the scores of each sequence's
+blocks, a small tensor, are put in order, masked and normalised by the kernel dispatch's softmax; the
+probabilities then weigh the value blocks in place and are summed per sequence. A block two decoding sequences
+share (a common prompt prefix) is read once more for each further sequence. A lone decoding sequence whose blocks
+are consecutive (the common case: free blocks go out lowest first) reads them as one slice of the pool, with none
+of that bookkeeping. Under ``attention: sdpa`` the decoding tokens' keys are gathered and go through torch's fused
+kernel, the baseline the reference is measured against.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from cs336_lm.engine.scheduler import Chunk
-from cs336_lm.nn import MultiHeadSelfAttention, TransformerLM, dispatch
+from cs336_lm.nn import dispatch
+from cs336_lm.nn.cache import Attention
+
+SINK_BLOCK = 0
 
 
 class PagedKVCache:
-    """Key and value block pools for every layer of ``model``: ``num_blocks`` blocks of ``block_size`` tokens."""
+    """Key and value block pools for ``num_layers`` layers: ``num_blocks`` blocks of ``block_size`` tokens."""
 
-    def __init__(self, model: TransformerLM, num_blocks: int, block_size: int):
-        weight = model.lm_head.weight
+    def __init__(
+        self,
+        num_layers: int,
+        num_kv_heads: int,
+        d_head: int,
+        num_blocks: int,
+        block_size: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
         self.num_blocks, self.block_size = num_blocks, block_size
-        self.num_kv_heads, self.d_head = model.num_kv_heads, model.d_head
-        shape = (num_blocks, model.num_kv_heads, block_size, model.d_head)
-        self.keys = [torch.empty(shape, device=weight.device, dtype=weight.dtype) for _ in model.layers]
-        self.values = [torch.empty(shape, device=weight.device, dtype=weight.dtype) for _ in model.layers]
+        shape = (num_blocks, num_kv_heads, block_size, d_head)
+        self.keys = [torch.empty(shape, device=device, dtype=dtype) for _ in range(num_layers)]
+        self.values = [torch.empty(shape, device=device, dtype=dtype) for _ in range(num_layers)]
         self.zeroed = 0  # blocks 0 … zeroed − 1 have been zeroed (see ensure_zeroed)
-        self.device = weight.device
+        self.device = self.keys[0].device
 
     def ensure_zeroed(self, upto: int) -> None:
         """Zero blocks ``zeroed … upto − 1`` of every pool, once.
@@ -73,8 +86,25 @@ class PagedKVCache:
         """Memory the pools take, keys and values of every layer."""
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
-    def bytes_per_token(self) -> int:
-        return self.bytes // (self.num_blocks * self.block_size)
+
+@dataclass
+class PagedInputs:
+    """One forward's new tokens and where their sequences' caches are, as plain lists.
+
+    The packed row holds ``token_ids`` at ``positions``; token ``i``'s key and value go to slot
+    ``positions[i] % block_size`` of block ``write_blocks[i]``. The first ``len(decode_lens)`` tokens are decoding
+    sequences' (one each, the last of ``decode_lens[j]`` tokens held in ``decode_tables[j]``); then come the
+    prompt chunks, ``(count, context, blocks)`` each: ``count`` new tokens ending a context of ``context`` tokens
+    held in ``blocks``. ``last_rows`` are the rows whose logits the forward returns.
+    """
+
+    token_ids: list[int] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    write_blocks: list[int] = field(default_factory=list)
+    last_rows: list[int] = field(default_factory=list)
+    decode_tables: list[list[int]] = field(default_factory=list)
+    decode_lens: list[int] = field(default_factory=list)
+    prefills: list[tuple[int, int, list[int]]] = field(default_factory=list)
 
 
 @dataclass
@@ -123,7 +153,7 @@ class DecodePlan:
         pairs, owned_rows, owned_blocks, extra_rows, extra_blocks, extra_seqs = [], [], [], [], [], []
         for b, (table, n) in enumerate(zip(tables, lens, strict=True)):
             for j in range(width):
-                block = table[j] if j * size < n else 0  # the sink pads a short table
+                block = table[j] if j * size < n else SINK_BLOCK  # the sink pads a short table
                 row = b * width + j
                 if owner.setdefault(block, b) == b or block == 0:
                     owned_rows.append(row)
@@ -169,8 +199,8 @@ class DecodePlan:
         )
 
 
-class PagedStep:
-    """The ``kv_cache`` of one engine step (see the module docstring); build it with ``PagedStep.build``."""
+class PagedBatch:
+    """The ``kv_cache`` of one forward over the pool (see the module docstring); build it with ``PagedBatch.build``."""
 
     def __init__(self, cache: PagedKVCache):
         self.cache = cache
@@ -186,50 +216,35 @@ class PagedStep:
         self.segments: list[_Segment] = []
 
     @classmethod
-    def build(cls, cache: PagedKVCache, chunks: list[Chunk], triton_decode: bool = False) -> PagedStep:
-        """Pack ``chunks`` (decode chunks first, as the scheduler plans them) into one forward's inputs."""
-        step = cls(cache)
+    def build(cls, cache: PagedKVCache, inputs: PagedInputs, triton_decode: bool = False) -> PagedBatch:
+        """The tensors of ``inputs`` on the pool's device; blocks whose first token this forward writes are
+        cleared of what an earlier holder left in them."""
+        batch = cls(cache)
         size, device = cache.block_size, cache.device
-        cache.ensure_zeroed(1 + max(max(c.seq.block_table, default=0) for c in chunks))
-        ids: list[int] = []
-        positions: list[int] = []
-        blocks: list[int] = []
-        last_rows: list[int] = []
-        for chunk in chunks:
-            seq, table = chunk.seq, chunk.seq.block_table
-            span = range(chunk.start, chunk.start + chunk.count)
-            ids += seq.tokens[chunk.start : chunk.start + chunk.count]
-            positions += span
-            blocks += [table[p // size] for p in span]
-            if chunk.samples:
-                last_rows.append(len(ids) - 1)
-        starting = [block for block, p in zip(blocks, positions, strict=True) if p % size == 0]
-        if starting:  # blocks whose first token this step writes: clear what an earlier holder left in them
+        highest = max(inputs.write_blocks + [max(t, default=0) for t in inputs.decode_tables], default=0)
+        cache.ensure_zeroed(1 + max([highest] + [max(blocks, default=0) for _, _, blocks in inputs.prefills]))
+        starting = [b for b, p in zip(inputs.write_blocks, inputs.positions, strict=True) if p % size == 0]
+        if starting:
             cache.clear(starting)
-        step.token_ids = torch.tensor([ids], dtype=torch.long, device=device)
-        step.positions = torch.tensor([positions], dtype=torch.long, device=device)
-        step.write_blocks = torch.tensor(blocks, dtype=torch.long, device=device)
-        step.write_offsets = step.positions[0] % size
-        step.last_rows = torch.tensor(last_rows, dtype=torch.long, device=device)
-        while step.num_decode < len(chunks) and chunks[step.num_decode].count == 1 and chunks[step.num_decode].samples:
-            step.num_decode += 1  # the leading one-token chunks that sample: they attend together
-        if step.num_decode:
-            step._plan_decode(chunks[: step.num_decode], triton_decode)
-        row = step.num_decode
-        for chunk in chunks[step.num_decode :]:
-            context = chunk.start + chunk.count
-            table = chunk.seq.block_table[: math.ceil(context / size)]
-            step.segments.append(_Segment(row, chunk.count, context, torch.tensor(table, device=device)))
-            row += chunk.count
-        return step
+        batch.token_ids = torch.tensor([inputs.token_ids], dtype=torch.long, device=device)
+        batch.positions = torch.tensor([inputs.positions], dtype=torch.long, device=device)
+        batch.write_blocks = torch.tensor(inputs.write_blocks, dtype=torch.long, device=device)
+        batch.write_offsets = batch.positions[0] % size
+        batch.last_rows = torch.tensor(inputs.last_rows, dtype=torch.long, device=device)
+        batch.num_decode = len(inputs.decode_lens)
+        if batch.num_decode:
+            batch._plan_decode(inputs.decode_tables, inputs.decode_lens, triton_decode)
+        row = batch.num_decode
+        for count, context, blocks in inputs.prefills:
+            batch.segments.append(_Segment(row, count, context, torch.tensor(blocks, device=device)))
+            row += count
+        return batch
 
-    def _plan_decode(self, decoding: list[Chunk], triton_decode: bool) -> None:
+    def _plan_decode(self, tables: list[list[int]], lens: list[int], triton_decode: bool) -> None:
         size, device = self.cache.block_size, self.cache.device
-        lens = [c.start + 1 for c in decoding]
-        tables = [c.seq.block_table for c in decoding]
         if triton_decode:
             width = max(math.ceil(n / size) for n in lens)
-            padded = [t[:width] + [0] * (width - len(t[:width])) for t in tables]
+            padded = [t[:width] + [SINK_BLOCK] * (width - len(t[:width])) for t in tables]
             self.block_tables = torch.tensor(padded, dtype=torch.int32, device=device)
             self.lens = torch.tensor(lens, dtype=torch.int32, device=device)
         else:
@@ -240,43 +255,50 @@ class PagedStep:
 
 
 class PagedLayer:
-    """Layer ``index``'s view of a ``PagedStep``: write the new K/V into their blocks, then attend."""
+    """Layer ``index``'s view of a ``PagedBatch``: write the new K/V into their blocks, then attend."""
 
-    def __init__(self, step: PagedStep, index: int):
-        self.step, self.index = step, index
+    def __init__(self, batch: PagedBatch, index: int):
+        self.batch, self.index = batch, index
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, attention: MultiHeadSelfAttention) -> Tensor:
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, attention: Attention) -> Tensor:
         """``q`` (1, heads, new, d_head), ``k``/``v`` (1, kv_heads, new, d_head) of the packed row → (1, heads, new,
         d_head), each token attending over its own sequence's cache."""
-        step, cache = self.step, self.step.cache
+        batch, cache = self.batch, self.batch.cache
         keys, values = cache.keys[self.index], cache.values[self.index]
-        where = (step.write_blocks, slice(None), step.write_offsets)
+        where = (batch.write_blocks, slice(None), batch.write_offsets)
         keys[where] = k[0].transpose(0, 1)  # (new, kv_heads, d_head) into (block, :, offset)
         values[where] = v[0].transpose(0, 1)
-        if not step.segments:  # decoding only: the row of n tokens is a batch of n one-token queries
-            return self._decode(q[0].transpose(0, 1), keys, values, attention).transpose(0, 1)[None]
+        if not batch.segments:  # decoding only: the row of n tokens is a batch of n one-token queries
+            return decode_attention(q[0].transpose(0, 1), keys, values, batch, attention).transpose(0, 1)[None]
         parts = []
-        if step.num_decode:
-            decoded = self._decode(q[0, :, : step.num_decode].transpose(0, 1), keys, values, attention)
+        if batch.num_decode:
+            decoded = decode_attention(q[0, :, : batch.num_decode].transpose(0, 1), keys, values, batch, attention)
             parts.append(decoded.transpose(0, 1)[None])  # (1, heads, decoding, d_head)
-        for seg in step.segments:
+        for seg in batch.segments:
             queries = q[:, :, seg.start : seg.start + seg.count]  # (1, heads, count, d_head)
             k_ctx, v_ctx = (_gather(pool, seg.blocks, seg.context) for pool in (keys, values))
             parts.append(attention.attend(queries, k_ctx, v_ctx, q_offset=seg.context - seg.count))
         return torch.cat(parts, dim=2)
 
-    def _decode(self, q: Tensor, keys: Tensor, values: Tensor, attention: MultiHeadSelfAttention) -> Tensor:
-        """One query per decoding sequence, ``q`` (decoding, heads, d_head), over its cache; the same shape out."""
-        step = self.step
-        scale = 1.0 / math.sqrt(q.shape[-1])
-        if step.block_tables is not None and step.lens is not None:
-            from cs336_lm.kernels.paged_attention import triton_paged_decode
 
-            return triton_paged_decode(q, keys, values, step.block_tables, step.lens, scale)
-        assert step.plan is not None
-        if attention.attention == "sdpa":  # the fused baseline needs each sequence's keys in one piece
-            return _decode_gathered(q, keys, values, step.plan, attention)
-        return _decode_in_place(q, keys, values, step.plan, scale, attention.kernels)
+def decode_attention(q: Tensor, keys: Tensor, values: Tensor, batch: PagedBatch, attention: Attention) -> Tensor:
+    """One query per decoding sequence, ``q`` (decoding, heads, d_head), over its blocks of ``keys``/``values``
+    (one layer's pools); the same shape out. The Triton paged kernel where the batch was built for it, else the
+    CPU reference of the module's backend."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    if batch.block_tables is not None and batch.lens is not None:
+        from cs336_lm.kernels.paged_attention import triton_paged_decode
+
+        return triton_paged_decode(q, keys, values, batch.block_tables, batch.lens, scale)
+    assert batch.plan is not None
+    if attention.attention == "sdpa":  # the fused baseline needs each sequence's keys in one piece
+        return _decode_gathered(q, keys, values, batch.plan, attention)
+    return _decode_in_place(q, keys, values, batch.plan, scale, attention.kernels)
+
+
+def triton_decode_available(device: torch.device, dtype: torch.dtype, kernels: str) -> bool:
+    """Whether decoding tokens use the Triton paged kernel: on CUDA where the kernel setting allows Triton."""
+    return device.type == "cuda" and dispatch.use_triton(device, dtype, kernels)
 
 
 def _gather(pool: Tensor, blocks: Tensor, length: int) -> Tensor:
@@ -329,9 +351,7 @@ def _decode_run(q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, scale
     return out.sum(0).view(1, -1, d_head)
 
 
-def _decode_gathered(
-    q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, attention: MultiHeadSelfAttention
-) -> Tensor:
+def _decode_gathered(q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, attention: Attention) -> Tensor:
     """Decode attention through the module's own backend over each sequence's keys gathered into one padded
     tensor (the sink block pads short tables; ``plan.valid`` masks the padding)."""
     decoding = q.shape[0]
@@ -346,9 +366,3 @@ def _decode_gathered(
     longest = k_ctx.shape[2]
     out = attention.attend(q[:, :, None], k_ctx, v_ctx, q_offset=longest - 1, mask=plan.valid)
     return out[:, :, 0]
-
-
-def triton_decode_available(model: TransformerLM) -> bool:
-    """Whether decoding tokens use the Triton paged kernel: the model's kernel setting allows Triton here."""
-    weight = model.lm_head.weight
-    return weight.device.type == "cuda" and dispatch.use_triton(weight.device, weight.dtype, model.kernels)

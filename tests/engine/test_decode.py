@@ -1,10 +1,11 @@
-"""The decoding loop against a naive loop over the model's own forward; stop reasons; batched == alone."""
+"""``generate`` and ``complete`` (the engine on a pool of their own) against naive loops over the model's full
+forward; stop reasons; a prompt in a batch gets what it gets alone; bad input fails before the first step."""
 
 import pytest
 import torch
 
+from cs336_lm.engine import complete, generate
 from cs336_lm.errors import GenerationError
-from cs336_lm.generation.generate import complete, generate, generate_batch
 
 
 def run(gen):
@@ -52,12 +53,6 @@ def test_seeded_sampling_matches_naive_loop_and_repeats(model):
     assert run(generate(model, prompt, 15, temperature=0.9, seed=124))[0] != tokens
 
 
-def test_without_cache_gives_the_same_tokens(model):
-    prompt = [1, 2, 3, 4, 5]
-    cached = run(generate(model, prompt, 12, temperature=0.7, top_k=20, seed=0))
-    assert run(generate(model, prompt, 12, temperature=0.7, top_k=20, seed=0, use_cache=False)) == cached
-
-
 def test_stops_at_a_stop_id_without_yielding_it(model):
     prompt = [11, 12, 13]
     free = naive_greedy(model, prompt, 12)
@@ -99,10 +94,9 @@ def test_batched_prompts_equal_generating_each_alone(model, sampling):
 def test_batch_rows_finish_for_their_own_reasons(model):
     ctx = model.context_length
     prompts = [[1, 2], list(range(1, ctx - 1))]  # row 1 has room for 2 tokens only
-    steps, reasons = run(generate_batch(model, prompts, 5, temperature=0))
-    assert reasons == ["length", "context"]
-    assert len(steps) == 5
-    assert [s[1] is None for s in steps] == [False, False, True, True, True]
+    rows = complete(model, prompts, 5, temperature=0)
+    assert [r.finish_reason for r in rows] == ["length", "context"]
+    assert [len(r.tokens) for r in rows] == [5, 2]
 
 
 @pytest.mark.parametrize(
@@ -122,7 +116,9 @@ def test_batch_rows_finish_for_their_own_reasons(model):
 def test_bad_requests_fail_before_the_first_step(model, prompts, kwargs, message):
     kwargs = {"max_new_tokens": 5, **kwargs}
     with pytest.raises(GenerationError, match=message):
-        generate_batch(model, prompts, **kwargs)  # raised at the call, not at the first next()
+        if len(prompts) == 1:
+            generate(model, prompts[0], **kwargs)  # raised at the call, not at the first next()
+        complete(model, prompts, **kwargs)
 
 
 def test_inference_mode_does_not_leak_to_the_caller(model):
@@ -130,9 +126,3 @@ def test_inference_mode_does_not_leak_to_the_caller(model):
     next(gen)
     assert not torch.is_inference_mode_enabled()
     assert torch.is_grad_enabled()
-
-
-def test_padded_batch_without_cache_gives_the_same_tokens(model):
-    prompts = [[4, 5], list(range(60, 70)), [9]]
-    cached = complete(model, prompts, 8, temperature=0.9, top_k=50, seed=5)
-    assert complete(model, prompts, 8, temperature=0.9, top_k=50, seed=5, use_cache=False) == cached
