@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from cs336_lm.errors import InteropError
 from cs336_lm.interop.hf_folder import CONFIG_JSON, check_safetensors, read_json_object
-from cs336_lm.interop.hf_llama import llama_names
+from cs336_lm.interop.hf_llama import hf_problem, llama_names
 from cs336_lm.run import load_run, select_device
 
 DEFAULT_ATOL = 1e-4
@@ -68,6 +68,9 @@ def compare(
             raise InteropError(f"{option} must be a finite number >= 0, got {value}")
     torch_device = select_device(device, option="--device")
     loaded = load_run(run, torch_device)
+    problem = hf_problem(loaded.model.args)
+    if problem is not None:  # no HF model has this run's stages to compare with
+        raise InteropError(f"cannot compare {loaded.checkpoint}: {problem}")
     ids = loaded.tokenizer.encode(prompt)
     if not ids:
         raise InteropError("--prompt encodes to no tokens")
@@ -147,7 +150,7 @@ def _check_same_shape(ours: Any, hf: Any) -> None:
             f"{ours.num_kv_heads}"
         )
     theirs = {name: tuple(t.shape) for name, t in hf.state_dict().items()}
-    for name, hf_name in llama_names(len(ours.layers)).items():
+    for name, hf_name in llama_names(len(ours.layers), ours.args.qk_norm).items():
         shape = tuple(ours.get_parameter(name).shape)
         if theirs.get(hf_name) != shape:
             raise InteropError(f"the HF model's {hf_name} has shape {theirs.get(hf_name)}, the run's {name} {shape}")

@@ -1,12 +1,16 @@
-"""``lm-export``: a run directory or checkpoint as a HuggingFace ``LlamaForCausalLM`` folder.
+"""``lm-export``: a run directory or checkpoint as a HuggingFace ``LlamaForCausalLM`` folder (``Qwen3ForCausalLM``
+for a model with ``qk_norm``). A model no transformers architecture computes (``hf_llama.hf_problem``: post-norm or
+no norm, NoPE, a non-gated FFN, soft-capped logits) is refused with one line naming the switch, before anything is
+written.
 
 The folder holds ``config.json`` (``hf_llama.llama_config``), ``model.safetensors`` (our weights under Llama's
-names, q/k rows in half-split RoPE order; ``lm_head.weight`` left out when it equals the embedding, which
-``config.json`` then declares as ``tie_word_embeddings``), ``generation_config.json`` (every special token ends a
-generation, as in ``lm-generate``) and the tokenizer files of ``hf_tokenizer``. ``AutoModelForCausalLM`` and
-``AutoTokenizer.from_pretrained(DIR)`` load it offline. The folder is written into a temporary sibling and renamed,
-so a failure leaves nothing behind; an existing non-empty ``--out`` is replaced only with ``force``, and never when
-it is, contains or lies inside what the export reads (the run, its checkpoint, the tokenizer).
+names, q/k rows in half-split RoPE order; ``lm_head.weight`` left out when it equals the embedding — always with
+``tie_embeddings`` — which ``config.json`` then declares as ``tie_word_embeddings``), ``generation_config.json``
+(every special token ends a generation, as in ``lm-generate``) and the tokenizer files of ``hf_tokenizer``.
+``AutoModelForCausalLM`` and ``AutoTokenizer.from_pretrained(DIR)`` load it offline. The folder is written into a
+temporary sibling and renamed, so a failure leaves nothing behind; an existing non-empty ``--out`` is replaced only
+with ``force``, and never when it is, contains or lies inside what the export reads (the run, its checkpoint, the
+tokenizer).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import torch
 
 from cs336_lm.errors import InteropError
 from cs336_lm.fileio import atomic_directory, check_apart
-from cs336_lm.interop.hf_llama import llama_config, to_llama_state_dict
+from cs336_lm.interop.hf_llama import hf_problem, llama_config, to_llama_state_dict
 from cs336_lm.interop.hf_tokenizer import write_hf_tokenizer
 from cs336_lm.run import load_run
 
@@ -69,6 +73,9 @@ def export_run(
     loaded = load_run(path, "cpu", tokenizer_dir)
     check_apart(out, loaded.checkpoint, tokenizer_dir or loaded.run_dir.tokenizer_dir)  # a checkpoint's run, too
     model, tok = loaded.model, loaded.tokenizer
+    problem = hf_problem(model.args)
+    if problem is not None:
+        raise InteropError(f"cannot export {loaded.checkpoint}: {problem}")
     state = to_llama_state_dict(model)
     tied = torch.equal(state["model.embed_tokens.weight"], state["lm_head.weight"])
     if tied:

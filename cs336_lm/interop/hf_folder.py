@@ -1,12 +1,13 @@
-"""The files of a HuggingFace Llama folder, read and checked before anything is built from them.
+"""The files of a HuggingFace Llama (or Qwen3) folder, read and checked before anything is built from them.
 
 Every value is checked where it enters, so a malformed folder ends as one ``InteropError`` naming the file and the
 field — never as an ``AttributeError`` from deep inside:
 
 - ``read_json_object``: the file is UTF-8 JSON and holds an object (not a list, a string, …);
 - ``llama_model_config``: ``config.json`` → our ``ModelArgs``, through ``hf_llama.HF_FIELDS`` — sizes are positive
-  integers that divide as attention needs, flags are ``true``/``false``, numbers are finite; another architecture,
-  RoPE scaling, biases, another activation, head size or RMSNorm eps is refused, naming the setting;
+  integers that divide as attention needs, flags are ``true``/``false``, numbers are finite; ``Qwen3ForCausalLM``
+  is a Llama with ``qk_norm``; another architecture, RoPE scaling, a sliding window, biases, another activation,
+  head size or RMSNorm eps is refused, naming the setting;
 - ``weight_files``: ``model.safetensors``, or the shards of ``model.safetensors.index.json`` (plain file names in
   the folder, never a path out of it; never a pickle);
 - ``read_safetensors`` / ``check_safetensors``: the files whole (a truncated or corrupt one is named), floating-point
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 
 from cs336_lm.errors import InteropError
-from cs336_lm.interop.hf_llama import HF_FIELDS, RMS_NORM_EPS, llama_names
+from cs336_lm.interop.hf_llama import FLAGS, HF_FIELDS, RMS_NORM_EPS, llama_names
 from cs336_lm.nn import ModelArgs, TransformerLM
 
 CONFIG_JSON = "config.json"
@@ -81,21 +82,30 @@ def is_count(value: Any) -> bool:
 # ---------------------------------------------------------------------------------------------- config.json
 
 
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+"""The ``model_type`` values we read and their architecture (Qwen3: Llama with ``qk_norm``)."""
+
+
 def llama_model_config(hf: dict[str, Any], path: Path) -> tuple[ModelArgs, bool]:
-    """Our ``ModelArgs`` of a Llama ``config.json`` (and whether its embeddings are tied), read through
+    """Our ``ModelArgs`` of a Llama (or Qwen3) ``config.json`` (and whether its embeddings are tied), read through
     ``HF_FIELDS``; ``InteropError`` naming the first field that is malformed or that we cannot represent. Absent
     (or null) fields take ``LlamaConfig``'s defaults."""
-    architectures = hf.get("architectures") or ["LlamaForCausalLM"]
-    if hf.get("model_type") != "llama" or architectures != ["LlamaForCausalLM"]:
+    model_type = hf.get("model_type")
+    architectures = hf.get("architectures") or [ARCHITECTURES.get(str(model_type), "LlamaForCausalLM")]
+    if model_type not in ARCHITECTURES or architectures != [ARCHITECTURES[model_type]]:
         raise InteropError(
-            f"{path}: model_type={show(hf.get('model_type'))}, architectures={show(architectures)}; lm-import reads "
-            "LlamaForCausalLM models only"
+            f"{path}: model_type={show(model_type)}, architectures={show(architectures)}; lm-import reads "
+            "LlamaForCausalLM and Qwen3ForCausalLM models only"
         )
     _refuse_unrepresentable(hf, path)
-    values: dict[str, Any] = {}
+    if model_type == "qwen3" and _flag(hf, "use_sliding_window", path):
+        raise InteropError(f"{path}: use_sliding_window=true; cs336_lm's attention sees the whole context")
+    values: dict[str, Any] = {"qk_norm": model_type == "qwen3"}
     for ours, key in HF_FIELDS.items():
         if key == "rope_theta":
             values[ours] = _rope_theta(hf, path)
+        elif key in FLAGS:
+            values[ours] = _flag(hf, key, path)
         elif key is not None:
             values[ours] = _count(hf, key, path, default=_HF_DEFAULTS.get(key))
     heads, d_model = values["num_heads"], values["d_model"]
@@ -108,7 +118,8 @@ def llama_model_config(hf: dict[str, Any], path: Path) -> tuple[ModelArgs, bool]
     head_dim = _count(hf, "head_dim", path, default=d_model // heads)
     if head_dim != d_model // heads:
         raise InteropError(f"{path}: head_dim={head_dim} differs from hidden_size / num_attention_heads")
-    return ModelArgs(**values), _flag(hf, "tie_word_embeddings", path)
+    args = ModelArgs(**values)
+    return args, args.tie_embeddings
 
 
 _HF_DEFAULTS = {"max_position_embeddings": 2048, "num_key_value_heads": 0}  # LlamaConfig's; 0: num_attention_heads
@@ -250,8 +261,9 @@ def read_safetensors(hf_dir: Path) -> tuple[dict[str, torch.Tensor], str]:
 
 
 def check_weights(weights: dict[str, torch.Tensor], m: ModelArgs, tied: bool, hf_dir: Path) -> None:
-    """The tensors are exactly those of a ``LlamaForCausalLM`` of ``m`` (``lm_head.weight`` may be left out when
-    ``tied``), floating-point, of the shapes ``config.json`` implies; ``InteropError`` naming the first that is not."""
+    """The tensors are exactly those of a ``LlamaForCausalLM`` (``Qwen3ForCausalLM``) of ``m`` (``lm_head.weight`` may
+    be left out when ``tied``), floating-point, of the shapes ``config.json`` implies; ``InteropError`` naming the
+    first that is not."""
     biases = sorted(k for k in weights if k.endswith(".bias"))
     if biases:
         raise InteropError(f"{hf_dir} holds {biases[0]}: biases are not supported")
@@ -268,7 +280,7 @@ def check_weights(weights: dict[str, torch.Tensor], m: ModelArgs, tied: bool, hf
         )
     if "lm_head.weight" not in weights and not tied:
         raise InteropError(f"{hf_dir} has no lm_head.weight and {CONFIG_JSON} does not set tie_word_embeddings")
-    names = llama_names(m.num_layers)
+    names = llama_names(m.num_layers, m.qk_norm)
     expected = {names[k]: tuple(t.shape) for k, t in TransformerLM.from_args(m, device="meta").state_dict().items()}
     if "lm_head.weight" not in weights:
         del expected["lm_head.weight"]  # tied: the embedding serves as the output layer
@@ -281,4 +293,5 @@ def check_weights(weights: dict[str, torch.Tensor], m: ModelArgs, tied: bool, hf
             )
     unknown = sorted(k for k in weights if k not in expected and not k.endswith(IGNORED_SUFFIXES))
     if unknown:
-        raise InteropError(f"{hf_dir} holds {unknown[0]}, which a LlamaForCausalLM of this config does not have")
+        architecture = "Qwen3ForCausalLM" if m.qk_norm else "LlamaForCausalLM"
+        raise InteropError(f"{hf_dir} holds {unknown[0]}, which a {architecture} of this config does not have")

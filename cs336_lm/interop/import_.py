@@ -1,9 +1,11 @@
-"""``lm-import``: a HuggingFace Llama-architecture folder as a cs336_lm run directory.
+"""``lm-import``: a HuggingFace Llama-architecture folder (``LlamaForCausalLM``, or ``Qwen3ForCausalLM`` as a model
+with ``qk_norm``) as a cs336_lm run directory.
 
 Reads ``config.json``, the weights from ``model.safetensors`` or the shards of ``model.safetensors.index.json``
 (never a pickle) — each checked by ``hf_folder``, which refuses, naming the file and field, what is malformed and
 what we cannot represent — and the tokenizer (``hf_tokenizer.read_hf_tokenizer``). Query and key rows go back to
-adjacent-pair RoPE order; tied embeddings become an ``lm_head`` equal to the embedding table; weights become fp32.
+adjacent-pair RoPE order; tied embeddings stay tied (``model.tie_embeddings``: one matrix, as in the source, also
+through fine-tuning); weights become fp32.
 An ``out`` that is, contains or lies inside ``hf_dir`` is refused, ``force`` or not.
 
 The run directory is a real one, written through ``RunDir`` into a temporary sibling and renamed: ``config.yaml``
@@ -88,5 +90,7 @@ def import_hf(hf_dir: str | os.PathLike, out: str | os.PathLike, *, force: bool 
 def _our_state_dict(weights: dict[str, torch.Tensor], m: ModelArgs) -> dict[str, torch.Tensor]:
     """The HF tensors (checked by ``check_weights``) under our names in fp32, q/k rows in adjacent-pair order."""
     hf = {k: w for k, w in weights.items() if not k.endswith(IGNORED_SUFFIXES)}
-    state = from_llama_state_dict(hf, m.num_layers, m.num_heads, m.kv_heads)
+    state = from_llama_state_dict(hf, m.num_layers, m.num_heads, m.kv_heads, m.qk_norm)
+    if m.tie_embeddings:  # HF ties too, whatever lm_head.weight a folder may also hold
+        state["lm_head.weight"] = state["token_embeddings.weight"]
     return {k: w.to(torch.float32) for k, w in state.items()}

@@ -1,7 +1,8 @@
 """Parameter, FLOP and activation-memory accounting for ``TransformerLM`` shapes (a ``ModelArgs``), without
 building a model.
 
-Counts follow the architecture in ``transformer.py`` (untied head, SwiGLU, RMSNorm gains, no biases).
+Counts follow the architecture in ``transformer.py`` and each switch of ``ModelArgs`` (SwiGLU or a two-matrix FFN,
+RMSNorm gains or none, QK-norm gains, a tied or untied head; no biases).
 FLOPs count matrix multiplies only (2 per multiply-add); elementwise work (norms, softmax, RoPE) is left
 out, as is usual for MFU. The trainer uses ``training_flops_per_token`` for model-FLOPs utilisation;
 ``lm-accounting`` (``cs336_lm.cli.accounting``) prints the tables for a preset or a config file.
@@ -20,15 +21,19 @@ PUBLISHED_GPT2 = {
 
 def param_counts(s: ModelArgs) -> dict[str, int]:
     """Parameters by part: per-layer attention 2·d² + 2·d·w (query and output, key and value of width
-    w = num_kv_heads·d_head; 4·d² without grouping), FFN 3·d·d_ff, two RMSNorm gains 2·d; embeddings and head
-    V·d each. ``non_embedding`` leaves out only the token embeddings (a lookup, no FLOPs); the untied
-    ``lm_head`` is a matmul and stays in."""
+    w = num_kv_heads·d_head; 4·d² without grouping), plus 2·d_head with ``qk_norm`` (the query and key gains); FFN
+    3·d·d_ff for SwiGLU, 2·d·d_ff for the non-gated kinds; RMSNorm gains 2·d per layer and d for the final norm (none
+    with ``norm="none"``); embeddings and head V·d each. ``non_embedding`` leaves out only the token embeddings (a
+    lookup, no FLOPs); an untied ``lm_head`` is a matmul and stays in. A tied head is the embedding matrix, counted
+    once, as ``token_embeddings`` (``lm_head`` 0), so ``total`` is always the model's ``sum(p.numel())``."""
+    gated = s.ffn == "swiglu"
+    norms = 0 if s.norm == "none" else (2 * s.num_layers + 1) * s.d_model
     counts = {
         "token_embeddings": s.vocab_size * s.d_model,
-        "attention": s.num_layers * (2 * s.d_model**2 + 2 * s.d_model * s.kv_width),
-        "ffn": s.num_layers * 3 * s.d_model * s.d_ff,
-        "norms": (2 * s.num_layers + 1) * s.d_model,
-        "lm_head": s.vocab_size * s.d_model,
+        "attention": s.num_layers * (2 * s.d_model**2 + 2 * s.d_model * s.kv_width + 2 * s.d_head * s.qk_norm),
+        "ffn": s.num_layers * (3 if gated else 2) * s.d_model * s.d_ff,
+        "norms": norms,
+        "lm_head": 0 if s.tie_embeddings else s.vocab_size * s.d_model,
     }
     counts["total"] = sum(counts.values())
     counts["non_embedding"] = counts["total"] - counts["token_embeddings"]
@@ -39,8 +44,10 @@ def forward_flops(s: ModelArgs, seq_len: int | None = None) -> dict[str, int]:
     """Forward matmul FLOPs for one sequence of ``seq_len`` tokens (default: the context), by matmul.
 
     Per layer: QKV 2·T·d·(d + 2w) (w = num_kv_heads·d_head; 3·2·T·d² without grouping), scores Q·Kᵀ 2·T²·d,
-    attention·V 2·T²·d, output 2·T·d², FFN 3·2·T·d·d_ff; then the head 2·T·d·V. Scores and attention·V count
-    the full T×T square, as the reference attention computes it (causal masking discards half of it).
+    attention·V 2·T²·d, output 2·T·d², FFN 3·2·T·d·d_ff (2·2·T·d·d_ff when not gated); then the head 2·T·d·V
+    (tied or not: it is a matmul either way). Scores and attention·V count the full T×T square, as the reference
+    attention computes it (causal masking discards half of it). The switches that add no matmul (norms, QK-norm,
+    RoPE, the soft cap) change nothing here.
     """
     t = s.context_length if seq_len is None else seq_len
     d, n = s.d_model, s.num_layers
@@ -49,7 +56,7 @@ def forward_flops(s: ModelArgs, seq_len: int | None = None) -> dict[str, int]:
         "attn_scores": n * 2 * t * t * d,
         "attn_values": n * 2 * t * t * d,
         "output_proj": n * 2 * t * d * d,
-        "ffn": n * 3 * 2 * t * d * s.d_ff,
+        "ffn": n * (3 if s.ffn == "swiglu" else 2) * 2 * t * d * s.d_ff,
         "lm_head": 2 * t * d * s.vocab_size,
     }
     flops["total"] = sum(flops.values())
@@ -65,18 +72,25 @@ def training_flops_per_token(s: ModelArgs, seq_len: int | None = None) -> float:
 def activation_bytes(s: ModelArgs, batch_size: int, seq_len: int | None = None, bytes_per_element: int = 4) -> int:
     """Estimated bytes of activations autograd keeps for the backward of one training step (weights aside).
 
-    Per layer and token, in elements (our reference implementation): the block input and RMSNorm₁'s
-    output (2·d); rotated q, k and v as batched-matmul operands (d + 2w, w = num_kv_heads·d_head); merged
-    heads (d); the residual
-    sum and RMSNorm₂'s output (2·d); σ(W1 x), SiLU(W1 x), W3 x and the gated product (4·d_ff); attention
-    probabilities (num_heads·T). Once per token: the final norm's input and output (2·d) and the logits
-    (V). Per layer, once per batch: RoPE's cos/sin rows for q and k (4·T·d_head). Per-row statistics
-    (1/rms, logsumexp) are left out. Checked against autograd's saved tensors in tests/nn/test_accounting.py.
+    Per layer and token, in elements (our reference implementation): the block input, the sum after the attention's
+    residual add and the two RMSNorms' outputs (4·d; 2·d without norms); rotated q, k and v as batched-matmul
+    operands (d + 2w, w = num_kv_heads·d_head); merged heads (d); in SwiGLU σ(W1 x), SiLU(W1 x), W3 x and the gated
+    product (4·d_ff), in a non-gated FFN the activation's one saved tensor and its output (2·d_ff); with
+    ``qk_norm`` the unnormalised queries and keys (d + w); attention probabilities (num_heads·T). Once per token: the
+    final norm's input and output (2·d; d without it) and the logits (V; 2·V with the soft cap, whose tanh keeps its
+    output). Per layer, once per batch: RoPE's cos/sin rows for q and k (4·T·d_head; none under ``nope``). Per-row
+    statistics (1/rms, logsumexp) are left out. Checked against autograd's saved tensors in
+    tests/nn/test_accounting.py.
     """
     t = s.context_length if seq_len is None else seq_len
-    per_layer = 6 * s.d_model + 2 * s.kv_width + 4 * s.d_ff + s.num_heads * t
-    per_token = s.num_layers * per_layer + 2 * s.d_model + s.vocab_size
-    rope_tables = s.num_layers * 4 * t * (s.d_model // s.num_heads)
+    normed = s.norm != "none"
+    stream = (4 if normed else 2) * s.d_model
+    ffn = (4 if s.ffn == "swiglu" else 2) * s.d_ff
+    qk = (s.d_model + s.kv_width) * s.qk_norm
+    per_layer = stream + (s.d_model + 2 * s.kv_width) + s.d_model + ffn + qk + s.num_heads * t
+    logits = s.vocab_size * (1 if s.logit_softcap is None else 2)
+    per_token = s.num_layers * per_layer + (2 if normed else 1) * s.d_model + logits
+    rope_tables = s.num_layers * 4 * t * s.d_head if s.position == "rope" else 0
     return (batch_size * t * per_token + rope_tables) * bytes_per_element
 
 

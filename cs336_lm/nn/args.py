@@ -25,6 +25,12 @@ from typing import Any
 
 from cs336_lm.nn.attention import ATTENTION_BACKENDS
 from cs336_lm.nn.dispatch import KERNEL_BACKENDS
+from cs336_lm.nn.layers import FFN_KINDS
+
+NORMS = ("pre", "post", "none")
+"""Where a block's RMSNorms sit (``ModelArgs.norm``)."""
+POSITIONS = ("rope", "nope")
+"""How attention learns order (``ModelArgs.position``)."""
 
 RUN_TIME_FIELDS = ("attention", "kernels")
 """Fields that choose how the ops run, not what they compute: the same weights load under any of their values."""
@@ -45,15 +51,44 @@ class ModelArgs:
     num_heads: int
     """Query heads per block; must divide ``d_model``, and ``d_model / num_heads`` (a head's width) must be even."""
     d_ff: int
-    """Inner width of the SwiGLU feed-forward layer (about 8/3 · d_model, a multiple of 64)."""
+    """Inner width of the feed-forward layer: about 8/3 · d_model (a multiple of 64) for SwiGLU. It is taken as given
+    whatever ``ffn`` is, so a preset's d_ff stays what it is under ``ffn: silu`` or ``relu2`` (two matrices instead
+    of three: 2/3 of the FFN's parameters). To compare at equal parameters, as the CS336 handout does, set
+    ``d_ff = 4 · d_model`` for the non-gated kinds (2 · d · 4d = 3 · d · 8d/3)."""
     rope_theta: float = 10000.0
-    """RoPE base θ: pair k of a head rotates by pos · θ^(−2k/d_head)."""
+    """RoPE base θ: pair k of a head rotates by pos · θ^(−2k/d_head). Unused when ``position`` is ``nope``."""
     num_kv_heads: int | None = None
     """Key/value heads (grouped-query attention); must divide ``num_heads``. None: as many as ``num_heads``."""
     attention: str = "reference"
     """``reference`` (our softmax attention, from scratch) or ``sdpa`` (torch's fused kernel, same math)."""
     kernels: str = "auto"
     """Softmax/RMSNorm backend: ``auto`` (Triton on CUDA, else torch), ``triton`` or ``torch``."""
+
+    # ---- recipe switches: the defaults are the Llama block (HF ``LlamaForCausalLM``-exact) --------------------------
+    norm: str = "pre"
+    """Where each block's RMSNorms sit. ``pre``: ``h = x + f(RMSNorm(x))`` (Llama), a final RMSNorm before the head.
+    ``post``: ``h = RMSNorm(x + f(x))`` (the original Transformer; the CS336 post-norm ablation); the final RMSNorm
+    is kept, so only the blocks change and the state-dict keys are pre-norm's. ``none``: no RMSNorm at all, the
+    final one included (the CS336 "remove RMSNorm" ablation removes every one); the state dict then has no
+    ``ln1``, ``ln2`` or ``ln_final`` weights."""
+    position: str = "rope"
+    """``rope``: rotary position embeddings on queries and keys. ``nope``: no position encoding at all; the causal
+    mask alone tells a token where it is (Kazemnejad et al. 2023; the CS336 NoPE ablation)."""
+    ffn: str = "swiglu"
+    """Feed-forward kind. ``swiglu``: ``W2(SiLU(W1 x) ⊙ W3 x)`` (three matrices). ``silu``: ``W2 SiLU(W1 x)`` and
+    ``relu2``: ``W2 ReLU(W1 x)²`` (modded-nanogpt) are non-gated: two matrices, no ``w3`` (see ``d_ff`` for
+    matching parameters)."""
+    qk_norm: bool = False
+    """RMSNorm over each head's queries and over its keys, after the projections and before RoPE, as Qwen3 does:
+    two gains of width d_head per layer (``attn.q_norm.weight``, ``attn.k_norm.weight``), shared by the heads."""
+    tie_embeddings: bool = False
+    """The output layer shares the embedding matrix: ``lm_head.weight`` is ``token_embeddings.weight`` (one
+    parameter under both state-dict keys; optimizers see it once). The shared matrix is initialised as the head is,
+    N(0, 2/(d_model + vocab_size)) cut at ±3σ (GPT-2 uses 0.02): rows of N(0, 1) would give initial logits of
+    std √d_model."""
+    logit_softcap: float | None = None
+    """When set (a number > 0), the logits become ``cap · tanh(logits / cap)``, bounded within ±cap (Gemma 2,
+    modded-nanogpt). None: the logits as the head gives them."""
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -149,7 +184,18 @@ def check_fields(m: Any, prefix: str = "") -> None:
         raise ValueError(
             f"{name('num_heads')} ({m.num_heads}) must be a multiple of {name('num_kv_heads')} ({kv_heads})"
         )
-    if (m.d_model // m.num_heads) % 2:
+    _check_choice(name("position"), m.position, POSITIONS)
+    if m.position == "rope" and (m.d_model // m.num_heads) % 2:
         raise ValueError(f"{name('d_model')} / {name('num_heads')} = {m.d_model // m.num_heads} must be even for RoPE")
     _check_choice(name("attention"), m.attention, ATTENTION_BACKENDS)
     _check_choice(name("kernels"), m.kernels, KERNEL_BACKENDS)
+    _check_choice(name("norm"), m.norm, NORMS)
+    _check_choice(name("ffn"), m.ffn, FFN_KINDS)
+    for field in ("qk_norm", "tie_embeddings"):
+        if not isinstance(getattr(m, field), bool):
+            raise ValueError(f"{name(field)} must be true or false, got {getattr(m, field)!r}")
+    cap = m.logit_softcap
+    if cap is not None and (
+        isinstance(cap, bool) or not isinstance(cap, int | float) or not math.isfinite(cap) or cap <= 0
+    ):
+        raise ValueError(f"{name('logit_softcap')} must be a finite number > 0 (or null: no cap), got {cap!r}")

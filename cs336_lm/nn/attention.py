@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from cs336_lm.nn import dispatch
 from cs336_lm.nn import functional as F
-from cs336_lm.nn.layers import Linear, RotaryPositionalEmbedding, fused_inference_weight
+from cs336_lm.nn.layers import Linear, RMSNorm, RotaryPositionalEmbedding, fused_inference_weight
 
 if TYPE_CHECKING:
     from cs336_lm.nn.cache import LayerKVCache
@@ -42,7 +42,9 @@ class MultiHeadSelfAttention(nn.Module):
     ``q_proj`` and ``output_proj`` are (d_model, d_model); ``k_proj``/``v_proj`` are (num_kv_heads·d_head,
     d_model). Rows are ordered head by head (rows ``h·d_head … (h+1)·d_head − 1`` belong to head h); query head h
     reads key/value head ``g(h) = h // (num_heads / num_kv_heads)``. RoPE is applied to queries and keys iff
-    ``theta`` is given (then ``max_seq_len`` sizes its cache and ``self.rope`` is set, else None).
+    ``theta`` is given (then ``max_seq_len`` sizes its cache and ``self.rope`` is set, else None). With ``qk_norm``,
+    ``q_norm`` and ``k_norm`` (RMSNorms of width d_head) normalise each head's query and key before RoPE (Qwen3);
+    else both are None.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class MultiHeadSelfAttention(nn.Module):
         num_kv_heads: int | None = None,
         attention: str = "reference",
         kernels: str = "auto",
+        qk_norm: bool = False,
     ):
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
@@ -74,6 +77,10 @@ class MultiHeadSelfAttention(nn.Module):
         self.k_proj = Linear(d_model, kv_width, device=device, dtype=dtype)
         self.v_proj = Linear(d_model, kv_width, device=device, dtype=dtype)
         self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.q_norm = self.k_norm = None
+        if qk_norm:
+            self.q_norm = RMSNorm(self.d_head, device=device, dtype=dtype, kernels=kernels)
+            self.k_norm = RMSNorm(self.d_head, device=device, dtype=dtype, kernels=kernels)
         self.rope = None
         if theta is not None:
             if max_seq_len is None:
@@ -98,14 +105,17 @@ class MultiHeadSelfAttention(nn.Module):
     def project(
         self, x: Float[Tensor, "batch seq d_model"], token_positions: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """``RoPE(x W_Qᵀ)``, ``RoPE(x W_Kᵀ)`` and ``x W_Vᵀ`` split into heads: (batch, heads, seq, d_head) each.
+        """``RoPE(x W_Qᵀ)``, ``RoPE(x W_Kᵀ)`` and ``x W_Vᵀ`` split into heads: (batch, heads, seq, d_head) each
+        (with ``qk_norm``: ``RoPE(RMSNorm(·))`` of each head's query and key).
 
         Decoding on a CPU (inference mode) multiplies by one fused (d_model, (heads + 2·kv heads)·d_head) copy of
         the three weights, laid out (in, out), and rotates queries and keys in one pass: fewer, faster ops.
         """
         if x.device.type == "cpu" and torch.is_inference_mode_enabled():
             return self._project_fused(x, token_positions)
-        q, k, v = self.split_heads(self.q_proj(x)), self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
+        q = self.split_heads(self.q_proj(x), self.q_norm)
+        k = self.split_heads(self.k_proj(x), self.k_norm)
+        v = self.split_heads(self.v_proj(x))
         if self.rope is not None:
             positions = head_positions(token_positions, x.shape[-2], x.device)
             q, k = self.rope.rotate_both(q, k, positions)  # RoPE(q), RoPE(k) at the tokens' positions
@@ -116,15 +126,24 @@ class MultiHeadSelfAttention(nn.Module):
         fused = x @ weight  # (batch, seq, (heads + 2·kv_heads)·d_head)
         heads = fused.view(*fused.shape[:-1], -1, self.d_head)  # (batch, seq, heads + 2·kv_heads, d_head)
         qk, v = heads.split((self.num_heads + self.num_kv_heads, self.num_kv_heads), dim=-2)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = qk.split((self.num_heads, self.num_kv_heads), dim=-2)
+            qk = torch.cat((self.q_norm(q), self.k_norm(k)), dim=-2)  # (batch, seq, heads + kv_heads, d_head)
         if self.rope is not None:
             positions = token_positions if token_positions is not None else torch.arange(x.shape[-2])
             qk = self.rope(qk, positions.unsqueeze(-1))  # positions (..., seq, 1) broadcast over the heads
         q, k = qk.split((self.num_heads, self.num_kv_heads), dim=-2)
         return q.transpose(-3, -2), k.transpose(-3, -2), v.transpose(-3, -2)  # (batch, heads, seq, d_head)
 
-    def split_heads(self, x: Float[Tensor, "batch seq width"]) -> Float[Tensor, "batch heads seq d_head"]:
-        """(batch, seq, heads·d_head) → (batch, heads, seq, d_head), head h taking features h·d_head…"""
-        return x.view(*x.shape[:-1], -1, self.d_head).transpose(-3, -2)  # "... seq (h d) -> ... h seq d"
+    def split_heads(
+        self, x: Float[Tensor, "batch seq width"], norm: RMSNorm | None = None
+    ) -> Float[Tensor, "batch heads seq d_head"]:
+        """(batch, seq, heads·d_head) → (batch, heads, seq, d_head), head h taking features h·d_head…; ``norm``
+        (of width d_head), when given, normalises each head's vector on the way."""
+        heads = x.view(*x.shape[:-1], -1, self.d_head)  # "... seq (h d) -> ... seq h d"
+        if norm is not None:
+            heads = norm(heads)
+        return heads.transpose(-3, -2)  # "... seq h d -> ... h seq d"
 
     def merge_heads(self, x: Float[Tensor, "batch num_heads seq d_head"]) -> Float[Tensor, "batch seq d_model"]:
         """Inverse of ``split_heads``: (batch, num_heads, seq, d_head) → (batch, seq, d_model)."""
@@ -192,7 +211,8 @@ class MultiHeadSelfAttention(nn.Module):
 
     def extra_repr(self) -> str:
         kv = f", num_kv_heads={self.num_kv_heads}" if self.num_kv_heads != self.num_heads else ""
-        return f"num_heads={self.num_heads}{kv}, d_head={self.d_head}, attention={self.attention!r}"
+        rope = "" if self.rope is not None else ", no position encoding"
+        return f"num_heads={self.num_heads}{kv}, d_head={self.d_head}, attention={self.attention!r}{rope}"
 
 
 class _TiledCausalAttention(torch.autograd.Function):

@@ -1,9 +1,9 @@
 """Stateless math of the Transformer LM, written from scratch on PyTorch tensors.
 
-Softmax, log-softmax, SiLU, RMSNorm, rotary position embedding, scaled dot-product attention and cross
-entropy. None of them calls ``torch.nn.functional``. The ops whose autograd graph would otherwise keep
-several full-size temporaries (softmax, causal softmax, log-softmax, SiLU, RMSNorm, cross entropy) are
-``torch.autograd.Function`` s with a hand-written backward: the forward works in place on one fresh
+Softmax, log-softmax, SiLU, ReLU², RMSNorm, rotary position embedding, scaled dot-product attention, logit
+soft-capping and cross entropy. None of them calls ``torch.nn.functional``. The ops whose autograd graph would
+otherwise keep several full-size temporaries (softmax, causal softmax, log-softmax, SiLU, ReLU², RMSNorm, cross
+entropy) are ``torch.autograd.Function`` s with a hand-written backward: the forward works in place on one fresh
 buffer and saves only what the backward formula needs. Without gradients (evaluation, decoding) the same
 forward arithmetic runs without the Function's bookkeeping, so both give bit-identical values. This file is
 also the CPU performance path: the kernel dispatch (``cs336_lm.nn.dispatch``) falls back to it whenever
@@ -172,6 +172,32 @@ def silu(x: Float[Tensor, "..."]) -> Float[Tensor, "..."]:
     if not torch.is_grad_enabled():
         return x * torch.sigmoid(x)
     return _SiLU.apply(x)
+
+
+class _ReLUSquared(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        r = x.clamp_min(0)
+        ctx.save_for_backward(r)  # the one tensor the backward needs (autograd would keep x and max(x, 0))
+        return r.square()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (r,) = ctx.saved_tensors
+        return (r * 2).mul_(grad)  # d/dx max(x, 0)² = 2·max(x, 0)
+
+
+def relu_squared(x: Float[Tensor, "..."]) -> Float[Tensor, "..."]:
+    """ReLU²: ``max(x, 0)²`` (So et al. 2021, Primer; modded-nanogpt's feed-forward); ``[-1, 0, 2] → [0, 0, 4]``."""
+    if not torch.is_grad_enabled():
+        return x.clamp_min(0).square()
+    return _ReLUSquared.apply(x)
+
+
+def softcap(logits: Float[Tensor, "..."], cap: float) -> Float[Tensor, "..."]:
+    """Logit soft-capping: ``cap · tanh(logits / cap)``, ≈ the logits where they are small beside ``cap`` and bounded
+    within ±cap (Gemma 2; modded-nanogpt)."""
+    return torch.tanh(logits / cap) * cap
 
 
 def _rms_norm_value(x: Tensor, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]:

@@ -1,5 +1,6 @@
 """Leaf modules of the Transformer LM: ``Linear``, ``Embedding``, ``RMSNorm`` (and ``AddRMSNorm``, the residual
-add fused into it), ``SwiGLU`` and the rotary position embedding. Each owns its parameters (or, for RoPE, a
+add fused into it), the feed-forward layers (``SwiGLU``, and the non-gated ``FeedForward``; ``make_ffn`` builds the
+kind ``ModelArgs.ffn`` names) and the rotary position embedding. Each owns its parameters (or, for RoPE, a
 cos/sin cache) under the names fixed in DESIGN.md, initialises them as DESIGN.md says, and calls
 ``nn.functional`` (the norms through the kernel dispatch, so the Triton kernels run on CUDA).
 
@@ -138,6 +139,41 @@ class SwiGLU(nn.Module):
             gate, up = (x @ fused_inference_weight(self, (self.w1.weight, self.w3.weight))).chunk(2, dim=-1)
             return self.w2(F.silu(gate) * up)
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class FeedForward(nn.Module):
+    """Non-gated position-wise feed-forward ``FFN(x) = W2 act(W1 x)`` (Vaswani et al. 2017), ``act`` SiLU or ReLU².
+
+    ``w1``: d_model → d_ff; ``w2``: d_ff → d_model (SwiGLU's names, without ``w3``).
+    """
+
+    def __init__(self, d_model: int, d_ff: int, activation: str = "silu", device=None, dtype=None):
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(_ACTIVATIONS)}, got {activation!r}")
+        self.activation = activation
+        self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
+        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)
+
+    def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        return self.w2(_ACTIVATIONS[self.activation](self.w1(x)))
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation!r}"
+
+
+_ACTIVATIONS = {"silu": F.silu, "relu2": F.relu_squared}
+FFN_KINDS = ("swiglu", *_ACTIVATIONS)
+"""``ModelArgs.ffn``: ``swiglu`` (gated, three matrices) or the activation of a non-gated ``FeedForward``."""
+
+
+def make_ffn(kind: str, d_model: int, d_ff: int, device=None, dtype=None) -> SwiGLU | FeedForward:
+    """The feed-forward layer ``kind`` (one of ``FFN_KINDS``) names."""
+    if kind == "swiglu":
+        return SwiGLU(d_model, d_ff, device=device, dtype=dtype)
+    if kind not in _ACTIVATIONS:
+        raise ValueError(f"ffn must be one of {', '.join(FFN_KINDS)}, got {kind!r}")
+    return FeedForward(d_model, d_ff, kind, device=device, dtype=dtype)
 
 
 class RotaryPositionalEmbedding(nn.Module):

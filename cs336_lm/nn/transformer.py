@@ -1,10 +1,12 @@
-"""The pre-norm Transformer block and the decoder-only language model built from it.
+"""The Transformer block and the decoder-only language model built from it.
 
 ``TransformerLM``: token embeddings → ``num_layers`` × ``TransformerBlock`` → ``ln_final`` → ``lm_head``,
 with RoPE in every attention layer and no biases (a Llama-style architecture; see DESIGN.md for the exact
-state_dict names). The ``attention`` and ``kernels`` settings are passed down to every submodule. One forward
-serves training, prefill and decoding: given a ``kv_cache`` (``cs336_lm.nn.cache``) it attends over each
-sequence's cached tokens and returns only the logits of the tokens that sample next.
+state_dict names). The ``attention`` and ``kernels`` settings are passed down to every submodule, and so are the
+recipe switches of ``ModelArgs`` (``norm``, ``position``, ``ffn``, ``qk_norm``, ``tie_embeddings``,
+``logit_softcap``), whose defaults give the Llama block. One forward serves training, prefill and decoding: given a
+``kv_cache`` (``cs336_lm.nn.cache``) it attends over each sequence's cached tokens and returns only the logits of
+the tokens that sample next.
 """
 
 from __future__ import annotations
@@ -15,16 +17,20 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from cs336_lm.nn.args import ModelArgs
+from cs336_lm.nn import functional as F
+from cs336_lm.nn.args import NORMS, ModelArgs
 from cs336_lm.nn.attention import MultiHeadSelfAttention
 from cs336_lm.nn.cache import KVCache, LayerKVCache
-from cs336_lm.nn.layers import AddRMSNorm, Embedding, Linear, RMSNorm, SwiGLU
+from cs336_lm.nn.layers import AddRMSNorm, Embedding, Linear, RMSNorm, make_ffn
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm block: ``h = x + MHA(RMSNorm₁(x))``, then ``y = h + FFN(RMSNorm₂(h))``.
+    """Pre-norm block (``norm="pre"``): ``h = x + MHA(RMSNorm₁(x))``, then ``y = h + FFN(RMSNorm₂(h))``.
 
-    ``ln2`` is an ``AddRMSNorm``: the first residual add and RMSNorm₂ run as one op (a Triton kernel on CUDA).
+    ``norm="post"`` (the original Transformer): ``h = RMSNorm₁(x + MHA(x))``, ``y = RMSNorm₂(h + FFN(h))``.
+    ``norm="none"``: ``h = x + MHA(x)``, ``y = h + FFN(h)``, and the block has no ``ln1``/``ln2`` (both None).
+    The norm after a residual add is an ``AddRMSNorm``: the add and the norm run as one op (a Triton kernel on CUDA).
+    ``ffn`` picks the feed-forward layer (``layers.FFN_KINDS``), ``qk_norm`` is passed to the attention.
     """
 
     def __init__(
@@ -40,10 +46,18 @@ class TransformerBlock(nn.Module):
         num_kv_heads: int | None = None,
         attention: str = "reference",
         kernels: str = "auto",
+        norm: str = "pre",
+        ffn: str = "swiglu",
+        qk_norm: bool = False,
     ):
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        self.norm = norm
         factory = {"device": device, "dtype": dtype}
-        self.ln1 = RMSNorm(d_model, **factory, kernels=kernels)
+        self.ln1: RMSNorm | None = None
+        if norm != "none":
+            self.ln1 = (RMSNorm if norm == "pre" else AddRMSNorm)(d_model, **factory, kernels=kernels)
         self.attn = MultiHeadSelfAttention(
             d_model,
             num_heads,
@@ -53,9 +67,10 @@ class TransformerBlock(nn.Module):
             num_kv_heads=num_kv_heads,
             attention=attention,
             kernels=kernels,
+            qk_norm=qk_norm,
         )
-        self.ln2 = AddRMSNorm(d_model, **factory, kernels=kernels)
-        self.ffn = SwiGLU(d_model, d_ff, **factory)
+        self.ln2 = None if norm == "none" else AddRMSNorm(d_model, **factory, kernels=kernels)
+        self.ffn = make_ffn(ffn, d_model, d_ff, **factory)
 
     def forward(
         self,
@@ -63,6 +78,13 @@ class TransformerBlock(nn.Module):
         token_positions: Int[Tensor, "... seq"] | None = None,
         kv_cache: LayerKVCache | None = None,
     ) -> Float[Tensor, "batch seq d_model"]:
+        if self.ln1 is None or self.ln2 is None:  # norm="none"
+            h = x + self.attn(x, token_positions, kv_cache)
+            return h + self.ffn(h)
+        if self.norm == "post":
+            h, _ = self.ln1(self.attn(x, token_positions, kv_cache), residual=x)  # h = RMSNorm₁(x + MHA(x))
+            y, _ = self.ln2(self.ffn(h), residual=h)  # y = RMSNorm₂(h + FFN(h))
+            return y
         attn_out = self.attn(self.ln1(x), token_positions, kv_cache)
         normed, h = self.ln2(attn_out, residual=x)  # h = x + MHA(RMSNorm₁(x)), normed = RMSNorm₂(h)
         return h + self.ffn(normed)
@@ -74,7 +96,9 @@ class TransformerLM(nn.Module):
     Inputs may be any length up to ``context_length`` (also the RoPE cache size); ``token_positions``
     defaults to 0…seq−1 and may be given as (seq,) or (batch, seq) for offset decoding. Logits come
     back unnormalised, in the activations' dtype. ``num_kv_heads`` (default ``num_heads``) sets the key/value
-    heads of grouped-query attention.
+    heads of grouped-query attention. The other keywords are the fields of ``ModelArgs``, where each is documented:
+    ``norm="none"`` leaves ``ln_final`` out (None), ``position="nope"`` leaves RoPE out, ``tie_embeddings`` makes
+    ``lm_head.weight`` the very parameter ``token_embeddings.weight`` is, and ``logit_softcap`` caps the logits.
     """
 
     def __init__(
@@ -106,16 +130,21 @@ class TransformerLM(nn.Module):
                 args.num_heads,
                 args.d_ff,
                 args.context_length,
-                args.rope_theta,
+                args.rope_theta if args.position == "rope" else None,  # nope: no RoPE in the attention
                 **factory,
                 num_kv_heads=args.kv_heads,
                 attention=args.attention,
                 kernels=args.kernels,
+                norm=args.norm,
+                ffn=args.ffn,
+                qk_norm=args.qk_norm,
             )
             for _ in range(args.num_layers)
         )
-        self.ln_final = RMSNorm(args.d_model, **factory, kernels=args.kernels)
+        self.ln_final = None if args.norm == "none" else RMSNorm(args.d_model, **factory, kernels=args.kernels)
         self.lm_head = Linear(args.d_model, args.vocab_size, **factory)
+        if args.tie_embeddings:  # one matrix, with the head's init: N(0, 1) rows would give logits of std √d_model
+            self.token_embeddings.weight = self.lm_head.weight
 
     @classmethod
     def from_args(cls, args: ModelArgs, *, device=None, dtype=None) -> TransformerLM:
@@ -145,10 +174,12 @@ class TransformerLM(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, token_positions, None if kv_cache is None else kv_cache.layer(i))
         if kv_cache is not None:
-            x = x.reshape(-1, self.args.d_model)[
-                kv_cache.last_rows
-            ]  # (sequences, d_model): the tokens that sample next
-        return self.lm_head(self.ln_final(x))
+            x = x.reshape(-1, self.args.d_model)[kv_cache.last_rows]  # (sequences, d_model): those that sample next
+        if self.ln_final is not None:
+            x = self.ln_final(x)
+        logits = self.lm_head(x)
+        cap = self.args.logit_softcap
+        return logits if cap is None else F.softcap(logits, cap)
 
     def config(self) -> dict:
         """The constructor keywords that rebuild this model (without device/dtype): ``model.args`` as a dict."""

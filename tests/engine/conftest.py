@@ -33,7 +33,7 @@ def oracle(model: TransformerLM, prompt: list[int], p: SamplingParams) -> tuple[
         generator.manual_seed(p.seed)
     tokens, rows = list(prompt), []
     while len(tokens) - len(prompt) < p.max_new_tokens and len(tokens) < model.context_length:
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference mode: the plain projections, not the CPU decoding path's fused copies
             row = model(torch.tensor([tokens], device=device))[0, -1:]  # (1, vocab)
         rows.append(row[0])
         if p.repetition_penalty != 1:

@@ -4,7 +4,9 @@ Every path the engine can take to a token is driven here by hypothesis — each 
 attention or not, block sizes from 1 to 16, a lone sequence or a crowd, requests arriving while others decode,
 blocks consecutive or scattered over the pool (the decode attention reads them in place, as a slice, as a
 compacted copy, or gathered for ``sdpa``), blocks that earlier requests wrote and gave back, a pool so small that
-sequences are preempted and recomputed, prompts sharing a prefix, ``n`` samples of one prompt — and each request
+sequences are preempted and recomputed, prompts sharing a prefix, ``n`` samples of one prompt, models with the
+recipe switches of ``ModelArgs`` (post-norm or none, NoPE, the non-gated FFNs, QK-norm, a tied head, capped
+logits) — and each request
 must produce exactly the tokens the oracle produces for its prompt alone, and the logits it sampled from must be
 those of the full forward over the prompt and the tokens before. Greedy and seeded requests alike: a seeded
 request draws the same tokens alone and in any crowd. On a GPU the same test runs the Triton paged kernel and the
@@ -154,7 +156,7 @@ def check(model: TransformerLM, workload: Workload, *, exact: bool, atol: float)
 
 # ---- the tests --------------------------------------------------------------------------------------------------
 
-MODELS: dict[tuple, TransformerLM] = {}
+MODELS: dict[tuple, TransformerLM] = {}  # built once per module: (attention, kv heads, device, kernels) or switches
 
 
 def model_for(attention: str, num_kv_heads: int, device: str = "cpu", kernels: str = "auto") -> TransformerLM:
@@ -190,6 +192,48 @@ LONE_AFTER_OTHERS = Workload(  # a lone sequence on blocks that earlier requests
 @example(workload=LONE_AFTER_OTHERS)
 def test_every_request_decodes_as_the_full_forward_alone(attention, num_kv_heads, workload):
     check(model_for(attention, num_kv_heads), workload, exact=True, atol=1e-9)
+
+
+SWITCHED = {  # every switch at a value other than its default, in combinations that also vary the attention
+    "post-nope-relu2": {"norm": "post", "position": "nope", "ffn": "relu2"},
+    "none-qknorm-tied-softcap-gqa": {
+        "norm": "none",
+        "qk_norm": True,
+        "tie_embeddings": True,
+        "logit_softcap": 5.0,
+        "num_kv_heads": 1,
+    },
+    "qknorm-silu-sdpa": {"qk_norm": True, "ffn": "silu", "attention": "sdpa"},
+}
+
+
+@pytest.mark.parametrize("switches", list(SWITCHED))
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(workload=workloads())
+@example(workload=LONE_SHORT)
+@example(workload=LONE_AFTER_OTHERS)
+def test_every_switch_decodes_as_the_full_forward_alone(switches, workload):
+    check(switched_model(switches), workload, exact=True, atol=1e-9)
+
+
+def switched_model(name: str, device: str = "cpu") -> TransformerLM:
+    key = ("switches", name, device)
+    if key not in MODELS:
+        dtype = torch.float64 if device == "cpu" else torch.float32
+        kernels = "auto" if device == "cpu" else "triton"
+        MODELS[key] = make_model(seed=1, dtype=dtype, kernels=kernels, **SWITCHED[name]).to(device)
+    return MODELS[key]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("switches", list(SWITCHED))
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(workload=workloads())
+@example(workload=LONE_SHORT)
+def test_on_cuda_every_switch_decodes_as_the_full_forward_alone(switches, workload):
+    if not torch.cuda.is_available():
+        pytest.skip("needs an NVIDIA GPU")
+    check(switched_model(switches, "cuda"), workload, exact=False, atol=2e-4)
 
 
 @pytest.mark.gpu

@@ -31,6 +31,48 @@ def test_param_counts_match_model_parameters(name):
     assert (counts["attention"], counts["ffn"]) == (attn, ffn)
 
 
+SWITCHES = [
+    {"ffn": "silu"},
+    {"ffn": "relu2", "d_ff": 256},
+    {"norm": "none"},
+    {"norm": "post", "qk_norm": True},
+    {"tie_embeddings": True},
+    {"position": "nope", "logit_softcap": 30.0},
+    {"norm": "none", "ffn": "relu2", "qk_norm": True, "tie_embeddings": True, "num_kv_heads": 2},
+]
+
+
+@pytest.mark.parametrize("switches", SWITCHES, ids=str)
+def test_param_counts_of_each_switch_match_the_built_model(switches):
+    args = PRESETS["debug"].replace(**switches)
+    model = TransformerLM.from_args(args, device="meta")
+    counts = param_counts(args)
+    assert counts["total"] == sum(p.numel() for p in model.parameters())  # a tied matrix once
+    assert counts["non_embedding"] == counts["total"] - model.token_embeddings.weight.numel()
+    attn = sum(p.numel() for n, p in model.named_parameters() if ".attn." in n)
+    ffn = sum(p.numel() for n, p in model.named_parameters() if ".ffn." in n)
+    norms = sum(p.numel() for n, p in model.named_parameters() if ".ln" in n or n.startswith("ln_final"))
+    assert (counts["attention"], counts["ffn"], counts["norms"]) == (attn, ffn, norms)
+    assert counts["lm_head"] == (0 if args.tie_embeddings else model.lm_head.weight.numel())
+
+
+def test_non_gated_ffn_at_4_d_model_matches_swiglu_parameters():
+    # the CS336 handout's matching: SwiGLU at d_ff = 8/3·d has 3·d·d_ff = 8·d², a two-matrix FFN at 4·d the same
+    swiglu = ModelArgs.from_dict(PRESETS["debug"]).replace(d_model=96, d_ff=256)
+    silu = swiglu.replace(ffn="silu", d_ff=4 * 96)
+    assert param_counts(swiglu)["ffn"] == param_counts(silu)["ffn"]
+
+
+@pytest.mark.parametrize("switches", SWITCHES, ids=str)
+def test_forward_flops_of_each_switch_match_torch_flop_counter(switches):
+    args = PRESETS["debug"].replace(**switches)
+    model = TransformerLM.from_args(args, device="meta")
+    tokens = torch.randint(0, args.vocab_size, (2, 24), device="meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(tokens)
+    assert counter.get_total_flops() == 2 * forward_flops(args, 24)["total"]
+
+
 def test_tinystories_preset_is_the_cs336_shape():
     assert param_counts(PRESETS["tinystories-17m"])["non_embedding"] == 17_576_448
 
@@ -47,8 +89,9 @@ def test_forward_flops_match_torch_flop_counter(name, seq):
     assert training_flops_per_token(shape, seq) == 3 * forward_flops(shape, seq)["total"] / seq
 
 
-def test_activation_estimate_within_2_percent_of_saved_tensors():
-    cfg = PRESETS["debug"]
+@pytest.mark.parametrize("switches", [{}, *SWITCHES], ids=str)
+def test_activation_estimate_within_2_percent_of_saved_tensors(switches):
+    cfg = PRESETS["debug"].replace(**switches)
     model = TransformerLM(**cfg)
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved: dict[int, int] = {}
@@ -62,7 +105,7 @@ def test_activation_estimate_within_2_percent_of_saved_tensors():
     tokens = torch.randint(0, cfg["vocab_size"], (3, 64))
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         F.cross_entropy(model(tokens), tokens)
-    estimate = activation_bytes(ModelArgs.from_dict(cfg), batch_size=3, seq_len=64)
+    estimate = activation_bytes(cfg, batch_size=3, seq_len=64)
     assert abs(estimate - sum(saved.values())) / sum(saved.values()) < 0.02
 
 
@@ -105,6 +148,14 @@ def test_cli_reads_the_model_section_of_a_config_with_overrides(capsys):
     assert main(["--config", config, "model.num_layers=8"]) == 0
     expected = param_counts(ModelArgs.from_dict({**PRESETS["tinystories-17m"], "num_layers": 8}))["total"]
     assert f"{expected:,}" in capsys.readouterr().out
+    switches = ["model.ffn=silu", "model.d_ff=2048", "model.tie_embeddings=true", "model.qk_norm=true"]
+    assert main(["--config", config, *switches]) == 0
+    args = PRESETS["tinystories-17m"].replace(ffn="silu", d_ff=2048, tie_embeddings=True, qk_norm=True)
+    out = capsys.readouterr().out
+    assert f"{param_counts(args)['total']:,}" in out and "ffn='silu'" in out
+    assert param_counts(args)["total"] == sum(
+        p.numel() for p in TransformerLM.from_args(args, device="meta").parameters()
+    )
 
 
 @pytest.mark.parametrize(

@@ -67,6 +67,26 @@ def test_silu_matches_torch(dtype):
     torch.testing.assert_close(g_ours, g_ref, **TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_relu_squared_matches_torch(dtype):
+    x = torch.cat([_randn(4, 37, scale=4.0), torch.zeros(4, 1)], dim=1).to(dtype)  # zeros: gradient 0 there
+    ours, (g_ours,) = _grads(F.relu_squared, x)
+    ref, (g_ref,) = _grads(lambda a: TF.relu(a) ** 2, x)
+    torch.testing.assert_close(ours, ref, **TOL[dtype])
+    torch.testing.assert_close(g_ours, g_ref, **TOL[dtype])
+    with torch.no_grad():
+        torch.testing.assert_close(F.relu_squared(x), ours.detach(), rtol=0, atol=0)
+    assert torch.autograd.gradcheck(F.relu_squared, _randn(3, 5, dtype=torch.float64).requires_grad_())
+
+
+def test_softcap_is_cap_tanh_and_near_identity_for_small_logits():
+    x = torch.linspace(-1000, 1000, 101)
+    torch.testing.assert_close(F.softcap(x, 15.0), 15.0 * torch.tanh(x / 15.0))
+    assert F.softcap(x, 15.0).abs().max() <= 15.0
+    small = torch.linspace(-0.01, 0.01, 11)
+    torch.testing.assert_close(F.softcap(small, 30.0), small, atol=1e-8, rtol=1e-6)
+
+
 @pytest.mark.parametrize("shape", [(5, 7), (2, 3, 64), (1, 129)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_rms_norm_matches_torch(shape, dtype):
