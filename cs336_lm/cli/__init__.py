@@ -174,3 +174,22 @@ def _one_line_warnings() -> Iterator[None]:
         yield
     finally:
         warnings.formatwarning = original
+
+
+def check_output_apart(
+    out: os.PathLike | str | None, run: os.PathLike | str | None, *inputs: os.PathLike | str | None
+) -> None:
+    """``WriteError`` when the output file ``out`` would replace what the command reads: the run's config, metrics,
+    tokenizer or checkpoints (``run``, a run directory or a checkpoint file) or one of ``inputs`` (paths; None
+    skipped). A new file inside the run directory, beside what it reads, is fine."""
+    if out is None:
+        return
+    from pathlib import Path
+
+    from cs336_lm.fileio import check_apart
+    from cs336_lm.run import RunDir
+
+    read: list = [Path(p) for p in inputs if p is not None]
+    if run is not None:
+        read += RunDir(run).read_paths() if Path(run).is_dir() else [Path(run)]
+    check_apart(out, *read)

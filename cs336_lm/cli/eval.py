@@ -18,7 +18,7 @@ import math
 import sys
 from pathlib import Path
 
-from cs336_lm.cli import HelpFormatter, add_threads_option, cpu_threads, run_main
+from cs336_lm.cli import HelpFormatter, add_threads_option, check_output_apart, cpu_threads, run_main
 from cs336_lm.errors import DataError
 from cs336_lm.evaluation import EvalResult, evaluate_run
 from cs336_lm.fileio import atomic_write
@@ -69,6 +69,7 @@ def format_table(results: list[EvalResult]) -> str:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
+    check_output_apart(args.out, args.run, args.data, args.tokenizer)
     with cpu_threads(args.threads) as threads:
         results = evaluate_run(
             args.run,

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from cs336_lm.cli import HelpFormatter, add_threads_option, cpu_threads, run_main
+from cs336_lm.cli import HelpFormatter, add_threads_option, check_output_apart, cpu_threads, run_main
 from cs336_lm.engine import Engine, SamplingParams
 from cs336_lm.errors import GenerationError
 from cs336_lm.fileio import atomic_write
@@ -135,6 +135,7 @@ def describe_finish(reason: str, loaded: LoadedRun, params: SamplingParams, stop
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
+    check_output_apart(args.out, args.run, getattr(args, "prompts_file", None), args.tokenizer)
     specs = read_prompts(args.prompts_file) if hasattr(args, "prompts_file") else None
     prompt = read_prompt(args) if specs is None else ""
     with cpu_threads(args.threads) as threads:

@@ -4,7 +4,7 @@ per-checkpoint evaluations that ``lm-eval --all-checkpoints --out FILE.jsonl`` w
 import argparse
 from pathlib import Path
 
-from cs336_lm.cli import HelpFormatter, run_main
+from cs336_lm.cli import HelpFormatter, check_output_apart, run_main
 from cs336_lm.errors import ConfigError
 from cs336_lm.training.plot import plot_runs
 
@@ -35,6 +35,8 @@ def _main(argv: list[str] | None) -> int:
             args.title.encode("utf-8")
         except UnicodeEncodeError:  # bytes that are not UTF-8 arrive from argv as lone surrogates
             raise ConfigError(f"--title {args.title!r} is not UTF-8 text") from None
+    for run in args.runs:  # a run directory is read for its metrics and config; a file is read itself
+        check_output_apart(args.out, run if Path(run).is_dir() else None, None if Path(run).is_dir() else run)
     out = plot_runs(args.runs, args.out, title=args.title)
     print(f"wrote {out}")
     return 0

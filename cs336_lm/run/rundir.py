@@ -85,6 +85,11 @@ class RunDir:
 
     # ---- reading ------------------------------------------------------------------------------------------
 
+    def read_paths(self) -> list[Path]:
+        """What a command that loads this run reads: its config, metrics, tokenizer and checkpoints. An output must
+        be none of these and lie inside none of them (``fileio.check_apart``); a new file in the run is fine."""
+        return [self.config_file, self.metrics_file, self.tokenizer_dir, self.checkpoints_dir]
+
     def checkpoint_path(self, step: int) -> Path:
         return self.checkpoints_dir / f"step_{step:08d}.pt"
 
