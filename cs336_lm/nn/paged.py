@@ -124,6 +124,9 @@ reads just their blocks (an ``index_select``) instead of that whole extent of th
 and go, and the blocks in use end up scattered among free and cached ones."""
 
 
+_NONE = torch.empty(0, dtype=torch.long)
+
+
 @dataclass
 class DecodePlan:
     """Index tensors of one step's CPU decode attention over the pool in place (see the module docstring).
@@ -132,23 +135,26 @@ class DecodePlan:
     first sequence listing a block owns it, any later one reads it as an ``extra`` pair.
     """
 
-    used: int  # blocks 0 … used − 1 of the pool (or of ``blocks``) hold every block the decoding sequences read
-    owner: Tensor  # (used,) the decoding sequence that owns each block; D for blocks none holds, whose row is dropped
-    pairs: Tensor  # (D·W,) row of each (sequence, table entry) in [owned blocks' scores; extra pairs' scores]
-    owned_rows: Tensor  # rows of (D·W) whose block their sequence owns …
-    owned_blocks: Tensor  # … and those blocks (positions in ``blocks`` when that is set)
-    extra_rows: Tensor  # rows of (D·W) that read a block another sequence owns …
-    extra_blocks: Tensor  # … those blocks …
-    extra_seqs: Tensor  # … and the sequences reading them
-    valid: Tensor  # (D, 1, 1, W·block_size): True on the tokens each sequence has
     width: int  # W
-    run: slice | None = None  # one sequence whose blocks are consecutive: they are read as a slice of the pool
-    length: int = 0  # that sequence's tokens
+    run: slice | None = None  # one sequence whose blocks are consecutive: they are read as a slice of the pool …
+    length: int = 0  # … and its tokens; such a plan needs none of the index tensors below
+    used: int = 0  # blocks 0 … used − 1 of the pool (or of ``blocks``) hold every block the decoding sequences read
+    owner: Tensor = _NONE  # (used,) each block's owning sequence; D for blocks none holds, whose row is dropped
+    pairs: Tensor = _NONE  # (D·W,) row of each (sequence, table entry) in [owned blocks' scores; extra pairs' scores]
+    owned_rows: Tensor = _NONE  # rows of (D·W) whose block their sequence owns …
+    owned_blocks: Tensor = _NONE  # … and those blocks (positions in ``blocks`` when that is set)
+    extra_rows: Tensor = _NONE  # rows of (D·W) that read a block another sequence owns …
+    extra_blocks: Tensor = _NONE  # … those blocks …
+    extra_seqs: Tensor = _NONE  # … and the sequences reading them
+    valid: Tensor = _NONE  # (D, 1, 1, W·block_size): True on the tokens each sequence has
     blocks: Tensor | None = None  # the owned blocks, when ``owned_blocks`` are positions in it (compacted)
 
     @classmethod
     def build(cls, tables: list[list[int]], lens: list[int], size: int, device: torch.device) -> DecodePlan:
         width = max(math.ceil(n / size) for n in lens)
+        first = tables[0][0]
+        if len(lens) == 1 and tables[0][:width] == list(range(first, first + width)):  # a lone sequence, in one piece
+            return cls(width=width, run=slice(first, first + width), length=lens[0])
         owner: dict[int, int] = {}
         pairs, owned_rows, owned_blocks, extra_rows, extra_blocks, extra_seqs = [], [], [], [], [], []
         for b, (table, n) in enumerate(zip(tables, lens, strict=True)):
@@ -180,11 +186,7 @@ class DecodePlan:
         def tensor(values: list[int]) -> Tensor:
             return torch.tensor(values, dtype=torch.long, device=device)
 
-        first = tables[0][0]
-        consecutive = len(lens) == 1 and tables[0][:width] == list(range(first, first + width))
         return cls(
-            run=slice(first, first + width) if consecutive else None,
-            length=lens[0],
             blocks=tensor(held) if compact else None,
             used=used,
             owner=tensor(owners),
@@ -209,6 +211,7 @@ class PagedBatch:
         self.last_rows = torch.empty(0, dtype=torch.long)
         self.write_blocks = torch.empty(0, dtype=torch.long)  # (new,) the block each new token's K/V goes to …
         self.write_offsets = torch.empty(0, dtype=torch.long)  # … and its offset in that block
+        self.write_slot: tuple[int, int] | None = None  # the (block, offset) of a forward's one new token
         self.num_decode = 0
         self.plan: DecodePlan | None = None  # the CPU decode attention's indices
         self.block_tables: Tensor | None = None  # (decoding, max_blocks) int32, for the Triton kernel
@@ -230,6 +233,8 @@ class PagedBatch:
         batch.positions = torch.tensor([inputs.positions], dtype=torch.long, device=device)
         batch.write_blocks = torch.tensor(inputs.write_blocks, dtype=torch.long, device=device)
         batch.write_offsets = batch.positions[0] % size
+        if len(inputs.token_ids) == 1:
+            batch.write_slot = (inputs.write_blocks[0], inputs.positions[0] % size)
         batch.last_rows = torch.tensor(inputs.last_rows, dtype=torch.long, device=device)
         batch.num_decode = len(inputs.decode_lens)
         if batch.num_decode:
@@ -265,9 +270,13 @@ class PagedLayer:
         d_head), each token attending over its own sequence's cache."""
         batch, cache = self.batch, self.batch.cache
         keys, values = cache.keys[self.index], cache.values[self.index]
-        where = (batch.write_blocks, slice(None), batch.write_offsets)
-        keys[where] = k[0].transpose(0, 1)  # (new, kv_heads, d_head) into (block, :, offset)
-        values[where] = v[0].transpose(0, 1)
+        if batch.write_slot is not None:  # one new token: plain indexing, no index tensors
+            block, offset = batch.write_slot
+            keys[block, :, offset], values[block, :, offset] = k[0, :, 0], v[0, :, 0]
+        else:
+            where = (batch.write_blocks, slice(None), batch.write_offsets)
+            keys[where] = k[0].transpose(0, 1)  # (new, kv_heads, d_head) into (block, :, offset)
+            values[where] = v[0].transpose(0, 1)
         if not batch.segments:  # decoding only: the row of n tokens is a batch of n one-token queries
             return decode_attention(q[0].transpose(0, 1), keys, values, batch, attention).transpose(0, 1)[None]
         parts = []
@@ -313,7 +322,7 @@ def _decode_in_place(q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, 
     kv_heads, size = keys.shape[1], keys.shape[2]
     group = heads // kv_heads
     if plan.run is not None:
-        return _decode_run(q.view(kv_heads, group, d_head), keys[plan.run], values[plan.run], plan, scale, kernels)
+        return _decode_run(q.view(kv_heads, group, d_head), keys[plan.run], values[plan.run], plan, scale)
     qg = q.view(decoding, kv_heads, group, d_head)  # query heads grouped by the key/value head they read
     # row D owns the free blocks inside the extent: whatever they hold (even a NaN) lands there and is dropped
     qg = torch.cat([qg, qg.new_zeros(1, kv_heads, group, d_head)])
@@ -340,20 +349,29 @@ def _decode_in_place(q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, 
     return out[:decoding].reshape(decoding, heads, d_head)
 
 
-def _decode_run(q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, scale: float, kernels: str) -> Tensor:
+def _decode_run(q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, scale: float) -> Tensor:
     """One sequence (``q`` (kv_heads, g, d_head)) over its blocks ``keys``/``values`` (W, kv_heads, size, d_head),
-    views of the pool: no owner or pair bookkeeping, and the scores cut to its tokens instead of masked."""
-    width, kv_heads, size, d_head = keys.shape
-    scores = (q @ keys.transpose(-2, -1)).permute(1, 2, 0, 3).reshape(kv_heads, -1, width * size)  # (kvh, g, W·size)
-    probs = dispatch.causal_softmax(scores[..., : plan.length], scale, q_offset=plan.length, backend=kernels)
-    probs = torch.nn.functional.pad(probs, (0, width * size - plan.length))  # weight 0 on the unwritten tail
-    out = probs.view(kv_heads, -1, width, size).permute(2, 0, 1, 3) @ values  # (W, kv_heads, g, d_head)
-    return out.sum(0).view(1, -1, d_head)
+    views of the pool: no owner or pair bookkeeping. The scores keep their block layout (W, kv_heads, g, size) and
+    the softmax runs over blocks and slots together — max, exp and sum over both dims, at least in float32 — with the
+    unwritten end of the last block at −inf, so nothing is reshaped, padded or copied (measured at 256 tokens of
+    the tinystories-17m shape: 120 µs a layer against 190 µs through a reshape to one row per head)."""
+    width, _, size, d_head = keys.shape
+    scores = q @ keys.transpose(-2, -1)  # (W, kv_heads, g, size)
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32)).mul_(scale)  # bf16/fp16 → float32
+    unwritten = width * size - plan.length
+    if unwritten:
+        scores[-1, ..., size - unwritten :] = -math.inf
+    probs = scores.sub_(scores.amax(dim=(0, 3), keepdim=True)).exp_()
+    probs = probs.div_(probs.sum(dim=(0, 3), keepdim=True)).to(values.dtype)
+    return (probs @ values).sum(0).view(1, -1, d_head)  # (1, heads, d_head)
 
 
 def _decode_gathered(q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, attention: Attention) -> Tensor:
     """Decode attention through the module's own backend over each sequence's keys gathered into one padded
     tensor (the sink block pads short tables; ``plan.valid`` masks the padding)."""
+    if plan.run is not None:  # a lone sequence: its blocks, in order, are one slice of the pool
+        k_ctx, v_ctx = (pool[plan.run].transpose(0, 1).flatten(1, 2)[None, :, : plan.length] for pool in (keys, values))
+        return attention.attend(q[:, :, None], k_ctx, v_ctx, q_offset=plan.length - 1)[:, :, 0]
     decoding = q.shape[0]
     rows = torch.empty(decoding * plan.width, dtype=torch.long, device=q.device)
     rows[plan.owned_rows] = plan.owned_blocks if plan.blocks is None else plan.blocks[plan.owned_blocks]
