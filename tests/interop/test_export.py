@@ -211,4 +211,4 @@ def test_lm_generate_greedy_alone_equals_transformers_greedy_on_the_export(atten
         out = hf.generate(torch.tensor([ids]), max_new_tokens=40, do_sample=False)[0, len(ids) :].tolist()
         stops = set(tokenizer.special_token_ids.values())
         hf_ids = out[: next((i for i, t in enumerate(out) if t in stops), len(out))]
-        assert printed.rstrip("\n") == prompt + tokenizer.decode(hf_ids)
+        assert printed.rstrip("\n") == (prompt + tokenizer.decode(hf_ids)).rstrip("\n")  # lm-generate ends a line
