@@ -178,7 +178,8 @@ class Engine:
         """One token per sequence, each with its own settings and generator (its draws ignore the others), or the
         exception its sampling raised: that sequence alone fails."""
         with torch.inference_mode():
-            best, nan = torch.stack((logits.argmax(dim=-1), logits.isnan().any(dim=-1).long())).tolist()  # one sync
+            top, where = logits.max(dim=-1)  # a row holding a NaN has NaN as its max
+        best, nan = where.tolist(), [math.isnan(v) for v in top.tolist()]
         out: list[int | Exception] = []
         for i, seq in enumerate(seqs):
             try:

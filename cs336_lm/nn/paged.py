@@ -206,11 +206,10 @@ class PagedBatch:
 
     def __init__(self, cache: PagedKVCache):
         self.cache = cache
-        self.token_ids = torch.empty(1, 0, dtype=torch.long)
-        self.positions = torch.empty(1, 0, dtype=torch.long)
-        self.last_rows = torch.empty(0, dtype=torch.long)
-        self.write_blocks = torch.empty(0, dtype=torch.long)  # (new,) the block each new token's K/V goes to …
-        self.write_offsets = torch.empty(0, dtype=torch.long)  # … and its offset in that block
+        self.token_ids = self.positions = _NONE[None]  # (1, new) the packed row's tokens and their positions
+        self.last_rows = _NONE  # (sampling,) the rows whose logits the forward returns
+        self.write_blocks = _NONE  # (new,) the block each new token's K/V goes to …
+        self.write_offsets = _NONE  # … and its offset in that block
         self.write_slot: tuple[int, int] | None = None  # the (block, offset) of a forward's one new token
         self.num_decode = 0
         self.plan: DecodePlan | None = None  # the CPU decode attention's indices
@@ -224,17 +223,18 @@ class PagedBatch:
         cleared of what an earlier holder left in them."""
         batch = cls(cache)
         size, device = cache.block_size, cache.device
-        highest = max(inputs.write_blocks + [max(t, default=0) for t in inputs.decode_tables], default=0)
-        cache.ensure_zeroed(1 + max([highest] + [max(blocks, default=0) for _, _, blocks in inputs.prefills]))
+        tables = inputs.decode_tables + [blocks for _, _, blocks in inputs.prefills]
+        cache.ensure_zeroed(1 + max(max(t, default=0) for t in tables))  # every block read, every block written
         starting = [b for b, p in zip(inputs.write_blocks, inputs.positions, strict=True) if p % size == 0]
         if starting:
             cache.clear(starting)
-        batch.token_ids = torch.tensor([inputs.token_ids], dtype=torch.long, device=device)
-        batch.positions = torch.tensor([inputs.positions], dtype=torch.long, device=device)
-        batch.write_blocks = torch.tensor(inputs.write_blocks, dtype=torch.long, device=device)
-        batch.write_offsets = batch.positions[0] % size
-        if len(inputs.token_ids) == 1:
+        rows = torch.tensor([inputs.token_ids, inputs.positions], dtype=torch.long, device=device)
+        batch.token_ids, batch.positions = rows[0:1], rows[1:2]
+        if len(inputs.token_ids) == 1:  # one new token: written by plain indexing
             batch.write_slot = (inputs.write_blocks[0], inputs.positions[0] % size)
+        else:
+            batch.write_blocks = torch.tensor(inputs.write_blocks, dtype=torch.long, device=device)
+            batch.write_offsets = batch.positions[0] % size
         batch.last_rows = torch.tensor(inputs.last_rows, dtype=torch.long, device=device)
         batch.num_decode = len(inputs.decode_lens)
         if batch.num_decode:

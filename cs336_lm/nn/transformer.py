@@ -174,7 +174,9 @@ class TransformerLM(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, token_positions, None if kv_cache is None else kv_cache.layer(i))
         if kv_cache is not None:
-            x = x.reshape(-1, self.args.d_model)[kv_cache.last_rows]  # (sequences, d_model): those that sample next
+            x = x.reshape(-1, self.args.d_model)  # (new tokens, d_model) …
+            if kv_cache.last_rows.numel() != x.shape[0]:  # … of which those that sample next (all, when decoding)
+                x = x[kv_cache.last_rows]
         if self.ln_final is not None:
             x = self.ln_final(x)
         logits = self.lm_head(x)
