@@ -10,7 +10,7 @@ from torch import nn
 from cs336_lm.nn import PRESETS, TransformerLM
 from cs336_lm.nn.functional import cross_entropy
 from cs336_lm.optim import AdamW, Muon, muon_param_groups
-from cs336_lm.optim.muon import NS_COEFFICIENTS, orthogonalize
+from cs336_lm.optim.muon import NS_COEFFICIENTS, orthogonalize, orthogonalize_all
 
 # The toy tensors are far too small to split across threads.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -80,6 +80,18 @@ def test_orthogonalize_batched_matrices_each_alone():
             torch.testing.assert_close(out[i, j], orthogonalize(G[i, j]), rtol=0, atol=1e-6)
 
 
+def test_orthogonalize_all_equals_one_matrix_at_a_time():
+    """Batched by shape (tall ones transposed in with the wide): the same as orthogonalizing each alone."""
+    torch.manual_seed(8)
+    shapes = [(24, 10), (10, 24), (16, 16), (24, 10), (2, 10, 24), (16, 16), (7, 5), (10, 24)]
+    updates = [torch.randn(shape) for shape in shapes] + [torch.randn(10, 24, dtype=torch.float64)]
+    out = orthogonalize_all(updates, 3)
+    for u, o in zip(updates, out, strict=True):
+        assert o.shape == u.shape and o.dtype == u.dtype
+        torch.testing.assert_close(o, orthogonalize(u, 3), rtol=0, atol=1e-6)
+    assert orthogonalize_all([]) == []
+
+
 def test_orthogonalize_ignores_scale_and_keeps_dtype():
     # why the lerp form of momentum (U scaled by 1 − μ) orthogonalizes to the same matrix
     torch.manual_seed(3)
@@ -145,15 +157,49 @@ def test_param_groups_split_a_transformer():
     layers = range(PRESETS["debug"]["num_layers"])
     projections = ("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.output_proj", "ffn.w1", "ffn.w2", "ffn.w3")
     assert got["muon"] == {f"layers.{i}.{m}.weight" for i in layers for m in projections}
-    assert got["adamw"] == {"token_embeddings.weight", "lm_head.weight"}
-    assert got["adamw_no_decay"] == {f"layers.{i}.{n}.weight" for i in layers for n in ("ln1", "ln2")} | {
-        "ln_final.weight"
-    }
-    assert [g["use_muon"] for g in groups] == [True, False, False] and groups[2]["weight_decay"] == 0.0
+    assert got["embeddings"] == {"token_embeddings.weight"}
+    assert got["head"] == {"lm_head.weight"}
+    assert got["gains"] == {f"layers.{i}.{n}.weight" for i in layers for n in ("ln1", "ln2")} | {"ln_final.weight"}
+    assert [g["use_muon"] for g in groups] == [True, False, False, False] and groups[3]["weight_decay"] == 0.0
     every = [id(p) for g in groups for p in g["params"]]
     assert len(every) == len(set(every)) == len(names)  # each parameter in exactly one group
-    opt = Muon(groups, lr=1e-3, weight_decay=0.1)
-    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.1, 0.0]
+    assert all("lr" not in g for g in groups)
+    opt = Muon(groups, lr=1e-3, weight_decay=0.1, adam_lr=2e-3)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.1, 0.1, 0.0]
+    assert [g["lr"] for g in opt.param_groups] == [1e-3, 2e-3, 2e-3, 2e-3]
+
+
+def test_param_groups_carry_their_own_rates():
+    rates = {"muon_lr": 0.02, "embed_lr": 0.3, "head_lr": 0.004, "gain_lr": 0.05}
+    groups = muon_param_groups(_debug_model(), **rates)
+    assert {g["name"]: g["lr"] for g in groups} == {"muon": 0.02, "embeddings": 0.3, "head": 0.004, "gains": 0.05}
+    opt = Muon(groups, lr=1e-3, adam_lr=2e-3)  # a group's own rate wins over the defaults of its kind
+    assert [g["lr"] for g in opt.param_groups] == [0.02, 0.3, 0.004, 0.05]
+    partial = muon_param_groups(_debug_model(), head_lr=0.004)
+    assert [g.get("lr") for g in partial] == [None, None, 0.004, None]
+
+
+def test_a_tied_head_goes_with_the_embeddings():
+    model = _debug_model()
+    model.lm_head.weight = model.token_embeddings.weight  # one tensor, two modules
+    groups = muon_param_groups(model, embed_lr=0.3, head_lr=0.004)
+    assert [g["name"] for g in groups] == ["muon", "embeddings", "gains"]
+    assert groups[1]["params"] == [model.token_embeddings.weight] and groups[1]["lr"] == 0.3
+
+
+def test_newton_schulz_dtype_is_the_optimizers_choice():
+    torch.manual_seed(3)
+    w0, g = torch.randn(12, 20), torch.randn(12, 20)
+    for ns_dtype in (None, torch.bfloat16):
+        w = nn.Parameter(w0.clone())
+        opt = Muon([w], lr=0.1, weight_decay=0.0, nesterov=False, ns_dtype=ns_dtype)
+        w.grad = g.clone()
+        opt.step()
+        expected = w0.add(orthogonalize(g, dtype=ns_dtype), alpha=-0.1 * (0.2 * 20**0.5))
+        assert torch.equal(w.detach(), expected)
+        assert "ns_dtype" not in opt.state_dict()["param_groups"][0]  # the run's precision, not saved
+    bf16 = orthogonalize(g, dtype=torch.bfloat16)
+    assert not torch.equal(bf16, orthogonalize(g)) and (bf16 - orthogonalize(g)).norm() / bf16.norm() < 0.05
 
 
 def test_param_groups_of_a_wrapped_model_and_frozen_parameters():
@@ -225,7 +271,7 @@ def test_state_dict_round_trip_continues_bitwise():
     resumed_opt = Muon(muon_param_groups(resumed), lr=0.5, momentum=0.5)  # the saved settings replace these
     resumed_opt.load_state_dict(saved["opt"])
     assert resumed_opt.param_groups[0]["momentum"] == 0.95
-    assert [g["name"] for g in resumed_opt.param_groups] == ["muon", "adamw", "adamw_no_decay"]
+    assert [g["name"] for g in resumed_opt.param_groups] == ["muon", "embeddings", "head", "gains"]
     _train(resumed, resumed_opt, 3, start=3)
     for (name, p), q in zip(model.named_parameters(), resumed.parameters(), strict=True):
         assert torch.equal(p, q), name
