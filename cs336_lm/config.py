@@ -34,6 +34,9 @@ DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
 COMPILE_CHOICES = ("auto", "true", "false")
 PARALLEL_CHOICES = ("none", "ddp", "fsdp")
+OPTIMIZER_CHOICES = ("adamw", "muon")
+SCHEDULE_CHOICES = ("cosine", "wsd")
+DECAY_SHAPE_CHOICES = ("linear", "1-sqrt")  # cs336_lm.optim.schedule.WSD_DECAY_SHAPES
 
 
 def _model_section() -> type:
@@ -83,20 +86,34 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW with decoupled weight decay and a linear-warmup cosine learning-rate schedule."""
+    """The optimizer (AdamW, or Muon on the blocks' matrices beside AdamW) and the learning-rate schedule."""
 
+    name: str = "adamw"
+    """``adamw``: AdamW on every parameter. ``muon``: Muon (``cs336_lm.optim.Muon``: momentum orthogonalized by a
+    Newton–Schulz iteration) on the attention and feed-forward matrices inside the blocks, AdamW on the embeddings,
+    the LM head and the norm gains, in one optimizer. ``muon`` refuses ``train.parallel: fsdp``."""
     lr: float = 3e-4
-    """Peak learning rate, reached at the end of warmup."""
+    """Peak learning rate, reached at the end of warmup; with ``muon``, that of every group whose own rate is unset."""
     min_lr: float = 3e-5
-    """Learning rate at the end of the cosine decay and after it; at most ``lr``. An ``optim.lr`` override without an
+    """Learning rate at the end of the decay and after it; at most ``lr``. An ``optim.lr`` override without an
     ``optim.min_lr`` one scales this with it, keeping the ratio the file (or the schema) sets: fine-tuning a config
-    at a tenth of its ``lr`` decays to a tenth of its ``min_lr``. The run's opening lines say so."""
+    at a tenth of its ``lr`` decays to a tenth of its ``min_lr``. The run's opening lines say so. With ``muon`` every
+    group decays to its own peak rate times ``min_lr / lr``."""
     warmup_iters: int = 100
     """Optimizer steps of linear warmup from 0 to ``lr``."""
+    schedule: str = "cosine"
+    """``cosine``: a half-cosine from ``lr`` down to ``min_lr`` after warmup. ``wsd`` (warmup–stable–decay): flat at
+    ``lr`` after warmup, then down to ``min_lr`` over the last ``decay_frac`` of ``train.max_steps``."""
     cosine_cycle_iters: int | None = None
-    """Absolute step at which the cosine decay reaches ``min_lr``; unset means ``train.max_steps``."""
+    """Absolute step at which the cosine decay reaches ``min_lr``; unset means ``train.max_steps`` (``cosine`` only)."""
+    decay_frac: float = 0.2
+    """``wsd``: the share of ``train.max_steps`` at the end that decays from ``lr`` to ``min_lr``, in [0, 1] (the
+    decay never starts before warmup ends)."""
+    decay_shape: str = "linear"
+    """``wsd``: the decay's shape, ``linear`` or ``1-sqrt`` (1 − √progress: leaves ``lr`` faster, ends gentler)."""
     weight_decay: float = 0.1
-    """Decoupled weight decay, applied to matrices only (not to RMSNorm gains)."""
+    """Decoupled weight decay, applied to matrices only (not to RMSNorm gains); with ``muon`` to the Muon and the
+    AdamW matrices alike (RMS-matched Muon takes AdamW's decay; Liu et al. 2025)."""
     beta1: float = 0.9
     """AdamW first-moment decay."""
     beta2: float = 0.95
@@ -105,6 +122,25 @@ class OptimConfig:
     """AdamW denominator epsilon."""
     grad_clip: float = 1.0
     """Clip the global gradient L2 norm to this value; 0 disables clipping."""
+    muon_lr: float | None = 0.01
+    """``muon``: the Muon group's peak learning rate; null means ``lr``. Muon's update is scaled to the RMS of
+    AdamW's (0.2·√max(m, n); Liu et al. 2025), which lets Moonlight reuse AdamW's rate, but at this project's
+    widths Muon wants more than a tuned AdamW rate: 0.01 is modded-nanogpt's 0.05 at 124M in this scale, and did
+    best of 0.003–0.04 at the demo shape (docs/training.md). Provisional, until the recipe benchmark
+    (scripts/bench_recipe.py) tunes it."""
+    momentum: float = 0.95
+    """``muon``: the momentum μ of the Muon group, in [0, 1) (Jordan et al. 2024; Moonlight)."""
+    nesterov: bool = True
+    """``muon``: orthogonalize the Nesterov look-ahead G + μ·B instead of the momentum buffer B."""
+    ns_steps: int = 5
+    """``muon``: Newton–Schulz iterations per update (at least 1); 5 bring the singular values into about [0.7, 1.2]."""
+    embed_lr: float | None = None
+    """``muon``: peak learning rate of the AdamW group of the token embeddings (with a tied head, of both); unset
+    means ``lr``. Provisional, like ``muon_lr``."""
+    head_lr: float | None = None
+    """``muon``: peak learning rate of the AdamW group of the LM head (untied); unset means ``lr``. Provisional."""
+    gain_lr: float | None = None
+    """``muon``: peak learning rate of the AdamW group of the RMSNorm gains; unset means ``lr``. Provisional."""
 
 
 @dataclass
@@ -346,6 +382,32 @@ def validate(cfg: Config) -> None:
             f"optim.cosine_cycle_iters ({o.cosine_cycle_iters}) must exceed optim.warmup_iters ({o.warmup_iters})"
         )
     _validate_choices(cfg)
+    _validate_optimizer(cfg)
+
+
+def _validate_optimizer(cfg: Config) -> None:
+    """The Muon fields' ranges, the ``wsd`` schedule's, and the combinations that cannot train."""
+    o = cfg.optim
+    rates = {"optim.muon_lr": o.muon_lr, "optim.embed_lr": o.embed_lr, "optim.head_lr": o.head_lr}
+    for key, value in {**rates, "optim.gain_lr": o.gain_lr}.items():
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{key} must be a finite number >= 0 (or null: optim.lr), got {value}")
+    if not 0 <= o.momentum < 1:
+        raise ConfigError(f"optim.momentum must be in [0, 1), got {o.momentum}")
+    if o.ns_steps < 1:
+        raise ConfigError(f"optim.ns_steps must be at least 1, got {o.ns_steps}")
+    if not 0 <= o.decay_frac <= 1:
+        raise ConfigError(f"optim.decay_frac must be in [0, 1], got {o.decay_frac}")
+    if o.schedule == "wsd" and o.cosine_cycle_iters is not None:
+        raise ConfigError(
+            "optim.cosine_cycle_iters is for optim.schedule=cosine; wsd decays over the last optim.decay_frac of "
+            "train.max_steps: unset one of them"
+        )
+    if o.name == "muon" and cfg.train.parallel == "fsdp":
+        raise ConfigError(
+            "optim.name=muon cannot train with train.parallel=fsdp: Muon orthogonalizes each weight matrix whole, "
+            "and FSDP shards the matrices over the processes; use train.parallel=ddp"
+        )
 
 
 def _validate_bounds(cfg: Config) -> None:
@@ -367,9 +429,13 @@ def _validate_bounds(cfg: Config) -> None:
 
 def _validate_choices(cfg: Config) -> None:
     """Normalise (lower-case) and check the string-valued choice fields."""
-    t = cfg.train
+    t, o = cfg.train, cfg.optim
     t.compile, t.dtype, t.parallel = t.compile.lower(), t.dtype.lower(), t.parallel.lower()
+    o.name, o.schedule, o.decay_shape = o.name.lower(), o.schedule.lower(), o.decay_shape.lower()
     choices = {
+        "optim.name": (o.name, OPTIMIZER_CHOICES),
+        "optim.schedule": (o.schedule, SCHEDULE_CHOICES),
+        "optim.decay_shape": (o.decay_shape, DECAY_SHAPE_CHOICES),
         "train.dtype": (t.dtype, DTYPE_CHOICES),
         "train.compile": (t.compile, COMPILE_CHOICES),
         "train.parallel": (t.parallel, PARALLEL_CHOICES),

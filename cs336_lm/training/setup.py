@@ -26,13 +26,18 @@ from torch import nn
 from cs336_lm.config import Config, model_from_dict
 from cs336_lm.errors import CheckpointError, ConfigError, UnverifiedCheckpointWarning
 from cs336_lm.nn import TransformerLM
-from cs336_lm.optim import AdamW
 from cs336_lm.run import ResumePoint, RunDir, apply_checkpoint, build_model, read_checkpoint, restore_rng_state
 from cs336_lm.run.malloc import reuse_freed_memory
 from cs336_lm.run.threads import ThreadChoice, choose_threads
 from cs336_lm.tokenizer import Tokenizer
 from cs336_lm.training import parallel
-from cs336_lm.training.build import batch_generator, build_optimizer, seed_everything, training_flops_per_token
+from cs336_lm.training.build import (
+    batch_generator,
+    build_optimizer,
+    lr_scales,
+    seed_everything,
+    training_flops_per_token,
+)
 from cs336_lm.training.inputs import Inputs, check_inputs
 from cs336_lm.training.metrics import StepWindow
 from cs336_lm.training.peak import Peak, peak_for
@@ -82,7 +87,10 @@ class TrainingRun:
     compiled: bool
     sharded: bool
     """FSDP: parameters, gradients and optimizer state are sharded DTensors."""
-    optimizer: AdamW
+    optimizer: torch.optim.Optimizer
+    """``AdamW``, or ``Muon`` with its AdamW groups (``optim.name``), as ``build_optimizer`` made it."""
+    lr_scales: list[float]
+    """Each optimizer group's peak rate over ``optim.lr`` (``build.lr_scales``; 1.0 for every AdamW group)."""
     scaler: LossScaler
     """Dynamic loss scaling, enabled for fp16 (a no-op otherwise); its state is saved with every checkpoint."""
     threads: ThreadChoice
@@ -149,7 +157,8 @@ def _setup(cfg: Config, run_dir: RunDir) -> TrainingRun:
     # every rank checks its inputs and the checkpoint; all go on or all stop, before any file is written
     loaded = parallel.on_every_rank(partial(_load, cfg, proc, device, run_dir), proc)
     wrapped = parallel.wrap(loaded.model, cfg.train.parallel, device)
-    optimizer = build_optimizer(loaded.model, cfg)  # after wrapping: FSDP replaces the parameters
+    optimizer = build_optimizer(loaded.model, cfg, dtype)  # after wrapping: FSDP replaces the parameters
+    scales = lr_scales(optimizer, cfg)  # before a checkpoint's groups replace the config's rates
     scaler = LossScaler(enabled=dtype == torch.float16)
     if loaded.checkpoint is not None:
         saved, name = loaded.checkpoint.get("optimizer"), str(loaded.resumed_from)
@@ -171,6 +180,7 @@ def _setup(cfg: Config, run_dir: RunDir) -> TrainingRun:
         compiled=compiled,
         sharded=parallel.active() and cfg.train.parallel == "fsdp",
         optimizer=optimizer,
+        lr_scales=scales,
         scaler=scaler,
         threads=threads,
         reuse_memory=reuse_memory,
@@ -241,12 +251,21 @@ def _restored_sampler(rng: dict, seed: int, proc: ProcessInfo, step: int) -> tup
 
 
 def check_compatible(cfg: Config, stored: dict[str, Any] | None, path: Path) -> None:
-    """A checkpoint resumes only into the same architecture: compare its stored ``model`` section."""
+    """A checkpoint resumes only into the same architecture and optimizer: compare its stored ``model`` section and
+    ``optim.name`` (``adamw`` in a checkpoint from before there was a choice)."""
     differences = shape_differences(cfg, stored)
     if differences:
         raise ConfigError(
             f"cannot resume from {path}: it was trained with {', '.join(differences)}; "
             "use the same model settings or a new train.out_dir with train.resume=none"
+        )
+    optim = stored.get("optim") if isinstance(stored, dict) else None
+    saved = optim.get("name", "adamw") if isinstance(optim, dict) else "adamw"
+    if saved != cfg.optim.name:
+        raise ConfigError(
+            f"cannot resume from {path}: its optimizer state is {saved}'s, the config asks for "
+            f"optim.name={cfg.optim.name}; resume with optim.name={saved}, or start a new train.out_dir with "
+            f"train.init_from={path} (weights only)"
         )
 
 

@@ -1,18 +1,19 @@
 """The training loop: steps, evaluation, logging and checkpoints over a run that ``setup`` built.
 
-``train(cfg)`` builds a ``Trainer`` and runs it. One optimizer step is ``grad_accum_steps`` micro-batches
-(forward under bf16/fp16 autocast where chosen, loss, backward), then clipping, the cosine learning rate and an
-AdamW update. In fp16 the loss is multiplied by the loss scaler's scale before ``backward`` and the gradients are
-divided by it before clipping; a step whose gradients overflowed is skipped (``cs336_lm.training.scaler``). Every
-``log_every`` steps a metrics record goes to stdout and ``metrics.jsonl``; every ``eval_every`` steps the
-validation loss is measured on fixed windows; every ``ckpt_every`` steps (and at the end, or on SIGINT/SIGTERM) a
-checkpoint is written. A checkpoint carries the model, optimizer, loss scaler, step, config, the Python/NumPy/torch
-RNG states and the batch sampler's state, so a resumed run continues bitwise as if it had never stopped (on a CPU
-with one thread or ``train.deterministic``; docs/training.md says exactly when). Under torchrun (``train.parallel:
-ddp | fsdp``, ``cs336_lm.training.parallel``) every rank draws its own batches (``batch_generator(seed, rank)``),
-the loss, the stop request and the overflow flag are all-reduced each step so all ranks log the same value, skip
-the same steps and stop at the same step, evaluation is sharded over the ranks and reduced, and the main process
-alone prints and writes files; checkpoints hold the whole unwrapped state and every rank's sampler.
+``train(cfg)`` builds a ``Trainer`` and runs it. One optimizer step is ``grad_accum_steps`` micro-batches (forward
+under bf16/fp16 autocast where chosen, loss, backward), then clipping, the scheduled learning rate (each optimizer
+group's peak rate times the schedule's factor) and an AdamW or Muon update. In fp16 the loss is multiplied by the
+loss scaler's scale before ``backward`` and the gradients are divided by it before clipping; a step whose gradients
+overflowed is skipped (``cs336_lm.training.scaler``). Every ``log_every`` steps a metrics record goes to stdout and
+``metrics.jsonl``; every ``eval_every`` steps the validation loss is measured on fixed windows; every ``ckpt_every``
+steps (and at the end, or on SIGINT/SIGTERM) a checkpoint is written. A checkpoint carries the model, optimizer,
+loss scaler, step, config, the Python/NumPy/torch RNG states and the batch sampler's state, so a resumed run
+continues bitwise as if it had never stopped (on a CPU with one thread or ``train.deterministic``; docs/training.md
+says exactly when). Under torchrun (``train.parallel: ddp | fsdp``, ``cs336_lm.training.parallel``) every rank draws
+its own batches (``batch_generator(seed, rank)``), the loss, the stop request and the overflow flag are all-reduced
+each step so all ranks log the same value, skip the same steps and stop at the same step, evaluation is sharded over
+the ranks and reduced, and the main process alone prints and writes files; checkpoints hold the whole unwrapped
+state and every rank's sampler.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from cs336_lm.errors import LMError, NonFiniteLossError, WriteError
 from cs336_lm.nn.functional import cross_entropy
 from cs336_lm.run import Snapshot, capture_rng_state
 from cs336_lm.training import parallel
-from cs336_lm.training.build import batch_generator, lr_at
+from cs336_lm.training.build import batch_generator, describe_optimizer, lr_at
 from cs336_lm.training.metrics import RunLog, memory_gb, perplexity
 from cs336_lm.training.peak import mfu
 from cs336_lm.training.runtime import GracefulStop, autocast, preserved_torch_settings
@@ -95,8 +96,8 @@ class Trainer:
         stay as they were, but the step still counts (its batches are consumed and ``step`` advances)."""
         job, t = self.job, self.cfg.train
         lr = lr_at(self.step, self.cfg)
-        for group in job.optimizer.param_groups:
-            group["lr"] = lr
+        for group, scale in zip(job.optimizer.param_groups, job.lr_scales, strict=True):
+            group["lr"] = lr * scale  # each group's peak rate, moved by the schedule; AdamW's scale is 1.0
         loss_sum = torch.zeros((), device=job.device)
         for micro in range(t.grad_accum_steps):
             x, y = self.next_batch()  # (batch, seq) each
@@ -337,6 +338,7 @@ class Trainer:
             f"run directory {job.run_dir.root} ({start})",
             f"model {params / 1e6:.2f}M parameters on {job.device}, {self._precision()}, "
             f"compile {'on' if job.compiled else 'off'}",
+            describe_optimizer(job.optimizer, job.lr_scales, self.cfg),
             f"torch CPU threads: {job.threads.describe()}"
             + ("; deterministic algorithms on" if t.deterministic else "")
             + ("; freed memory kept for reuse" if job.reuse_memory else ""),

@@ -96,11 +96,51 @@ def test_overrides_parse_types_and_nested_sections(tmp_path):
         (["optim.weight_decay=inf"], "optim.weight_decay must be a finite number"),
         (["train.seed=4294967296"], r"train.seed must be below 2\*\*32"),
         (["train.out_dir=runs/caf\udce9"], "is not UTF-8 text"),  # argv bytes that are not UTF-8
+        (["optim.name=sgd"], r"^optim.name must be one of adamw, muon; got 'sgd'$"),
+        (["optim.name=muom"], "optim.name.*did you mean 'muon'"),
+        (["optim.schedule=linear"], r"^optim.schedule must be one of cosine, wsd; got 'linear'$"),
+        (["optim.decay_shape=sqrt"], "optim.decay_shape must be one of linear, 1-sqrt"),
+        (["optim.decay_frac=1.5"], r"optim.decay_frac must be in \[0, 1\], got 1.5"),
+        (
+            ["optim.schedule=wsd", "optim.cosine_cycle_iters=500"],
+            "optim.cosine_cycle_iters is for optim.schedule=cosine",
+        ),
+        (["optim.momentum=1"], r"optim.momentum must be in \[0, 1\)"),
+        (["optim.ns_steps=0"], "optim.ns_steps must be at least 1"),
+        (["optim.muon_lr=-0.02"], "optim.muon_lr must be a finite number >= 0"),
+        (["optim.embed_lr=inf"], "optim.embed_lr must be a finite number"),
+        (["optim.nesterov=maybe"], "wrong type for optim.nesterov"),
+        (
+            ["optim.name=muon", "train.parallel=fsdp"],
+            r"^optim.name=muon cannot train with train.parallel=fsdp: Muon orthogonalizes each weight matrix whole, "
+            "and FSDP shards the matrices over the processes; use train.parallel=ddp$",
+        ),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, override, fragment):
     with pytest.raises(ConfigError, match=fragment):
         load_config(full(tmp_path), override)
+
+
+def test_optimizer_defaults_mean_what_every_config_meant(tmp_path):
+    """No optim.name: AdamW under the cosine schedule; the Muon fields are there, the AdamW side at optim.lr."""
+    o = load_config(full(tmp_path)).optim
+    assert (o.name, o.schedule) == ("adamw", "cosine")
+    assert (o.muon_lr, o.embed_lr, o.head_lr, o.gain_lr) == (0.01, None, None, None)
+    assert (o.momentum, o.nesterov, o.ns_steps, o.decay_frac, o.decay_shape) == (0.95, True, 5, 0.2, "linear")
+    cfg = load_config(
+        full(tmp_path), ["optim.name=MUON", "optim.schedule=WSD", "train.parallel=ddp", "optim.muon_lr=null"]
+    )
+    assert (cfg.optim.name, cfg.optim.schedule) == ("muon", "wsd")  # normalised like the train choices
+    assert cfg.optim.muon_lr is None
+    assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_decay_shapes_match_the_schedule():
+    from cs336_lm.config import DECAY_SHAPE_CHOICES
+    from cs336_lm.optim.schedule import WSD_DECAY_SHAPES
+
+    assert DECAY_SHAPE_CHOICES == WSD_DECAY_SHAPES
 
 
 def test_unknown_key_in_yaml_names_file_and_key(tmp_path):
@@ -173,7 +213,9 @@ def test_resolved_config_round_trips_through_yaml_and_dict(tmp_path):
     assert from_dict(to_dict(cfg)) == cfg
     assert set(yaml.safe_load(saved.read_text())["model"]) >= set(SHAPE)
     text = summary(cfg)
-    assert "optim: lr=0.001 min_lr=0.0001" in text and len(text.splitlines()) == 5  # four sections and a note
+    assert (
+        "optim: name=adamw lr=0.001 min_lr=0.0001" in text and len(text.splitlines()) == 5
+    )  # four sections and a note
     assert text.splitlines()[-1].startswith("note: optim.min_lr=0.0001, scaled with the optim.lr override")
     assert summary(load_config(saved)).count("\n") == 3  # nothing derived: four lines
 

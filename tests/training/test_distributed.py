@@ -129,6 +129,7 @@ def runs(inputs, tmp_path_factory, request) -> dict[str, tuple[Path, int, str, s
         "sigterm": (endless, ()),
         "fp16_overflow": ({**ddp, "train.dtype": "fp16"}, ("--overflow-rank", "1", "--overflow-step", "2")),
         "fsdp_fp16_overflow": ({**fsdp, "train.dtype": "fp16"}, ("--overflow-rank", "1", "--overflow-step", "2")),
+        "muon_ddp": ({**ddp, "optim.name": "muon"}, ()),
     }
     started = {name: (root / name, launch(inputs, root / name, extra, args)) for name, (extra, args) in plans.items()}
     reference = request.getfixturevalue("reference")  # trains in this process while the others start
@@ -165,7 +166,7 @@ def assert_close(a: dict, b: dict, atol: float) -> None:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=atol, msg=lambda m, k=key: f"{k}: {m}")
 
 
-def reference_run(monkeypatch, inputs, out_dir, max_steps=STEPS):
+def reference_run(monkeypatch, inputs, out_dir, max_steps=STEPS, extra=None):
     """One process, batch 2B, fed rank 0's and rank 1's windows side by side at every micro-step."""
 
     def next_batch(self):
@@ -176,7 +177,8 @@ def reference_run(monkeypatch, inputs, out_dir, max_steps=STEPS):
 
     monkeypatch.setattr(Trainer, "next_batch", next_batch)
     cfg = load_config(
-        DEBUG_CONFIG, overrides(inputs, out_dir, {"train.batch_size": 2 * B, "train.max_steps": max_steps})
+        DEBUG_CONFIG,
+        overrides(inputs, out_dir, {"train.batch_size": 2 * B, "train.max_steps": max_steps, **(extra or {})}),
     )
     return train(cfg)
 
@@ -191,6 +193,17 @@ def reference(inputs, tmp_path_factory):
         torch.set_num_threads(1)
         result = reference_run(mp, inputs, tmp_path_factory.mktemp("reference") / "run")
     return result.out_dir
+
+
+def test_muon_under_ddp_matches_one_process_fed_the_same_examples(runs, inputs, tmp_path):
+    """The gradients arrive averaged, so every rank orthogonalizes the same momentum: one process's update."""
+    out_dir, status, out, err = runs["muon_ddp"]
+    assert status == 0, err
+    assert "2 processes (gloo): DDP" in out and "optimizer muon, cosine schedule: muon (Muon) 14 tensors" in out
+    with pytest.MonkeyPatch.context() as mp:
+        torch.set_num_threads(1)
+        reference = reference_run(mp, inputs, tmp_path / "muon", extra={"optim.name": "muon"}).out_dir
+    assert_close(params(RunDir(out_dir).latest()), params(RunDir(reference).latest()), atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["ddp", "fsdp"])

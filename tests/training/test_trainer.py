@@ -92,15 +92,18 @@ def test_loss_goes_down(tmp_path, tiny_config):
         ({"train.dtype": "bf16", "train.grad_accum_steps": 2}, set()),
         ({"train.dtype": "fp16", "train.grad_accum_steps": 2}, {1, 4}),  # skipped steps before and after the stop
         ({"train.dtype": "fp32", "train.log_every": 4}, set()),  # the stop falls inside a log window
+        ({"train.dtype": "fp32", "optim.name": "muon"}, set()),
+        ({"train.dtype": "bf16", "train.grad_accum_steps": 2, "optim.name": "muon", "optim.schedule": "wsd"}, set()),
+        ({"train.dtype": "fp16", "optim.name": "muon", "optim.muon_lr": 0.02}, {1, 4}),
     ],
-    ids=["fp32", "bf16-accum2", "fp16-accum2-overflows", "log-window"],
+    ids=["fp32", "bf16-accum2", "fp16-accum2-overflows", "log-window", "muon", "muon-wsd-bf16-accum2", "muon-fp16"],
 )
 def test_interrupted_and_resumed_run_is_bitwise_identical(
     tmp_path, tiny_config, monkeypatch, force_overflow, extra, overflows
 ):
     """N steps straight == N/2 steps, SIGTERM, resume, N/2 more: same parameters, optimizer and loss-scaler state,
     and logs, record by record (on one thread: tiny_config sets train.threads=1; with ``log_every=4`` the record at
-    step 4 averages steps 1-4 though the run stopped after 2)."""
+    step 4 averages steps 1-4 though the run stopped after 2). AdamW, and Muon with its momentum buffers."""
     force_overflow(overflows)
     train(tiny_config(tmp_path / "straight", extra))
     interrupt_at(monkeypatch, 2)  # not a checkpoint step: the signal handler saves one itself
@@ -263,6 +266,19 @@ def test_learning_rate_schedule_defaults_to_the_whole_run(tiny_config, tmp_path)
     assert trainer.lr_at(10, cfg) == pytest.approx(cfg.optim.lr, rel=1e-12)
     assert trainer.lr_at(100, cfg) == pytest.approx(cfg.optim.min_lr)
     assert trainer.lr_at(55, cfg) == pytest.approx((cfg.optim.lr + cfg.optim.min_lr) / 2)
+
+
+def test_wsd_schedule_decays_over_the_last_fraction_of_the_run(tiny_config, tmp_path):
+    extra = {"train.max_steps": 100, "optim.warmup_iters": 10, "optim.schedule": "wsd", "optim.decay_frac": 0.25}
+    cfg = tiny_config(tmp_path / "run", extra)
+    lr, min_lr = cfg.optim.lr, cfg.optim.min_lr
+    assert [trainer.lr_at(step, cfg) for step in (0, 5, 10, 50, 75)] == [0.0, lr / 2, lr, lr, lr]
+    assert trainer.lr_at(90, cfg) == pytest.approx(lr - 0.6 * (lr - min_lr))  # 15 of 25 decay steps
+    assert trainer.lr_at(100, cfg) == pytest.approx(min_lr)
+    cfg = tiny_config(tmp_path / "run", {**extra, "optim.decay_frac": 1.0})  # all decay: never into the warmup
+    assert trainer.lr_at(10, cfg) == lr and trainer.lr_at(55, cfg) == pytest.approx((lr + min_lr) / 2)
+    cfg = tiny_config(tmp_path / "run", {**extra, "optim.decay_shape": "1-sqrt"})
+    assert trainer.lr_at(76, cfg) == pytest.approx(min_lr + 0.8 * (lr - min_lr))  # 1 − √(1/25)
 
 
 def test_wandb_run_id_is_stored_and_reused_on_resume(tmp_path, tiny_config, monkeypatch):
