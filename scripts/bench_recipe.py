@@ -38,17 +38,21 @@ are kept under ``--work-dir`` (keyed by their resolved config) and reused, so an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import hashlib
 import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,10 +67,13 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     "adamw": ("optim.lr", []),
     "adamw-tuned": ("optim.lr", ["optim.lr=1e-2"]),
     "muon": ("optim.muon_lr", ["optim.name=muon"]),
-    "best": ("optim.muon_lr", ["optim.name=muon", "optim.lr=1e-2", "model.qk_norm=true", "optim.schedule=wsd"]),
+    "best": (
+        "optim.muon_lr",
+        ["optim.name=muon", "optim.lr=1e-2", "optim.schedule=wsd", "model.ffn=relu2", "model.d_ff=512"],
+    ),
 }
-"""name → (the key ``--lrs`` sweeps, its overrides). ``best`` keeps what measured runs at the demo shape
-supported (docs/recipes.md): the AdamW side at adamw-tuned's rate, QK-norm and the wsd schedule."""
+"""name → (the key ``--lrs`` sweeps, its overrides). ``best`` keeps what paired runs at the demo shape supported
+(docs/recipes.md): Muon beside an AdamW side at adamw-tuned's rate, the wsd schedule, ReLU² at d_ff = 4·d_model."""
 QUICK_SHAPE = [
     "model.d_model=32",
     "model.num_layers=1",
@@ -180,6 +187,30 @@ def summarize(metrics: Path, steps: int) -> tuple[float, float, list[tuple[int, 
     return final["val_loss"], train[steps] - evals_s, [(v["tokens"], v["val_loss"]) for v in vals]
 
 
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold ``OUT.lock`` (holding this process's id) while the run in ``out`` is checked or trained, so two
+    benchmarks sharing a ``--work-dir`` never train into one directory; a lock whose process is gone is taken over."""
+    lock = out.parent / f"{out.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                os.kill(int(lock.read_text() or 0), 0)
+                time.sleep(2)  # another benchmark trains it: wait for its result
+            except (ProcessLookupError, ValueError, FileNotFoundError):
+                lock.unlink(missing_ok=True)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
 class Bench:
     """Runs recipes (each distinct resolved config once, kept under ``work_dir/runs``) and holds their results."""
 
@@ -212,29 +243,36 @@ class Bench:
         key = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:12]
         with self.lock:
             if key not in self.futures:
-                out = self.args.work_dir / "runs" / f"{recipe}-k{steps}-s{seed}-{key}"
+                runs = self.args.work_dir / "runs"  # a finished run of the same config under another recipe's name
+                done = [d for d in runs.glob(f"*-{key}") if (d / "result.json").exists()]
+                out = done[0] if done else runs / f"{recipe}-k{steps}-s{seed}-{key}"
                 self.futures[key] = self.pool.submit(self._train, out, overrides, (recipe, lr, steps, seed))
             return self.futures[key]
 
     def _train(self, out: Path, overrides: list[str], what: tuple) -> Run:
         done = out / "result.json"
-        if not done.exists():
-            if out.exists():  # an interrupted earlier attempt: start it again
-                for p in sorted(out.rglob("*"), reverse=True):
-                    p.unlink() if p.is_file() else p.rmdir()
-            out.mkdir(parents=True)
-            env = {**os.environ, "OMP_NUM_THREADS": str(self.args.threads)}
-            run_cli("train", ["--config", self.args.config, *overrides, f"train.out_dir={out}"], out / "log.txt", env)
-            val, seconds, curve = summarize(out / "metrics.jsonl", what[2])
-            for ckpt in (out / "checkpoints").glob("*"):
-                ckpt.unlink()  # the benchmark needs the metrics only
-            done.write_text(json.dumps({"val_loss": val, "train_s": seconds, "curve": curve}), encoding="utf-8")
+        with run_lock(out):
+            if not done.exists():
+                self._launch(out, overrides, what[2])
         r = json.loads(done.read_text(encoding="utf-8"))
         run = Run(*what, r["val_loss"], r["train_s"], [tuple(p) for p in r["curve"]])
         lr = f" {RECIPES[run.recipe][0]}={run.lr:g}" if run.lr is not None else ""
         print(f"  {run.recipe}{lr} {run.steps} steps seed {run.seed}: val {run.val_loss:.4f}, "
               f"{run.train_s:.1f} s", flush=True)  # fmt: skip
         return run
+
+    def _launch(self, out: Path, overrides: list[str], steps: int) -> None:
+        """Train one run into ``out`` as an lm-train process and write its ``result.json``."""
+        if out.exists():  # an interrupted earlier attempt: start it again
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.args.threads)}
+        run_cli("train", ["--config", self.args.config, *overrides, f"train.out_dir={out}"], out / "log.txt", env)
+        val, seconds, curve = summarize(out / "metrics.jsonl", steps)
+        for ckpt in (out / "checkpoints").glob("*"):
+            ckpt.unlink()  # the benchmark needs the metrics only
+        result = {"val_loss": val, "train_s": seconds, "curve": curve}
+        (out / "result.json").write_text(json.dumps(result), encoding="utf-8")
 
     def lr_label(self, recipe: str) -> str:
         """The recipe's peak rates, e.g. ``3e-3`` (AdamW) or ``muon 0.01, adamw 3e-3``; a swept one marked."""
@@ -355,16 +393,19 @@ def plot(path: str, bench: Bench, references: dict, results: dict) -> None:
 
     fig = Figure(figsize=(9, 5.5), layout="constrained")
     ax = fig.add_subplot()
-    first = next(iter(results.values()))
+    first, tops, lows = next(iter(results.values())), [], []
     for i, name in enumerate(bench.args.recipes):
         steps = bench.args.steps if name in references else first[name]["shown_steps"]
         runs = bench.seeds(name, steps)
         tokens = [t for t, _ in runs[0].curve]
         loss = [statistics.fmean(r.curve[j][1] for r in runs) for j in range(len(tokens))]
         ax.plot(tokens, loss, ls="--", marker="o", ms=3, color=f"C{i}", label=f"{name} ({steps} steps)")
+        tops, lows = [*tops, loss[min(1, len(loss) - 1)]], [*lows, min(loss)]
     for j, (ref, runs) in enumerate(references.items()):
         target = statistics.fmean(r.val_loss for r in runs)
         ax.axhline(target, color="0.4", lw=0.8, ls=(0, (2 + 2 * j, 2)), label=f"L of {ref} = {target:.3f}")
+    span = max(tops) - min(lows)  # from the second evaluation down: the first one's loss would flatten the rest
+    ax.set_ylim(min(lows) - 0.05 * span, max(tops) + 0.05 * span)
     ax.set(xlabel="tokens seen", ylabel="validation loss (nats)", title="validation loss vs tokens")
     ax.xaxis.set_major_formatter(ticker.EngFormatter())
     ax.grid(alpha=0.3)
