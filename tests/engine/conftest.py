@@ -4,7 +4,7 @@ oracle every decode path is held to: the model's full forward without a cache, o
 import pytest
 import torch
 
-from cs336_lm.engine import SamplingParams
+from cs336_lm.engine import Engine, SamplingParams
 from cs336_lm.generation.sampling import apply_repetition_penalty, sample_next
 from cs336_lm.nn import PRESETS, TransformerLM
 
@@ -43,3 +43,16 @@ def oracle(model: TransformerLM, prompt: list[int], p: SamplingParams) -> tuple[
             break
         tokens.append(token)
     return tokens[len(prompt) :], rows
+
+
+class RecordingEngine(Engine):
+    """Keeps, per request, the logits it sampled from (a preempted request's recomputed steps included once)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.logits: dict[int, list[torch.Tensor]] = {}
+
+    def _sample(self, logits, seqs):
+        for row, seq in zip(logits, seqs, strict=True):
+            self.logits.setdefault(seq.request_id, []).append(row.clone())
+        return super()._sample(logits, seqs)

@@ -12,20 +12,7 @@ from cs336_lm.engine import Engine, SamplingParams
 from cs336_lm.errors import GenerationError
 from cs336_lm.tokenizer import Tokenizer
 
-from .conftest import make_model, oracle
-
-
-class RecordingEngine(Engine):
-    """Keeps the logits every request sampled from, in order."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.logits: dict[int, list[torch.Tensor]] = {}
-
-    def _sample(self, logits, seqs):
-        for row, seq in zip(logits, seqs, strict=True):
-            self.logits.setdefault(seq.request_id, []).append(row.clone())
-        return super()._sample(logits, seqs)
+from .conftest import RecordingEngine, make_model, oracle
 
 
 def random_prompts(n, seed, vocab=512, longest=40):

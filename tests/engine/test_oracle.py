@@ -26,26 +26,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import cs336_lm.nn.paged as paged
-from cs336_lm.engine import Engine, SamplingParams
+from cs336_lm.engine import SamplingParams
 from cs336_lm.nn import TransformerLM
 
-from .conftest import make_model, oracle
+from .conftest import RecordingEngine, make_model, oracle
 
 VOCAB = 512  # the debug preset's
 CONTEXT = 64
-
-
-class RecordingEngine(Engine):
-    """Keeps, per request, the logits it sampled from (a preempted request's recomputed steps included once)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.logits: dict[int, list[torch.Tensor]] = {}
-
-    def _sample(self, logits, seqs):
-        for row, seq in zip(logits, seqs, strict=True):
-            self.logits.setdefault(seq.request_id, []).append(row.clone())
-        return super()._sample(logits, seqs)
 
 
 # ---- workloads --------------------------------------------------------------------------------------------------
