@@ -351,7 +351,7 @@ def test_adjustments(command, expected):
 
 
 def test_commands_are_read_as_a_shell_reads_them():
-    text = "$ lm-eval runs/demo \\\n    --json   # one object\n{\n  \"step\": 2\n}\n$ echo '# kept'\n"
+    text = "$ lm-perplexity runs/demo \\\n    --json   # one object\n{\n  \"step\": 2\n}\n$ echo '# kept'\n"
     block = Block(REPO / "x.md", 1, "console", None, text)
-    assert block.commands() == ["lm-eval runs/demo --json", "echo '# kept'"]
+    assert block.commands() == ["lm-perplexity runs/demo --json", "echo '# kept'"]
     assert Block(REPO / "x.md", 1, "bash", None, "# a comment\n\nmake demo  # all\n").commands() == ["make demo"]

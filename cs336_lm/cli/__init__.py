@@ -3,8 +3,8 @@
 ``run_main`` gives every command the same behaviour for bad input and a failing system: one ``error: …`` line
 on stderr and exit status 2 instead of a traceback, warnings as one ``warning: …`` line each, and a closed pipe
 on stdout (``lm-generate … | head``) ending the command quietly. ``add_threads_option`` and ``cpu_threads`` give the
-commands that compute (``lm-generate``, ``lm-serve``, ``lm-eval``, ``lm-compare``) ``--threads``, by ``lm-train``'s
-rule (``cs336_lm.run.threads``).
+commands that compute (``lm-generate``, ``lm-serve``, ``lm-perplexity``, ``lm-compare``) ``--threads``, by
+``lm-train``'s rule (``cs336_lm.run.threads``).
 """
 
 import argparse

@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lm-import",
         description="Turn a HuggingFace LlamaForCausalLM folder (config.json, model.safetensors or its shards, "
-        "tokenizer.json or vocab.json + merges.txt) into a run directory that lm-generate, lm-eval, lm-export "
+        "tokenizer.json or vocab.json + merges.txt) into a run directory that lm-generate, lm-perplexity, lm-export "
         "and lm-train (train.init_from) read.",
         formatter_class=HelpFormatter,
     )

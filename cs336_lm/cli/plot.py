@@ -1,5 +1,6 @@
 """``lm-plot RUN_DIR… --out FILE.png``: training/validation loss and learning rate of one or several runs, and the
-per-checkpoint evaluations that ``lm-eval --all-checkpoints --out FILE.jsonl`` wrote (pass FILE.jsonl beside them)."""
+per-checkpoint evaluations that ``lm-perplexity --all-checkpoints --out FILE.jsonl`` wrote (pass FILE.jsonl beside
+them)."""
 
 import argparse
 from pathlib import Path
@@ -13,7 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lm-plot",
         description="Plot loss against steps and tokens, and the learning rate, from runs' metrics.jsonl files "
-        "(and lm-eval's per-checkpoint records).",
+        "(and lm-perplexity's per-checkpoint records).",
         formatter_class=HelpFormatter,
     )
     p.add_argument(
@@ -21,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         type=Path,
         metavar="RUN_DIR",
-        help="run directories (each with metrics.jsonl), or JSON-lines files: a metrics.jsonl, or lm-eval --out",
+        help="run directories (each with metrics.jsonl), or JSON-lines files: a metrics.jsonl, or lm-perplexity --out",
     )
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
     p.add_argument("--title", default=None, help="figure title")

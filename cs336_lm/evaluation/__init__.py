@@ -1,4 +1,4 @@
-"""Measuring a trained model on a text without training it: loss, perplexity and bits per byte (``lm-eval``).
+"""Measuring a trained model on a text without training it: loss, perplexity and bits per byte (``lm-perplexity``).
 
 ``windows`` cuts a token sequence into the context windows that score every token exactly once (a stride below the
 context gives each scored token more left context); ``evaluate`` reads the data, runs the model over the windows

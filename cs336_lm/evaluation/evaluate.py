@@ -1,4 +1,4 @@
-"""``lm-eval``'s library: a checkpoint's loss, perplexity and bits per byte on a text file or a token file.
+"""``lm-perplexity``'s library: a checkpoint's loss, perplexity and bits per byte on a text file or a token file.
 
 Over ``n`` tokens the model scores tokens ``1 … n−1`` once each (``windows.score_windows``), so
 

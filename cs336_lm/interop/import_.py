@@ -11,7 +11,7 @@ An ``out`` that is, contains or lies inside ``hf_dir`` is refused, ``force`` or 
 The run directory is a real one, written through ``RunDir`` into a temporary sibling and renamed: ``config.yaml``
 (the model section; ``train.init_from`` points at the run, the data paths and ``train.out_dir`` are left unset
 for a fine-tuning config to fill), ``tokenizer/`` and ``checkpoints/step_00000000.pt`` + ``latest`` (weights, no
-optimizer state), so ``lm-generate``, ``lm-eval``, ``lm-export`` and ``lm-train train.init_from=RUN`` read it.
+optimizer state), so ``lm-generate``, ``lm-perplexity``, ``lm-export`` and ``lm-train train.init_from=RUN`` read it.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """How many intra-op threads torch uses on the CPU: ``train.threads: auto | N`` of ``lm-train``, and ``--threads``
-of ``lm-generate``, ``lm-serve``, ``lm-eval`` and ``lm-compare``, one rule for all.
+of ``lm-generate``, ``lm-serve``, ``lm-perplexity`` and ``lm-compare``, one rule for all.
 
 The threads of one CPU op (a matmul split into N parts) wait for each other at its end, so when another process
 holds one of the cores, the part on that core finishes late and the whole op waits for it. On a shared machine

@@ -2,7 +2,7 @@
 
 ``load_curves(run_dir)`` turns a run's records into arrays — training loss and learning rate per logged step,
 validation loss per evaluation, each with its step and token count — tolerating records that lack a field
-(older runs, a torn last line). It also reads the JSON-lines file of ``lm-eval --all-checkpoints --out`` (one
+(older runs, a torn last line). It also reads the JSON-lines file of ``lm-perplexity --all-checkpoints --out`` (one
 ``eval_loss`` per checkpoint). ``plot_runs`` draws several runs side by side: loss against steps, loss against
 tokens, and the learning rate below; one colour per run, training solid, validation dashed, evaluations dotted
 with square markers. matplotlib is an optional dependency (the ``plot`` extra); without it ``plot_runs`` raises one
@@ -56,8 +56,8 @@ class Curves:
 def curves_from_records(records: list[dict], name: str) -> Curves:
     """Sort records into series: ``{"step": 10, "tokens": 640, "loss": 3.2, "lr": 1e-3}`` adds one training point
     and one learning-rate point; ``{"step": 10, "val_loss": 3.4}`` adds one validation point; ``{"step": 10,
-    "eval_loss": 3.5}`` (``lm-eval``) one evaluation point. Records without a step, and values that are not numbers,
-    are skipped.
+    "eval_loss": 3.5}`` (``lm-perplexity``) one evaluation point. Records without a step, and values that are not
+    numbers, are skipped.
     """
     c = Curves(name)
     for r in records:
@@ -88,7 +88,7 @@ def _is_number(x) -> bool:
 
 def load_curves(run_dir: str | os.PathLike) -> Curves:
     """Curves of the run in ``run_dir`` (its ``metrics.jsonl``), named after the directory; or of a JSON-lines file
-    (a ``metrics.jsonl``, named after its directory, or an ``lm-eval --out`` file, named ``RUN/FILE``). A line of
+    (a ``metrics.jsonl``, named after its directory, or an ``lm-perplexity --out`` file, named ``RUN/FILE``). A line of
     the file that is not a JSON object (other than a torn last line) is a ``DataError`` naming it."""
     run_dir = Path(run_dir)
     path = RunDir(run_dir).metrics_file if run_dir.is_dir() else run_dir
@@ -127,7 +127,7 @@ def make_figure(runs: list[Curves], title: str | None = None):
             "eval": (run.eval_steps, run.eval_tokens, run.eval_loss),
         }
         for kind, (steps, tokens, loss) in series.items():
-            if loss:  # an lm-eval file has no training series, a run no eval series
+            if loss:  # an lm-perplexity file has no training series, a run no eval series
                 style = {**SERIES_STYLES[kind], "color": color, "label": f"{run.name} {kind}"}
                 ax_steps.plot(steps, loss, **style)
                 _plot_known(ax_tokens, tokens, loss, **style)

@@ -1,14 +1,14 @@
-"""No command's output replaces what it reads: lm-generate --out, lm-eval --out and lm-plot --out onto an input (the
-prompts file, the data, the run's metrics, config or checkpoints) end with one error line and exit 2, and the input
-is untouched. A new file inside the run directory is fine."""
+"""No command's output replaces what it reads: lm-generate --out, lm-perplexity --out and lm-plot --out onto an input
+(the prompts file, the data, the run's metrics, config or checkpoints) end with one error line and exit 2, and the
+input is untouched. A new file inside the run directory is fine."""
 
 import json
 
 import pytest
 import torch
 
-from cs336_lm.cli.eval import main as eval_main
 from cs336_lm.cli.generate import main as generate_main
+from cs336_lm.cli.perplexity import main as perplexity_main
 from cs336_lm.cli.plot import main as plot_main
 from cs336_lm.nn import PRESETS, TransformerLM
 from cs336_lm.run import RunDir
@@ -48,13 +48,13 @@ def test_generate_out_onto_its_prompts_or_the_run(run, tmp_path, capsys):
     assert generate_main([str(a) for a in [*base, "--out", run / "completions.jsonl"]]) == 0
 
 
-def test_eval_out_onto_its_data_or_the_runs_metrics(run, tmp_path, capsys):
+def test_perplexity_out_onto_its_data_or_the_runs_metrics(run, tmp_path, capsys):
     data = tmp_path / "valid.txt"
     data.write_text("Once upon a time there was a cat. " * 20)
     base = [run, "--data", data, "--context", "32", "--device", "cpu", "--threads", "1"]
-    refused(eval_main, [*base, "--out", data], capsys, data)
-    refused(eval_main, [*base, "--out", run / "metrics.jsonl"], capsys, run / "metrics.jsonl")
-    assert eval_main([str(a) for a in [*base, "--out", run / "eval.jsonl"]]) == 0
+    refused(perplexity_main, [*base, "--out", data], capsys, data)
+    refused(perplexity_main, [*base, "--out", run / "metrics.jsonl"], capsys, run / "metrics.jsonl")
+    assert perplexity_main([str(a) for a in [*base, "--out", run / "eval.jsonl"]]) == 0
 
 
 def test_plot_out_onto_the_metrics_it_reads(run, capsys):

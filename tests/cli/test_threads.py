@@ -14,7 +14,7 @@ from cs336_lm.run import threads as rule
 COMMANDS = {
     "lm-generate": ("cs336_lm.cli.generate", ["nowhere", "--prompt", "Once"]),
     "lm-serve": ("cs336_lm.cli.serve", ["nowhere", "--port", "0"]),
-    "lm-eval": ("cs336_lm.cli.eval", ["nowhere", "--data", "nothing.txt"]),
+    "lm-perplexity": ("cs336_lm.cli.perplexity", ["nowhere", "--data", "nothing.txt"]),
     "lm-compare": ("cs336_lm.cli.compare", ["nowhere", "no-hf", "--prompt", "Once"]),
 }
 

@@ -1,4 +1,4 @@
-"""``lm-eval``: the windowed loss equals a naive per-token loss computed here, one forward per token.
+"""``lm-perplexity``: the windowed loss equals a naive per-token loss computed here, one forward per token.
 
 The naive reference gives token ``j`` exactly the left context the windows promise (stride 1: the ``context``
 tokens before it; stride = context: the tokens since the start of its block) and runs the model on that alone.
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from cs336_lm.cli.eval import main as eval_main
+from cs336_lm.cli.perplexity import main as perplexity_main
 from cs336_lm.data import write_tokens
 from cs336_lm.evaluation import evaluate_ids, evaluate_run, load_eval_data
 from cs336_lm.nn import TransformerLM
@@ -120,7 +120,8 @@ def test_load_eval_data(tok, data):
 def test_all_checkpoints_and_plot(tok, tmp_path, data, capsys):
     run = make_run(tmp_path / "run", tok, steps=(1, 2, 3))
     out = tmp_path / "run" / "eval-valid.jsonl"
-    assert eval_main([str(run), "--data", str(data[1]), "--all-checkpoints", "--out", str(out), "--device", "cpu"]) == 0
+    args = [str(run), "--data", str(data[1]), "--all-checkpoints", "--out", str(out), "--device", "cpu"]
+    assert perplexity_main(args) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].startswith(f"{data[1]}: ") and "context 32, stride 32" in table[0]
     assert [line.split()[1] for line in table[2:]] == ["1", "2", "3"]
@@ -139,7 +140,7 @@ def test_all_checkpoints_and_plot(tok, tmp_path, data, capsys):
 
 def test_json_output(tok, tmp_path, data, capsys):
     run = make_run(tmp_path / "run", tok)
-    assert eval_main([str(run), "--data", str(data[0]), "--json", "--context", "8", "--device", "cpu"]) == 0
+    assert perplexity_main([str(run), "--data", str(data[0]), "--json", "--context", "8", "--device", "cpu"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["step"] == 5 and record["context"] == 8 and record["stride"] == 8
     assert record["eval_tokens"] == len(tok.encode(TEXT)) - 1
@@ -149,7 +150,7 @@ def test_json_output(tok, tmp_path, data, capsys):
 def test_threads_1_runs_and_is_stated_on_stderr_not_in_the_json(tok, tmp_path, data, capsys):
     run = make_run(tmp_path / "run", tok)
     args = [str(run), "--data", str(data[0]), "--json", "--context", "8", "--device", "cpu", "--threads", "1"]
-    assert eval_main(args) == 0
+    assert perplexity_main(args) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["context"] == 8
     assert captured.err == "torch CPU threads: 1 (--threads)\n"
@@ -200,6 +201,6 @@ def test_bad_input(tok, tmp_path, data, capsys, case, message):
         args += ["--context", "0"]
     elif case == "threads":
         args += ["--threads", "0"]
-    assert eval_main(args) == 2
+    assert perplexity_main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err

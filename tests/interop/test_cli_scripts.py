@@ -11,7 +11,7 @@ COMMANDS = {
     "lm-export": ("cs336_lm.cli.export", "(default: fp32)"),
     "lm-import": ("cs336_lm.cli.import_", "--force"),
     "lm-compare": ("cs336_lm.cli.compare", "(default: 0.0001)"),
-    "lm-eval": ("cs336_lm.cli.eval", "(default: auto)"),
+    "lm-perplexity": ("cs336_lm.cli.perplexity", "(default: auto)"),
 }
 
 

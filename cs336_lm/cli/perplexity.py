@@ -1,8 +1,8 @@
-"""``lm-eval RUN_DIR_OR_CHECKPOINT --data FILE``: loss, perplexity and bits per byte of a checkpoint on a text.
+"""``lm-perplexity RUN_DIR_OR_CHECKPOINT --data FILE``: loss, perplexity and bits per byte of a checkpoint on a text.
 
-    lm-eval runs/tinystories --data data/TinyStoriesV2-GPT4-valid.txt
-    lm-eval runs/tinystories --data data/valid.npy --context 256 --stride 128
-    lm-eval runs/tinystories --data data/valid.npy --all-checkpoints --out runs/tinystories/eval-valid.jsonl
+    lm-perplexity runs/tinystories --data data/TinyStoriesV2-GPT4-valid.txt
+    lm-perplexity runs/tinystories --data data/valid.npy --context 256 --stride 128
+    lm-perplexity runs/tinystories --data data/valid.npy --all-checkpoints --out runs/tinystories/eval-valid.jsonl
     lm-plot runs/tinystories runs/tinystories/eval-valid.jsonl --out loss.png
 
 Every token of the file but the first is scored once, in windows of ``--context`` tokens moved by ``--stride``;
@@ -26,7 +26,7 @@ from cs336_lm.fileio import atomic_write
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="lm-eval",
+        prog="lm-perplexity",
         description="Mean loss, perplexity and bits per byte of a run's checkpoint(s) on a .txt or .npy file.",
         formatter_class=HelpFormatter,
     )
