@@ -37,12 +37,15 @@ def response(error: ServeError) -> JSONResponse:
     return JSONResponse(body_of(error), status_code=error.status, headers=headers)
 
 
-async def send_error(send: Send, error: ServeError) -> None:
-    """Answer ``error`` on a raw ASGI connection (for middleware, which runs outside FastAPI's handlers)."""
+async def send_error(send: Send, error: ServeError, *, close: bool = False) -> None:
+    """Answer ``error`` on a raw ASGI connection (for middleware, which runs outside FastAPI's handlers); ``close``
+    adds ``Connection: close``, and the server closes the connection after the answer."""
     payload = json.dumps(body_of(error), separators=(",", ":")).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     if error.status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
 

@@ -5,6 +5,12 @@ answers 401 to a request under ``/v1`` without ``Authorization: Bearer KEY`` (th
 ``/metrics`` stay open, as health checks and scrapers expect); ``LimitBody`` answers 413 to a body over the
 limit, whether its ``Content-Length`` says so or it only turns out so while streaming in, and otherwise hands the
 app the body it read followed by the connection's own messages, so a later disconnect is still seen.
+
+A 413 goes out only once the body has been read to its end (and thrown away), up to ``DRAIN_BYTES`` in all: a
+client that sends its whole body before it reads the answer (Python's ``urllib.request``; ``Connection: close``)
+would otherwise find the connection reset under it, the answer unread. A body beyond that bound, declared or
+streamed, is answered at once, or as soon as the bound is read, with ``Connection: close``; so is one whose
+client waits for ``100 Continue`` (``curl`` for large bodies), which sends nothing once it has the 413.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from cs336_lm.serve.metrics import Metrics
 
 KNOWN_PATHS = frozenset({"/", "/health", "/metrics", "/v1/models", "/v1/completions"})
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+DRAIN_BYTES = 32 << 20
+"""How much of a body over the limit is read and discarded before the 413 (or the limit, where that is larger)."""
 
 
 class CountRequests:
@@ -55,8 +63,8 @@ class RequireKey:
 
 
 class LimitBody:
-    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY_BYTES):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY_BYTES, drain_bytes: int = DRAIN_BYTES):
+        self.app, self.max_bytes, self.drain_bytes = app, max_bytes, max(drain_bytes, max_bytes)
 
     def _too_large(self) -> ServeError:
         return ServeError(f"the request body is larger than {self.max_bytes} bytes", 413, code="body_too_large")
@@ -64,19 +72,30 @@ class LimitBody:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await send_error(send, self._too_large())
-        chunks, size, more = [], 0, True
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"")
+        declared_size = int(declared) if declared.isdigit() else None
+        if declared_size is not None and declared_size > self.max_bytes:
+            waits = headers.get(b"expect", b"").lower() == b"100-continue"  # nothing comes before we ask for it
+            if waits or declared_size > self.drain_bytes:
+                return await send_error(send, self._too_large(), close=True)
+        chunks: list[bytes] = []
+        size, more = 0, True
         while more:
             message = await receive()
             if message["type"] != "http.request":  # the client left before sending its body
                 return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
+            chunk = message.get("body", b"")
+            size += len(chunk)
             more = message.get("more_body", False)
+            if size > self.drain_bytes:
+                return await send_error(send, self._too_large(), close=True)
             if size > self.max_bytes:
-                return await send_error(send, self._too_large())
+                chunks.clear()  # from here on read only to be discarded
+            else:
+                chunks.append(chunk)
+        if size > self.max_bytes:
+            return await send_error(send, self._too_large())
         replayed = False
 
         async def replay() -> Message:
