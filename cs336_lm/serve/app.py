@@ -4,6 +4,8 @@
 
     POST /v1/completions   OpenAI completions, whole or streamed (``completions``)
     GET  /v1/models        the one served model; /v1/models/{name} for it alone
+    POST /tokenize         a prompt's token ids, their count and the context (vLLM's; ``tokenization``)
+    POST /detokenize       token ids back to text (vLLM's)
     GET  /health           200 {"status": "ok"} while the engine loop runs; 503 while shutting down or after a failure
     GET  /metrics          Prometheus text (``metrics``)
     GET  /                 the page to try the model (``static/index.html``)
@@ -23,7 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 
 from cs336_lm.engine import Engine
 from cs336_lm.errors import ServeError
-from cs336_lm.serve import completions, http_errors, protocol
+from cs336_lm.serve import completions, http_errors, protocol, tokenization
 from cs336_lm.serve.completions import EventStream, ModelInfo
 from cs336_lm.serve.loop import DEFAULT_MAX_QUEUE, EngineLoop
 from cs336_lm.serve.metrics import CONTENT_TYPE, Metrics
@@ -93,6 +95,14 @@ def _add_routes(app: FastAPI, loop: EngineLoop, info: ModelInfo, page: str) -> N
         if name != info.name:
             raise ServeError(f"the model {name!r} does not exist", 404, param="model", code="model_not_found")
         return protocol.model_card(info.name, info.created, info.context_length)
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request) -> dict:
+        return tokenization.tokenize(await request.body(), info)
+
+    @app.post("/detokenize")
+    async def detokenize(request: Request) -> dict:
+        return tokenization.detokenize(await request.body(), info)
 
     @app.get("/health", response_model=None)
     async def health() -> JSONResponse:

@@ -1,10 +1,11 @@
 """ASGI middleware in front of the app: counting answers, the API key, and the request-body limit.
 
 From the outside in: ``CountRequests`` records every answer's path and status in ``Metrics``; ``RequireKey``
-answers 401 to a request under ``/v1`` without ``Authorization: Bearer KEY`` (the page, ``/health`` and
-``/metrics`` stay open, as health checks and scrapers expect); ``LimitBody`` answers 413 to a body over the
-limit, whether its ``Content-Length`` says so or it only turns out so while streaming in, and otherwise hands the
-app the body it read followed by the connection's own messages, so a later disconnect is still seen.
+answers 401 to a request under ``/v1``, ``/tokenize`` or ``/detokenize`` without ``Authorization: Bearer KEY`` (the
+page, ``/health`` and ``/metrics`` stay open, as health checks and scrapers expect); ``LimitBody`` answers 413
+to a body over the limit, whether its ``Content-Length`` says so or it only turns out so while streaming in, and
+otherwise hands the app the body it read followed by the connection's own messages, so a later disconnect is
+still seen.
 
 A 413 goes out only once the body has been read to its end (and thrown away), up to ``DRAIN_BYTES`` in all: a
 client that sends its whole body before it reads the answer (Python's ``urllib.request``; ``Connection: close``)
@@ -23,7 +24,7 @@ from cs336_lm.errors import ServeError
 from cs336_lm.serve.http_errors import send_error
 from cs336_lm.serve.metrics import Metrics
 
-KNOWN_PATHS = frozenset({"/", "/health", "/metrics", "/v1/models", "/v1/completions"})
+KNOWN_PATHS = frozenset({"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/tokenize", "/detokenize"})
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DRAIN_BYTES = 32 << 20
 """How much of a body over the limit is read and discarded before the 413 (or the limit, where that is larger)."""
@@ -47,11 +48,11 @@ class CountRequests:
 
 
 class RequireKey:
-    def __init__(self, app: ASGIApp, api_key: str, prefix: str = "/v1"):
-        self.app, self.expected, self.prefix = app, f"Bearer {api_key}".encode(), prefix
+    def __init__(self, app: ASGIApp, api_key: str, prefixes: tuple[str, ...] = ("/v1", "/tokenize", "/detokenize")):
+        self.app, self.expected, self.prefixes = app, f"Bearer {api_key}".encode(), prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefixes):
             return await self.app(scope, receive, send)
         given = dict(scope["headers"]).get(b"authorization")
         if given is None:
