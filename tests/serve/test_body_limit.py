@@ -161,18 +161,20 @@ def test_a_client_waiting_for_100_continue_gets_the_413_instead(live):
 
 
 def test_a_streamed_body_beyond_the_drain_bound_is_cut_off(live):
-    """Chunks sent without end: the server reads 32 MiB, answers and closes, so sending fails soon after, not at
-    some later point or never (the socket buffers on both sides hold a few MiB)."""
+    """Chunks sent without end: the server reads 32 MiB, answers and closes, so sending fails soon after, not
+    never. How soon depends on the socket buffers: the client's is kept small, the server's may grow to the
+    system's most (32 MiB on Linux by default), hence the bound of three times the drain."""
     piece = b"a" * MiB
     chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
     sent = 0
     started = time.monotonic()
     with connect(live) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
         sock.sendall(request_head("/v1/completions", {"Transfer-Encoding": "chunked"}))
         with pytest.raises((BrokenPipeError, ConnectionResetError)):
-            while sent < 3 * DRAIN_BYTES:
+            while sent < 4 * DRAIN_BYTES:
                 sock.sendall(chunk)
                 sent += len(piece)
-    assert DRAIN_BYTES <= sent + len(piece) < DRAIN_BYTES + 16 * MiB, sent / MiB
+    assert DRAIN_BYTES <= sent + len(piece) < 3 * DRAIN_BYTES, sent / MiB
     assert time.monotonic() - started < 30
     assert_healthy(live)
