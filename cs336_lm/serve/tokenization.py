@@ -41,7 +41,7 @@ class TokenizeRequest(_Strict):
     prompt: str
     add_special_tokens: bool = True
     """vLLM's switch for a tokenizer's beginning/end tokens; ours add none, so either value gives the same ids."""
-    return_token_strs: bool = False
+    return_token_strs: bool | None = False
     """Also answer ``token_strs``: each token's text as ``convert_ids_to_tokens`` writes it."""
 
 

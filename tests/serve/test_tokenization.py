@@ -82,6 +82,10 @@ def test_ids_that_split_characters_decode_as_bytes_do(http, tokenizer):
         assert r.status_code == 200 and r.json() == {"prompt": naive_decode(tokenizer, ids)}, ids
 
 
+def test_token_strs_null_is_not_asked_for(http):
+    assert http.post("/tokenize", json={"prompt": "a", "return_token_strs": None}).json()["token_strs"] is None
+
+
 def test_token_strs_are_the_tokens_in_gpt2s_printable_form(http, tokenizer):
     r = http.post("/tokenize", json={"prompt": f"Hi there,\n{SPECIAL}é", "return_token_strs": True})
     body = r.json()
