@@ -34,6 +34,7 @@ from cs336_lm.engine.sequence import Sequence, Status
 from cs336_lm.engine.text import StopText
 from cs336_lm.errors import GenerationError, LMError
 from cs336_lm.generation.completion import Completion, check_prompt
+from cs336_lm.generation.logprobs import TokenLogprob, token_logprobs
 from cs336_lm.generation.sampling import apply_repetition_penalty, sample_next
 from cs336_lm.nn import TransformerLM
 from cs336_lm.nn.accounting import kv_cache_bytes_per_token
@@ -99,7 +100,7 @@ class Engine:
     def add_request(self, prompt_ids: Seq[int] | str, params: SamplingParams | None = None) -> int:
         """Queue a prompt (token ids, or text when the engine has a tokenizer); returns its request id."""
         params = SamplingParams() if params is None else params
-        prompt = self._prompt_ids(prompt_ids)
+        prompt = self._prompt_ids(prompt_ids, generates=not params.scores_only)
         ctx = self.model.context_length
         max_len = min(ctx, len(prompt) + params.max_new_tokens)
         if math.ceil(max_len / self.blocks.block_size) > self.blocks.capacity:
@@ -112,7 +113,7 @@ class Engine:
         seq = Sequence(rid, list(prompt), len(prompt), params, self._generator(params.seed), max_len)
         if self.tokenizer is not None:
             seq.text = StopText(self.tokenizer.vocab, params.stop)
-        if params.max_new_tokens == 0:  # nothing to generate: it ends at the next step without running
+        if params.max_new_tokens == 0 and not params.scores_only:  # nothing to do: it ends at the next step
             seq.status, seq.finish_reason = Status.FINISHED, "length"
             self._ended.append(Event(rid, None, "length"))
             return rid
@@ -132,12 +133,12 @@ class Engine:
     def has_unfinished(self) -> bool:
         return self.scheduler.has_work or bool(self._ended)
 
-    def _prompt_ids(self, prompt: Seq[int] | str) -> list[int]:
+    def _prompt_ids(self, prompt: Seq[int] | str, generates: bool = True) -> list[int]:
         if isinstance(prompt, str):
             if self.tokenizer is None:
                 raise GenerationError("a text prompt needs the engine's tokenizer; give token ids instead")
             prompt = self.tokenizer.encode(prompt)
-        return check_prompt(prompt, self.model.context_length, self.model.vocab_size)
+        return check_prompt(prompt, self.model.context_length, self.model.vocab_size, generates=generates)
 
     def _generator(self, seed: int | None) -> torch.Generator:
         generator = torch.Generator(device=self.cache.device)
@@ -156,22 +157,64 @@ class Engine:
         if not chunks:
             return events
         try:
-            logits = self.runner.forward(chunks)  # (sampling sequences, vocab_size)
+            logits, scored = self.runner.forward(chunks)  # (sampling sequences, vocab_size), prompt positions' rows
         except Exception as e:  # the whole step failed: its requests end, the engine goes on
             self.failed_forwards += 1
             return events + [self._fail(c.seq, e) for c in chunks]
         self.failed_forwards = 0
         self.scheduler.commit(chunks)
+        for part, rows in scored:
+            try:
+                self._score_prompt(part.seq, part.positions, rows)
+            except Exception as e:  # its log-softmax failed: it alone ends
+                events.append(self._fail(part.seq, e))
         sampling = [c.seq for c in chunks if c.samples]
-        for seq, token in zip(sampling, self._sample(logits, sampling), strict=True):
+        if any(seq.status is Status.FINISHED or seq.params.scores_only for seq in sampling):
+            events += [self._end(seq, None, "length", "") for seq in sampling if seq.status is not Status.FINISHED
+                       and seq.params.scores_only]  # fmt: skip
+            keep = [i for i, seq in enumerate(sampling) if seq.status is not Status.FINISHED]
+            logits, sampling = logits[keep], [sampling[i] for i in keep]
+        if not sampling:
+            return events
+        tokens = self._sample(logits, sampling)
+        logprobs = self._logprobs(logits, sampling, tokens)
+        for seq, token, logprob in zip(sampling, tokens, logprobs, strict=True):
             if isinstance(token, Exception):
                 events.append(self._fail(seq, token))
                 continue
             try:
-                events.append(self._advance(seq, token))
+                events.append(self._advance(seq, token, logprob))
             except Exception as e:  # decoding its text failed: it alone ends
                 events.append(self._fail(seq, e))
         return events
+
+    @staticmethod
+    def _score_prompt(seq: Sequence, positions: range, rows: torch.Tensor) -> None:
+        """Score the prompt tokens after ``positions`` of ``seq`` with their logits ``rows`` (positions, vocab_size)."""
+        if torch.isnan(rows).any():
+            raise GenerationError("the model's logits for this request are NaN")
+        targets = seq.tokens[positions.start + 1 : positions.stop + 1]
+        assert seq.prompt_logprobs is not None and len(seq.prompt_logprobs) == positions.start
+        seq.prompt_logprobs += token_logprobs(rows, targets, seq.params.prompt_logprobs or 0)
+
+    @staticmethod
+    def _logprobs(
+        logits: torch.Tensor, seqs: list[Sequence], tokens: list[int | Exception]
+    ) -> list[TokenLogprob | None]:
+        """Each sampled token's ``TokenLogprob`` for the sequences that ask (``SamplingParams.logprobs``), else None;
+        one log-softmax over just their rows, so a step where none asks computes nothing."""
+        asking = [i for i, (s, t) in enumerate(zip(seqs, tokens, strict=True))
+                  if s.params.logprobs is not None and isinstance(t, int)]  # fmt: skip
+        out: list[TokenLogprob | None] = [None] * len(seqs)
+        if not asking:
+            return out
+        rows = logits[asking] if len(asking) < len(seqs) else logits
+        picked = [tokens[i] for i in asking]
+        for i, entry in zip(
+            asking, token_logprobs(rows, picked, [seqs[i].params.logprobs for i in asking]), strict=True
+        ):  # type: ignore[misc]
+            out[i] = entry
+        return out
 
     @classmethod
     def _sample(cls, logits: torch.Tensor, seqs: list[Sequence]) -> list[int | Exception]:
@@ -204,19 +247,27 @@ class Engine:
                 row = apply_repetition_penalty(row, seen, p.repetition_penalty)
             return int(sample_next(row, p.temperature, p.top_k, p.top_p, generators=[seq.generator])[0])
 
-    def _advance(self, seq: Sequence, token: int) -> Event:
+    def _advance(self, seq: Sequence, token: int, logprob: TokenLogprob | None = None) -> Event:
         """Give ``seq`` its sampled ``token`` and say what happened (it ends at a stop, its length or the context)."""
         kept, text, reason, stop = seq.advance(token, self.model.context_length)
         if reason is None:
-            return Event(seq.request_id, token, None, text)
-        return self._end(seq, token if kept else None, reason, text, stop)
+            return Event(seq.request_id, token, None, text, logprob=logprob,
+                         prompt_logprobs=seq.report_prompt_logprobs())  # fmt: skip
+        return self._end(seq, token if kept else None, reason, text, stop, logprob if kept else None)
 
     def _end(
-        self, seq: Sequence, token: int | None, reason: str, text: str, stop_reason: int | str | None = None
+        self,
+        seq: Sequence,
+        token: int | None,
+        reason: str,
+        text: str,
+        stop_reason: int | str | None = None,
+        logprob: TokenLogprob | None = None,
     ) -> Event:
         self.scheduler.finish(seq, reason)
         self.requests.pop(seq.request_id, None)
-        return Event(seq.request_id, token, reason, text, stop_reason)
+        prompt_logprobs = seq.report_prompt_logprobs()
+        return Event(seq.request_id, token, reason, text, stop_reason, logprob=logprob, prompt_logprobs=prompt_logprobs)
 
     def _fail(self, seq: Sequence, error: Exception) -> Event:
         """End ``seq`` with reason ``"error"``, whatever state its failure left it in."""
@@ -250,6 +301,8 @@ class Engine:
         texts = ["" for _ in prompts]
         reasons: list[str | None] = [None] * len(prompts)
         stops: list[int | str | None] = [None] * len(prompts)
+        logprobs: list[list[TokenLogprob] | None] = [[] if sp.logprobs is not None else None for sp in per_prompt]
+        prompt_logprobs: list[list[TokenLogprob | None] | None] = [None] * len(prompts)
         with tqdm(total=len(prompts), desc="generating", unit="prompt", disable=not progress, leave=False) as bar:
             while any(r is None for r in reasons):
                 for event in self.step():
@@ -258,6 +311,10 @@ class Engine:
                         continue
                     if event.token is not None:
                         tokens[i].append(event.token)
+                    if event.logprob is not None:
+                        logprobs[i].append(event.logprob)  # type: ignore[union-attr]
+                    if event.prompt_logprobs is not None:
+                        prompt_logprobs[i] = event.prompt_logprobs
                     texts[i] += event.text
                     if event.error is not None:
                         self._give_up(ids, i, event.error)
@@ -266,7 +323,7 @@ class Engine:
                         bar.update()
         with_text = self.tokenizer is not None
         return [
-            Completion(t, r, texts[i] if with_text else None, stops[i])  # type: ignore[arg-type]
+            Completion(t, r, texts[i] if with_text else None, stops[i], logprobs[i], prompt_logprobs[i])  # type: ignore[arg-type]
             for i, (t, r) in enumerate(zip(tokens, reasons, strict=True))
         ]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cs336_lm.generation.logprobs import TokenLogprob
+
 
 @dataclass(frozen=True)
 class Event:
@@ -20,6 +22,11 @@ class Event:
     """What ended a ``"stop"``: the stop id, or the stop string found in the text."""
     error: Exception | None = None
     """What ended an ``"error"``: the exception its sampling, decoding or the step's forward raised."""
+    logprob: TokenLogprob | None = None
+    """The token's log-probability and the most likely alternatives, when the request asks (``logprobs``)."""
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+    """Once, in the first event after the prompt is through, when the request asks (``prompt_logprobs``): one entry
+    per prompt token, None for the first."""
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
 from cs336_lm.errors import GenerationError
+from cs336_lm.generation.logprobs import MAX_TOP_LOGPROBS
 from cs336_lm.generation.sampling import sampling_problem
 
 SEEDS = range(-(2**63), 2**64)
@@ -22,6 +23,12 @@ class SamplingParams:
     ends after ``max_new_tokens`` tokens, at a token of ``stop_ids`` (not output), when the text contains a string
     of ``stop`` (the text ends before it; needs the engine's tokenizer), or when the model's context is full.
     ``seed`` makes the draws reproducible whatever else shares the batch. The bounds are ``params_problem``'s.
+
+    ``logprobs`` (0 to ``MAX_TOP_LOGPROBS``; None: off) gives every sampled token's log-probability and that many
+    most likely alternatives in its event; ``prompt_logprobs`` the same for the prompt's tokens (all but the first),
+    in the event of the first token. They are the model's own distribution, before temperature, top-k, top-p and
+    the penalty (``cs336_lm.generation.logprobs``). With ``prompt_logprobs``, ``max_new_tokens`` 0 scores the prompt
+    and generates nothing: the request ends (``"length"``) once its prompt has been through the model.
     """
 
     temperature: float = 0.0
@@ -32,6 +39,13 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     seed: int | None = None
     stop_ids: tuple[int, ...] = field(default=())
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
+
+    @property
+    def scores_only(self) -> bool:
+        """Whether the request only scores its prompt: prompt log-probabilities and nothing to generate."""
+        return self.max_new_tokens == 0 and self.prompt_logprobs is not None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -55,12 +69,15 @@ def params_problem(
     repetition_penalty: float = 1.0,
     seed: int | None = None,
     stop_ids: Sequence[int] = (),
+    logprobs: int | None = None,
+    prompt_logprobs: int | None = None,
 ) -> tuple[str, str] | None:
     """``(field, message)`` for the first of these settings that cannot be sampled, else None.
 
     The sampling bounds are ``sampling_problem``'s (temperature 0 or in [1e-6, 1e6], top_k >= 1, top_p in
     (0, 1], repetition_penalty in [0.01, 100]); besides: max_new_tokens an integer >= 0, stop non-empty
-    strings, stop_ids integers >= 0, seed an integer that ``torch.Generator.manual_seed`` takes (``SEEDS``).
+    strings, stop_ids integers >= 0, seed an integer that ``torch.Generator.manual_seed`` takes (``SEEDS``),
+    logprobs and prompt_logprobs None or an integer from 0 to ``MAX_TOP_LOGPROBS``.
     ``SamplingParams`` raises the message; ``lm-serve`` answers it with a 400 naming the field.
     """
     problem = sampling_problem(temperature, top_k, top_p, repetition_penalty)
@@ -74,4 +91,9 @@ def params_problem(
         return "stop_ids", f"stop_ids must be token ids (integers >= 0), got {stop_ids!r}"
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed not in SEEDS):
         return "seed", f"seed must be an integer from -2**63 to 2**64 - 1, got {seed!r}"
+    for name, value in (("logprobs", logprobs), ("prompt_logprobs", prompt_logprobs)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOP_LOGPROBS
+        ):
+            return name, f"{name} must be None or an integer from 0 to {MAX_TOP_LOGPROBS}, got {value!r}"
     return None

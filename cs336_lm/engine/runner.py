@@ -3,7 +3,9 @@
 ``ModelRunner`` owns the KV block pools (``cs336_lm.nn.paged.PagedKVCache``), packs the chunks the scheduler
 planned into one row of new tokens (``pack``: decoding sequences' single tokens first, then each prompt chunk, with
 the blocks their keys and values go to and the block tables attention reads), and runs the model's one forward
-over it with a ``PagedBatch`` as its ``kv_cache``.
+over it with a ``PagedBatch`` as its ``kv_cache``. The forward returns the logits of each sampling chunk's last
+token and, for a request that scores its prompt, of every prompt position not scored yet — nothing more, so a step
+of requests that score nothing computes the head over the sampling rows alone.
 
 On CUDA with the Triton paged kernel, decode-only steps replay CUDA graphs: a small decoding batch on a GPU is bound
 by kernel launches, not arithmetic, and a decode step of ``n`` sequences runs the same kernels every time, only on
@@ -16,27 +18,48 @@ the sink block and whose logits are dropped. Every other step runs eagerly.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from cs336_lm.engine.scheduler import Chunk
+from cs336_lm.engine.sequence import Sequence
 from cs336_lm.nn import TransformerLM
 from cs336_lm.nn.paged import SINK_BLOCK, PagedBatch, PagedInputs, PagedKVCache, triton_decode_available
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
-def pack(chunks: list[Chunk], block_size: int) -> PagedInputs:
-    """The forward's inputs of ``chunks`` (decode chunks first, as the scheduler plans them)."""
-    inputs = PagedInputs()
+@dataclass
+class Scored:
+    """Positions of ``seq`` whose logits score its prompt at this step: rows ``first … first + len(positions) − 1``
+    of the forward's logits."""
+
+    seq: Sequence
+    positions: range
+    first: int
+
+
+def pack(chunks: list[Chunk], block_size: int) -> tuple[PagedInputs, list[Scored], list[int]]:
+    """The forward's inputs of ``chunks`` (decode chunks first, as the scheduler plans them), the rows that score
+    prompts, and which of the returned rows are the sampling chunks' (in order; all of them when none scores).
+
+    The returned rows (``last_rows``) are in packed order: a chunk's scored positions, then its sampling row."""
+    inputs, scored, sampling = PagedInputs(), [], []
     for chunk in chunks:
         seq, table = chunk.seq, chunk.seq.block_table
         span = range(chunk.start, chunk.start + chunk.count)
+        row = len(inputs.token_ids)  # of the chunk's first token
         inputs.token_ids += seq.tokens[chunk.start : chunk.start + chunk.count]
         inputs.positions += span
         inputs.write_blocks += [table[p // block_size] for p in span]
+        positions = seq.scored_positions(chunk.start, chunk.count) if seq.prompt_logprobs is not None else range(0)
+        if positions:
+            scored.append(Scored(seq, positions, len(inputs.last_rows)))
+            inputs.last_rows += [row + p - chunk.start for p in positions]
         if chunk.samples:
+            sampling.append(len(inputs.last_rows))
             inputs.last_rows.append(len(inputs.token_ids) - 1)
     decoding = 0
     while decoding < len(chunks) and chunks[decoding].count == 1 and chunks[decoding].samples:
@@ -46,7 +69,7 @@ def pack(chunks: list[Chunk], block_size: int) -> PagedInputs:
     for chunk in chunks[decoding:]:
         context = chunk.start + chunk.count
         inputs.prefills.append((chunk.count, context, chunk.seq.block_table[: math.ceil(context / block_size)]))
-    return inputs
+    return inputs, scored, sampling
 
 
 class ModelRunner:
@@ -73,15 +96,20 @@ class ModelRunner:
             self.graphs = DecodeGraphs(model, self.cache, max_num_seqs)
 
     @torch.inference_mode()
-    def forward(self, chunks: list[Chunk]) -> torch.Tensor:
-        """Logits (sampling chunks, vocab_size) of one step, in the chunks' order."""
-        inputs = pack(chunks, self.cache.block_size)
-        if self.graphs is not None and len(inputs.decode_lens) == len(chunks):
+    def forward(self, chunks: list[Chunk]) -> tuple[torch.Tensor, list[tuple[Scored, torch.Tensor]]]:
+        """Logits (sampling chunks, vocab_size) of one step, in the chunks' order; and for each chunk that scores
+        its prompt, its ``Scored`` positions with their logits (positions, vocab_size)."""
+        inputs, scored, sampling = pack(chunks, self.cache.block_size)
+        if self.graphs is not None and len(inputs.decode_lens) == len(chunks) and not scored:
             logits = self.graphs.run(inputs)
             if logits is not None:
-                return logits
+                return logits, []
         batch = PagedBatch.build(self.cache, inputs, self.triton_decode)
-        return self.model(batch.token_ids, kv_cache=batch)
+        logits = self.model(batch.token_ids, kv_cache=batch)  # (returned rows, vocab_size)
+        if not scored:
+            return logits, []
+        rows = [(s, logits[s.first : s.first + len(s.positions)]) for s in scored]
+        return logits[sampling], rows
 
 
 class DecodeGraphs:

@@ -3,8 +3,9 @@
 Every step packs, up to ``max_batch_tokens``: one token of every running sequence that is decoding (oldest
 first), then the next chunk of every running sequence still in its prompt, then the first chunks of waiting
 sequences, which join the batch as budget and free blocks allow. A waiting sequence first takes the registered
-blocks of its longest cached prefix (``BlockManager``), so it computes only the rest. One whose first block is
-still being computed by a running sequence waits for it: the ``n`` samples of one prompt compute it once.
+blocks of its longest cached prefix (``BlockManager``), so it computes only the rest — except the positions
+whose logits score its prompt (``prompt_logprobs``), which it computes itself. One whose first block is still
+being computed by a running sequence waits for it: the ``n`` samples of one prompt compute it once.
 
 When a running sequence needs a block and none is free, the most recently admitted running sequence is
 preempted: its blocks are released and it goes back to the front of the queue, to be recomputed from its
@@ -156,18 +157,19 @@ class Scheduler:
     def _waits_for_shared_prefix(self, seq: Sequence) -> bool:
         """Whether a running sequence is computing the block ``seq`` starts with (it will be shared once done)."""
         size = self.blocks.block_size
-        if seq.num_computed or len(seq.tokens) <= size:
+        if seq.num_computed or len(seq.tokens) <= size or seq.logits_from < size:  # a scoring one computes its own
             return False
         first = seq.tokens[:size]
         return any(s.in_prefill and s.num_computed < size and s.tokens[:size] == first for s in self.running)
 
     def _take_cached_prefix(self, seq: Sequence) -> None:
-        """Share the registered blocks of ``seq``'s longest cached prefix; at least one token is left to compute."""
+        """Share the registered blocks of ``seq``'s longest cached prefix; at least one token is left to compute,
+        and every position whose logits score the prompt (``Sequence.logits_from``) too."""
         if seq.block_table:
             return
         size = self.blocks.block_size
         parent: int | None = None
-        for i in range((len(seq.tokens) - 1) // size):
+        for i in range(min(len(seq.tokens) - 1, seq.logits_from) // size):
             tokens = seq.tokens[i * size : (i + 1) * size]
             key = block_hash(parent, tokens)
             block = self.blocks.lookup(key, tokens)

@@ -389,11 +389,12 @@ class NanEngine(Engine):
         forward = self.runner.forward
 
         def poisoned(chunks):
-            logits = forward(chunks).clone()
+            logits, scored = forward(chunks)
+            logits = logits.clone()
             rows = [c.seq.request_id for c in chunks if c.samples]
             if self.poisoned in rows:
                 logits[rows.index(self.poisoned)] = math.nan
-            return logits
+            return logits, scored
 
         self.runner.forward = poisoned
 
