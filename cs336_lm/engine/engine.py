@@ -100,7 +100,7 @@ class Engine:
     def add_request(self, prompt_ids: Seq[int] | str, params: SamplingParams | None = None) -> int:
         """Queue a prompt (token ids, or text when the engine has a tokenizer); returns its request id."""
         params = SamplingParams() if params is None else params
-        prompt = self._prompt_ids(prompt_ids, generates=not params.scores_only)
+        prompt = self._prompt_ids(prompt_ids, generates=params.max_new_tokens > 0)
         ctx = self.model.context_length
         max_len = min(ctx, len(prompt) + params.max_new_tokens)
         if math.ceil(max_len / self.blocks.block_size) > self.blocks.capacity:
@@ -203,16 +203,15 @@ class Engine:
     ) -> list[TokenLogprob | None]:
         """Each sampled token's ``TokenLogprob`` for the sequences that ask (``SamplingParams.logprobs``), else None;
         one log-softmax over just their rows, so a step where none asks computes nothing."""
-        asking = [i for i, (s, t) in enumerate(zip(seqs, tokens, strict=True))
-                  if s.params.logprobs is not None and isinstance(t, int)]  # fmt: skip
+        picked = {i: t for i, (s, t) in enumerate(zip(seqs, tokens, strict=True))
+                  if s.params.logprobs is not None and isinstance(t, int)}  # fmt: skip
         out: list[TokenLogprob | None] = [None] * len(seqs)
-        if not asking:
+        if not picked:
             return out
+        asking = list(picked)
         rows = logits[asking] if len(asking) < len(seqs) else logits
-        picked = [tokens[i] for i in asking]
-        for i, entry in zip(
-            asking, token_logprobs(rows, picked, [seqs[i].params.logprobs for i in asking]), strict=True
-        ):  # type: ignore[misc]
+        counts = [seqs[i].params.logprobs or 0 for i in asking]
+        for i, entry in zip(asking, token_logprobs(rows, list(picked.values()), counts), strict=True):
             out[i] = entry
         return out
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from cs336_lm.engine import Engine, EngineStats, Event, SamplingParams
 from cs336_lm.errors import GenerationError, ServeError
+from cs336_lm.generation.logprobs import TokenLogprob
 from cs336_lm.serve.metrics import Metrics
 
 DEFAULT_MAX_QUEUE = 256
@@ -51,13 +52,16 @@ logger = logging.getLogger("cs336_lm.serve")
 @dataclass(frozen=True)
 class Output:
     """What one engine step did for one choice: ``text`` newly final, whether it made a token, why it ended
-    (``stop_reason``: the stop string or id that ended a ``"stop"``)."""
+    (``stop_reason``: the stop string or id that ended a ``"stop"``); the token's ``logprob`` and the prompt's
+    ``prompt_logprobs`` when the request asked (``Event``)."""
 
     index: int
     text: str
     token: bool
     finish_reason: str | None
     stop_reason: int | str | None = None
+    logprob: TokenLogprob | None = None
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
 
 class Submission:
@@ -281,7 +285,8 @@ class EngineLoop:
             if event.error is not None:
                 failed.setdefault(submission, self._failure(event.error))
                 continue
-            out = Output(index, event.text, event.token is not None, event.finish_reason, event.stop_reason)
+            out = Output(index, event.text, event.token is not None, event.finish_reason, event.stop_reason,
+                         event.logprob, event.prompt_logprobs)  # fmt: skip
             batches.setdefault(submission, []).append(out)
         items: list[tuple[Submission, list[Output] | ServeError]] = list(batches.items())
         for submission, error in failed.items():

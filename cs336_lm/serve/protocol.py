@@ -7,10 +7,15 @@ strings, a list of token ids or a list of lists of ids; ``max_tokens``, ``temper
 integer belongs or an unknown field fails validation (HTTP 422). Values are checked next, by ``invalid``, with the
 engine's own bounds (``cs336_lm.engine.params.params_problem``): a number that cannot be sampled (NaN, infinite,
 ``repetition_penalty`` 1e-300, …) is a 400 naming the field. Fields OpenAI has and this server does not implement
-(``echo``, ``logprobs``, ``suffix``, penalties, ``logit_bias``, ``best_of``) are accepted at their neutral value only
-(``unsupported`` names the first that is not; HTTP 400). The functions below build the response bodies:
+(``suffix``, penalties, ``logit_bias``, ``best_of``) are accepted at their neutral value only (``unsupported``
+names the first that is not; HTTP 400).
 
->>> completion_body("cmpl-1", 0, "demo", [("Once", "length", None)], usage(3, 1))["choices"][0]
+``logprobs: N`` (0 to 5) asks for each returned token's log-probability and the ``N`` most likely alternatives
+(``cs336_lm.serve.logprobs``), ``echo`` for the prompt in front of the text — with ``logprobs``, its tokens'
+log-probabilities too. ``max_tokens: 0`` with ``echo`` generates nothing: the request scores its prompt. The
+functions below build the response bodies:
+
+>>> completion_body("cmpl-1", 0, "demo", [("Once", "length", None, None)], usage(3, 1))["choices"][0]
 {'text': 'Once', 'index': 0, 'logprobs': None, 'finish_reason': 'length', 'stop_reason': None}
 """
 
@@ -24,6 +29,8 @@ from cs336_lm.engine import SamplingParams
 from cs336_lm.engine.params import SEEDS, params_problem
 
 MAX_N = 64
+MAX_LOGPROBS = 5
+"""OpenAI's bound on ``logprobs`` of the legacy completions."""
 MAX_STOP = 16
 MAX_STOP_CHARS = 256
 """Looking for a stop string costs up to its length squared per token on the engine thread, which every request
@@ -53,7 +60,8 @@ class CompletionRequest(_Strict):
     """The served model's name (``GET /v1/models``); omitted: the served model."""
     prompt: Prompt
     max_tokens: int | None = None
-    """Most tokens to generate per choice, >= 1 (default 16, as OpenAI); generation also ends at the context's end."""
+    """Most tokens to generate per choice (default 16, as OpenAI); generation also ends at the context's end. 0
+    (with ``echo``) generates nothing: the answer is the prompt, scored when ``logprobs`` is set."""
     temperature: float | None = None
     """Softmax temperature (default 1); 0 is greedy, else from 1e-6 to 1e6."""
     top_p: float | None = None
@@ -73,7 +81,10 @@ class CompletionRequest(_Strict):
     user: str | None = None
     """An end-user id (OpenAI); accepted and ignored."""
     echo: bool = False
+    """The prompt comes back in front of the text (a prompt of token ids as their text)."""
     logprobs: int | None = None
+    """0 to 5: each token's log-probability under the model (before temperature, top-k, top-p and the penalty) and
+    the ``logprobs`` most likely alternatives; the prompt's tokens too with ``echo`` (the first one's null)."""
     suffix: str | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
@@ -97,13 +108,19 @@ class CompletionRequest(_Strict):
             "stop": self.stop_strings(),
             "repetition_penalty": 1.0 if self.repetition_penalty is None else self.repetition_penalty,
             "seed": self.seed,
+            "logprobs": self.logprobs,
+            "prompt_logprobs": self.logprobs if self.echo else None,
         }
 
     def invalid(self) -> tuple[str, str] | None:
         """``(field, message)`` for the first value that cannot be served (the engine's bounds, ``params_problem``,
         and the server's: n, the stop strings), else None."""
-        if self.max_tokens is not None and self.max_tokens < 1:
-            return "max_tokens", f"max_tokens must be an integer >= 1, got {self.max_tokens}"
+        if self.max_tokens is not None and self.max_tokens < 0:
+            return "max_tokens", f"max_tokens must be an integer >= 0, got {self.max_tokens}"
+        if self.max_tokens == 0 and not self.echo:
+            return "max_tokens", "max_tokens 0 generates nothing: it needs echo (the prompt, scored with logprobs)"
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_LOGPROBS:
+            return "logprobs", f"logprobs must be an integer from 0 to {MAX_LOGPROBS}, got {self.logprobs}"
         n = 1 if self.n is None else self.n
         if not 1 <= n <= MAX_N:
             return "n", f"n must be an integer from 1 to {MAX_N}, got {n}"
@@ -118,8 +135,6 @@ class CompletionRequest(_Strict):
     def unsupported(self) -> tuple[str, str] | None:
         """``(field, message)`` for the first field set to something this server does not implement, else None."""
         neutral = {
-            "echo": self.echo is False,
-            "logprobs": self.logprobs is None,
             "suffix": self.suffix is None,
             "presence_penalty": self.presence_penalty in (None, 0),
             "frequency_penalty": self.frequency_penalty in (None, 0),
@@ -141,24 +156,30 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def choice(index: int, text: str, finish_reason: str | None, stop_reason: int | str | None = None) -> dict[str, Any]:
+def choice(
+    index: int,
+    text: str,
+    finish_reason: str | None,
+    stop_reason: int | str | None = None,
+    logprobs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """One choice; ``finish_reason`` is the engine's (``context`` reads ``length``), None while it goes on.
 
     ``stop_reason`` (vLLM's extension) says what ended a ``"stop"``: the stop string, or the id of the special
-    token; None otherwise.
+    token; None otherwise. ``logprobs``: the choice's (or chunk's) ``LegacyLogprobs`` object, when asked for.
     """
     reason = None if finish_reason is None else FINISH_REASONS.get(finish_reason, finish_reason)
-    return {"text": text, "index": index, "logprobs": None, "finish_reason": reason, "stop_reason": stop_reason}
+    return {"text": text, "index": index, "logprobs": logprobs, "finish_reason": reason, "stop_reason": stop_reason}
 
 
 def completion_body(
     completion_id: str,
     created: int,
     model: str,
-    choices: list[tuple[str, str | None, int | str | None]],
+    choices: list[tuple[str, str | None, int | str | None, dict[str, Any] | None]],
     usage: dict[str, int],
 ) -> dict[str, Any]:
-    """A whole ``text_completion``: choice i is ``choices[i] = (text, finish reason, stop reason)``."""
+    """A whole ``text_completion``: choice i is ``choices[i] = (text, finish reason, stop reason, logprobs)``."""
     return {
         "id": completion_id,
         "object": "text_completion",
