@@ -14,9 +14,9 @@ arrive (a streamed chunk carries its own piece; ``merge`` joins pieces into the 
 {'tokens': ['Hi', ' there'], 'token_logprobs': [None, -0.5], 'top_logprobs': [None, {' there': -0.5, 'Hi': -1.0}], \
 'text_offset': [0, 2]}
 
-``text_offset`` is where each token's text starts in the choice's ``text`` (the echoed prompt included), counted
-in characters of the text decoded so far: a token that completes a character begun by the one before it starts
-where that character starts.
+``text_offset`` is where each token's text starts in the choice's ``text`` (the echoed prompt included), in
+characters: a token that completes a character begun by the one before it starts where that character starts;
+bytes that never become a character are one U+FFFD each, as in the text.
 """
 
 from __future__ import annotations
@@ -58,9 +58,17 @@ class LegacyLogprobs:
             out["tokens"].append(token_text(self.vocab, token))
             out["token_logprobs"].append(None if entry is None else entry.logprob)
             out["top_logprobs"].append(None if entry is None else dict(top_alternatives(self.vocab, entry)))
-            out["text_offset"].append(self._offset)
+            out["text_offset"].append(self._start(self.vocab[token]))
             self._offset += len(self._decoder.decode(self.vocab[token]))
         return out
+
+    def _start(self, raw: bytes) -> int:
+        """Where a token of bytes ``raw`` starts in the text: where the character it completes starts, or — when the
+        bytes held back before it are cut short by it — after their replacement characters."""
+        held = self._decoder.getstate()[0]
+        if held and not (raw and 0x80 <= raw[0] < 0xC0):  # ``raw`` does not continue them: they decode as U+FFFD
+            return self._offset + len(held.decode("utf-8", errors="replace"))
+        return self._offset
 
 
 def merge(pieces: Sequence[dict[str, Any]]) -> dict[str, Any]:

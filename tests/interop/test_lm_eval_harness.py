@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,8 @@ import pytest
 pytest.importorskip("lm_eval")
 pytest.importorskip("transformers")
 
-REPO = Path(__file__).resolve().parents[2]
+from .conftest import REPO, ServeProcess
+
 TASK = "tiny_choice"
 DOCS = [
     ("Once upon a time there was a", ["little girl", "big dog", "tree"], 0),
@@ -74,40 +74,6 @@ def write_task(root: Path) -> Path:
     return root
 
 
-class Server:
-    """``lm-serve RUN --port 0`` as a child process; its URL read from its startup line; stopped on exit."""
-
-    def __init__(self, run_dir: Path, env: dict[str, str]):
-        cmd = [sys.executable, "-m", "cs336_lm.cli.serve", str(run_dir), "--port", "0", "--device", "cpu",
-               "--threads", "1"]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self.url: str | None = None
-        started = threading.Event()
-
-        def read() -> None:
-            assert self.proc.stderr is not None
-            for line in self.proc.stderr:
-                self.lines.append(line)
-                if line.startswith("serving "):
-                    self.url = line.split(" at ", 1)[1].split(": the page")[0]
-                    started.set()
-            started.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not started.wait(60) or self.url is None:
-            self.stop()
-            raise AssertionError("lm-serve did not start: " + "".join(self.lines))
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
 def test_the_harness_scores_a_task_through_the_server_as_through_transformers(tmp_path, run_dir, exported):
     cache = tmp_path / "cache"
     env = {
@@ -124,7 +90,7 @@ def test_the_harness_scores_a_task_through_the_server_as_through_transformers(tm
         "OMP_NUM_THREADS": "1",
     }
     task_dir = write_task(tmp_path / "task")
-    server = Server(run_dir, env)
+    server = ServeProcess(run_dir, env)
     try:
         done = subprocess.run(
             [sys.executable, "-c", HARNESS, TASK, str(task_dir), str(exported), server.url, run_dir.name],
