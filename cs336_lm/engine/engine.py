@@ -177,7 +177,11 @@ class Engine:
         if not sampling:
             return events
         tokens = self._sample(logits, sampling)
-        logprobs = self._logprobs(logits, sampling, tokens)
+        try:
+            logprobs = self._logprobs(logits, sampling, tokens)
+        except Exception as e:  # the requests that asked for them fail, the others go on
+            logprobs = [None] * len(sampling)
+            tokens = [e if seq.params.logprobs is not None else t for seq, t in zip(sampling, tokens, strict=True)]
         for seq, token, logprob in zip(sampling, tokens, logprobs, strict=True):
             if isinstance(token, Exception):
                 events.append(self._fail(seq, token))
