@@ -7,6 +7,7 @@
 ...     for event in engine.step():      # Event(request_id, token, finish_reason, text)
 ...         print(event.text, end="")
 >>> engine.generate(["Once", "Hello"], SamplingParams(max_new_tokens=20))   # a Completion per prompt
+>>> engine.generate([ids], SamplingParams(max_new_tokens=0, prompt_logprobs=1))[0].prompt_logprobs  # scores
 
 >>> for token in generate(model, tok.encode("Once upon"), 50, temperature=0.8, seed=0): ...   # one prompt, streamed
 >>> complete(model, [ids_a, ids_b], 20, temperature=0)                 # many prompts, a Completion each
@@ -22,5 +23,6 @@ from cs336_lm.engine.engine import Engine
 from cs336_lm.engine.events import EngineStats, Event
 from cs336_lm.engine.params import SamplingParams
 from cs336_lm.generation.completion import Completion
+from cs336_lm.generation.logprobs import TokenLogprob
 
-__all__ = ["Completion", "Engine", "EngineStats", "Event", "SamplingParams", "complete", "generate"]
+__all__ = ["Completion", "Engine", "EngineStats", "Event", "SamplingParams", "TokenLogprob", "complete", "generate"]
