@@ -163,3 +163,13 @@ def test_tokens_that_split_or_break_a_character_have_names_and_offsets_of_their_
     assert piece["tokens"] == ["a", "bytes:\\xe2\\x80", "bytes:\\x99", "bytes:\\xdd", " %"]
     assert piece["text_offset"] == [0, 1, 1, 2, 3]  # the completing byte starts where its character does
     assert text[3:] == " %"
+
+
+@pytest.mark.parametrize("logprobs", [None, 1])
+def test_a_streamed_scoring_request_is_one_chunk_per_choice_holding_the_prompt(server, logprobs):
+    body = {"prompt": ["Once upon", "A cat"], "echo": True, "max_tokens": 0, "logprobs": logprobs}
+    whole = post(server.url, body)["choices"]
+    chunks = [c["choices"][0] for c in post_stream(server.url, body)]
+    assert sorted(chunks, key=lambda c: c["index"]) == whole
+    assert [c["text"] for c in whole] == ["Once upon", "A cat"]
+    assert all(c["finish_reason"] == "length" for c in whole)
