@@ -55,6 +55,11 @@ class GenerationError(LMError):
     """Invalid sampling settings or prompts."""
 
 
+class ChatTemplateError(GenerationError):
+    """A chat template that is not valid Jinja2, or that fails on (or refuses, with ``raise_exception``) a
+    conversation."""
+
+
 class NonFiniteLossError(LMError):
     """The training loss became NaN or infinite; the run stops without saving that state (exit status 1)."""
 

@@ -7,6 +7,11 @@ byte-to-unicode table (printable Latin-1 bytes map to themselves; the other 68 b
 order, optionally after a ``#version`` line; ``special_tokens.json`` is a JSON list of strings. Everything
 is JSON or plain text, so a tokenizer from a stranger is safe to load (no pickle). Readers raise
 ``TokenizerError`` naming the file and the line or entry at fault.
+
+Two optional files carry a chat model's conversation format beside them, in HuggingFace's own forms:
+``chat_template.jinja`` (the Jinja2 chat template, verbatim) and ``special_tokens_map.json`` (the special tokens a
+template reads by role, ``{"bos_token": "<s>", "eos_token": "</s>"}``). They live in the tokenizer directory so that
+every command that copies a tokenizer copies them too.
 """
 
 import functools
@@ -21,6 +26,10 @@ from cs336_lm.fileio import atomic_write
 VOCAB_FILE = "vocab.json"
 MERGES_FILE = "merges.txt"
 SPECIAL_TOKENS_FILE = "special_tokens.json"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+NAMED_TOKENS_FILE = "special_tokens_map.json"
+TOKEN_ROLES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+"""The roles a special token can have (HuggingFace's names); a chat template sees each as a variable."""
 MERGES_HEADER = "#version: 0.2"
 
 
@@ -133,6 +142,28 @@ def read_special_tokens(path: str | os.PathLike) -> list[str]:
     return data
 
 
+def check_named_tokens(named: object, where: str) -> dict[str, str]:
+    """``named`` as ``{role: token}`` when every key is one of ``TOKEN_ROLES`` and every value a non-empty string."""
+    if not isinstance(named, dict):
+        raise TokenizerError(f"{where}: expected a JSON object mapping roles to tokens, got {named!r:.80}")
+    for role, token in named.items():
+        if role not in TOKEN_ROLES:
+            raise TokenizerError(f"{where}: unknown role {role!r} (expected one of {', '.join(TOKEN_ROLES)})")
+        if not isinstance(token, str) or not token:
+            raise TokenizerError(f"{where}: {role} must be a non-empty string, got {token!r:.80}")
+    return dict(named)
+
+
+def read_chat_files(directory: str | os.PathLike) -> tuple[str | None, dict[str, str]]:
+    """``(chat template or None, {role: token})`` from ``chat_template.jinja`` and ``special_tokens_map.json`` in
+    ``directory``; either file may be absent."""
+    directory = Path(directory)
+    template_path, named_path = directory / CHAT_TEMPLATE_FILE, directory / NAMED_TOKENS_FILE
+    template = _read_text(template_path) if template_path.is_file() else None
+    named = check_named_tokens(_read_json(named_path), str(named_path)) if named_path.is_file() else {}
+    return template, named
+
+
 def check_merges_cover_vocab(
     vocab: dict[int, bytes],
     merges: Sequence[tuple[bytes, bytes]],
@@ -161,8 +192,11 @@ def write_tokenizer_files(
     vocab: dict[int, bytes],
     merges: Sequence[tuple[bytes, bytes]],
     special_tokens: Sequence[str],
+    chat_template: str | None = None,
+    named_tokens: dict[str, str] | None = None,
 ) -> Path:
-    """Write ``vocab.json``, ``merges.txt`` and ``special_tokens.json`` into ``directory`` (created if needed).
+    """Write ``vocab.json``, ``merges.txt`` and ``special_tokens.json`` into ``directory`` (created if needed), and
+    ``chat_template.jinja`` and ``special_tokens_map.json`` when given.
 
     Each file is written atomically; other files in the directory are left alone.
     """
@@ -178,6 +212,12 @@ def write_tokenizer_files(
         f.writelines(f"{token_to_text(a)} {token_to_text(b)}\n" for a, b in merges)
     with atomic_write(directory / SPECIAL_TOKENS_FILE, "w", encoding="utf-8") as f:
         json.dump(list(special_tokens), f, ensure_ascii=False)
+    if chat_template is not None:
+        with atomic_write(directory / CHAT_TEMPLATE_FILE, "w", encoding="utf-8", newline="") as f:
+            f.write(chat_template)
+    if named_tokens:
+        with atomic_write(directory / NAMED_TOKENS_FILE, "w", encoding="utf-8") as f:
+            json.dump(named_tokens, f, ensure_ascii=False, indent=2)
     return directory
 
 

@@ -46,7 +46,9 @@ class Tokenizer:
     """Byte-level BPE tokenizer over ``vocab`` (id -> bytes) and ``merges`` (pairs of bytes, in rank order).
 
     Special tokens missing from ``vocab`` are appended with the next free ids, in the order given.
-    ``vocab_size`` is ``max id + 1`` (the number of rows an embedding table needs).
+    ``vocab_size`` is ``max id + 1`` (the number of rows an embedding table needs). A chat model's tokenizer also
+    carries its ``chat_template`` (Jinja2 source, rendered by ``cs336_lm.generation.chat_template``) and
+    ``named_tokens``, the special tokens by role (``{"eos_token": "<|im_end|>"}``); both travel with ``save``.
     """
 
     def __init__(
@@ -56,7 +58,11 @@ class Tokenizer:
         special_tokens: Sequence[str] | None = None,
         *,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        chat_template: str | None = None,
+        named_tokens: dict[str, str] | None = None,
     ):
+        self.chat_template = chat_template
+        self.named_tokens: dict[str, str] = files.check_named_tokens(named_tokens or {}, "named_tokens")
         self.vocab: dict[int, bytes] = {int(i): bytes(b) for i, b in vocab.items()}
         self.merges: list[tuple[bytes, bytes]] = [(bytes(a), bytes(b)) for a, b in merges]
         self.special_tokens: list[str] = list(dict.fromkeys(special_tokens or ()))
@@ -118,7 +124,8 @@ class Tokenizer:
 
     @classmethod
     def from_directory(cls, directory: str | os.PathLike, **kwargs) -> "Tokenizer":
-        """Load a directory written by :meth:`save`: ``vocab.json``, ``merges.txt``, ``special_tokens.json``.
+        """Load a directory written by :meth:`save`: ``vocab.json``, ``merges.txt``, ``special_tokens.json``
+        (and ``chat_template.jinja``, ``special_tokens_map.json`` where present).
 
         ``special_tokens.json`` may be absent (no special tokens); the other two must exist. Unlike
         :meth:`from_files` (which accepts GPT-2-style extra tokens), every multi-byte token that is not special
@@ -136,17 +143,23 @@ class Tokenizer:
         vocab = files.read_vocab(vocab_path, specials)
         merges = files.read_merges(merges_path)
         files.check_merges_cover_vocab(vocab, merges, specials, vocab_path, merges_path)
-        return cls(vocab, merges, specials, **kwargs)
+        template, named = files.read_chat_files(directory)
+        return cls(vocab, merges, specials, chat_template=template, named_tokens=named, **kwargs)
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``vocab.json``, ``merges.txt`` and ``special_tokens.json`` into ``directory`` (each atomically)."""
-        return files.write_tokenizer_files(directory, self.vocab, self.merges, self.special_tokens)
+        """Write ``vocab.json``, ``merges.txt`` and ``special_tokens.json`` into ``directory`` (each atomically), and
+        the chat template and named tokens when the tokenizer has them."""
+        return files.write_tokenizer_files(
+            directory, self.vocab, self.merges, self.special_tokens, self.chat_template, self.named_tokens
+        )
 
     def __getstate__(self):  # pickled for worker processes: rebuild the tables there rather than ship them
-        return {"vocab": self.vocab, "merges": self.merges, "specials": self.special_tokens, "cache": self._cache_size}
+        return {"vocab": self.vocab, "merges": self.merges, "specials": self.special_tokens, "cache": self._cache_size,
+                "chat_template": self.chat_template, "named_tokens": self.named_tokens}  # fmt: skip
 
     def __setstate__(self, state):
-        Tokenizer.__init__(self, state["vocab"], state["merges"], state["specials"], cache_size=state["cache"])
+        chat = {"chat_template": state.get("chat_template"), "named_tokens": state.get("named_tokens")}
+        Tokenizer.__init__(self, state["vocab"], state["merges"], state["specials"], cache_size=state["cache"], **chat)
 
     # ---- encoding ------------------------------------------------------------------------------------------
 

@@ -398,3 +398,28 @@ def test_merges_with_unknown_tokens(tmp_path):
         f.write("q z\n")
     with pytest.raises(TokenizerError, match=r"needs b'qz', which is not in the vocabulary"):
         Tokenizer.from_directory(tmp_path)
+
+
+def test_the_chat_template_and_named_tokens_travel_with_the_files(tmp_path):
+    template = "{% for m in messages %}\r\n{{ m.content }}{{ eos_token }}{% endfor %}"  # kept byte for byte
+    tok = small_tokenizer(chat_template=template, named_tokens={"eos_token": EOT})
+    tok.save(tmp_path / "a")
+    assert (tmp_path / "a" / "chat_template.jinja").read_bytes() == template.encode()
+    loaded = Tokenizer.from_directory(tmp_path / "a")
+    assert (loaded.chat_template, loaded.named_tokens) == (template, {"eos_token": EOT})
+    copied = pickle.loads(pickle.dumps(loaded))
+    assert (copied.chat_template, copied.named_tokens) == (template, {"eos_token": EOT})
+    small_tokenizer().save(tmp_path / "b")  # none: no files, nothing read
+    assert not (tmp_path / "b" / "chat_template.jinja").exists()
+    plain = Tokenizer.from_directory(tmp_path / "b")
+    assert (plain.chat_template, plain.named_tokens) == (None, {})
+
+
+def test_bad_named_tokens_are_refused(tmp_path):
+    small_tokenizer().save(tmp_path)
+    (tmp_path / "special_tokens_map.json").write_text('{"end_token": "x"}', encoding="utf-8")
+    with pytest.raises(TokenizerError, match=r"special_tokens_map\.json: unknown role 'end_token'"):
+        Tokenizer.from_directory(tmp_path)
+    (tmp_path / "special_tokens_map.json").write_text('{"eos_token": 3}', encoding="utf-8")
+    with pytest.raises(TokenizerError, match="eos_token must be a non-empty string"):
+        Tokenizer.from_directory(tmp_path)
