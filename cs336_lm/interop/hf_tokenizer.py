@@ -5,10 +5,12 @@ vocabulary in GPT-2's byte-to-unicode form and our merges in rank order, GPT-2's
 same regex as ours), the byte-level decoder, our special tokens as special added tokens at their ids, and
 ``ignore_merges`` (a pre-token that is itself a token maps straight to it, as in our ``Tokenizer`` and tiktoken);
 ``tokenizer_config.json`` (``PreTrainedTokenizerFast``, no clean-up of spaces on decoding) and
-``special_tokens_map.json`` (the first special token as BOS and EOS, e.g. ``<|endoftext|>``).
+``special_tokens_map.json`` (the special tokens by role: as imported, else the first special token as BOS and EOS,
+e.g. ``<|endoftext|>``), and the chat template (``hf_chat``).
 
 Read (``read_hf_tokenizer``): ``tokenizer.json`` when present, else GPT-2-style ``vocab.json`` + ``merges.txt``
-(special tokens from ``tokenizer_config.json``, ``special_tokens_map.json``, ``added_tokens.json``). Anything that
+(special tokens from ``tokenizer_config.json``, ``special_tokens_map.json``, ``added_tokens.json``), and the chat
+template with the special tokens by role (``hf_chat``). Anything that
 would make HuggingFace encode differently from ours is refused with an ``InteropError`` naming the field: a
 normalizer, a pre-tokenizer other than plain byte-level, byte fallback, subword prefixes or suffixes, dropout,
 added tokens that are not special, tokens not in byte-level form, merges out of creation order (a merge using a
@@ -24,14 +26,19 @@ from typing import Any, TypeGuard
 
 from cs336_lm.errors import InteropError, TokenizerError
 from cs336_lm.fileio import atomic_write
+from cs336_lm.interop.hf_chat import (
+    SPECIAL_TOKENS_MAP,
+    TOKENIZER_CONFIG,
+    named_for_export,
+    read_hf_chat,
+    write_chat_template,
+)
 from cs336_lm.interop.hf_folder import read_json_object, show
 from cs336_lm.tokenizer import Tokenizer
 from cs336_lm.tokenizer import files as gpt2_files
 from cs336_lm.tokenizer.files import text_to_token, token_to_text
 
 TOKENIZER_JSON = "tokenizer.json"
-TOKENIZER_CONFIG = "tokenizer_config.json"
-SPECIAL_TOKENS_MAP = "special_tokens_map.json"
 ADDED_TOKENS = "added_tokens.json"
 MISSING_TOKENIZERS = "writing tokenizer.json needs the tokenizers library: pip install 'cs336_lm[hf]'"
 
@@ -40,8 +47,8 @@ MISSING_TOKENIZERS = "writing tokenizer.json needs the tokenizers library: pip i
 
 
 def write_hf_tokenizer(tok: Tokenizer, directory: str | Path, model_max_length: int) -> list[str]:
-    """Write ``tokenizer.json``, ``tokenizer_config.json`` and ``special_tokens_map.json`` for ``tok`` into
-    ``directory``; return the file names."""
+    """Write ``tokenizer.json``, ``tokenizer_config.json``, ``special_tokens_map.json`` and (when ``tok`` has one)
+    ``chat_template.jinja`` for ``tok`` into ``directory``; return the file names."""
     directory = Path(directory)
     special_ids = set(tok.special_token_ids.values())
     ordinary = {token_to_text(data): i for i, data in sorted(tok.vocab.items()) if i not in special_ids}
@@ -51,10 +58,7 @@ def write_hf_tokenizer(tok: Tokenizer, directory: str | Path, model_max_length: 
     if clash is not None:
         raise InteropError(f"special token {clash!r} reads like an ordinary token's byte-level text in tokenizer.json")
     _build_tokenizer_json(tok, ordinary).save(str(directory / TOKENIZER_JSON))
-    first = tok.special_tokens[0] if tok.special_tokens else None
-    named: dict[str, Any] = {"bos_token": first, "eos_token": first} if first else {}
-    if len(tok.special_tokens) > 1:
-        named["additional_special_tokens"] = tok.special_tokens[1:]
+    named = named_for_export(tok)
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": model_max_length,
@@ -64,7 +68,7 @@ def write_hf_tokenizer(tok: Tokenizer, directory: str | Path, model_max_length: 
     }
     _write_json(directory / TOKENIZER_CONFIG, config)
     _write_json(directory / SPECIAL_TOKENS_MAP, named)
-    return [TOKENIZER_JSON, TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP]
+    return [TOKENIZER_JSON, TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP, *write_chat_template(tok, directory)]
 
 
 def _build_tokenizer_json(tok: Tokenizer, ordinary: dict[str, int]) -> Any:
@@ -109,12 +113,13 @@ def read_hf_tokenizer(directory: str | Path) -> tuple[Tokenizer, list[str]]:
         notes, ignore_merges, where = [], False, str(directory / gpt2_files.VOCAB_FILE)
     else:
         raise InteropError(f"{directory} has no tokenizer: expected tokenizer.json, or vocab.json and merges.txt")
+    template, named, chat_notes = read_hf_chat(directory)
     try:
-        tok = Tokenizer(vocab, merges, specials)
+        tok = Tokenizer(vocab, merges, specials, chat_template=template, named_tokens=named)
     except TokenizerError as e:
         raise InteropError(f"{where}: {e}") from None
     _check_merges(tok, where, ignore_merges)
-    return tok, notes
+    return tok, notes + chat_notes
 
 
 def _parse_tokenizer_json(path: Path) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]], list[str], list[str], bool]:

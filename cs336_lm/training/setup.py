@@ -285,7 +285,8 @@ def shape_differences(cfg: Config, stored: dict[str, Any] | None) -> list[str]:
 def init_weights(cfg: Config, model: TransformerLM, tokenizer: Tokenizer) -> list[str]:
     """``train.init_from``: copy the weights of a run directory (its latest checkpoint), a checkpoint file or an
     imported run into ``model``; the optimizer, step and RNG stay fresh. The source must have this config's model
-    shape and, when its run directory holds a tokenizer, the same tokenizer as ``data.tokenizer_dir``."""
+    shape and, when its run directory holds a tokenizer, the same tokenizer as ``data.tokenizer_dir``; its chat
+    template carries over when ``data.tokenizer_dir`` has none."""
     source = f"train.init_from={cfg.train.init_from}"
     try:
         path, run = RunDir.locate(str(cfg.train.init_from))
@@ -296,12 +297,18 @@ def init_weights(cfg: Config, model: TransformerLM, tokenizer: Tokenizer) -> lis
     if differences:
         raise ConfigError(f"{source} has another model shape: {', '.join(differences)}")
     apply_checkpoint(checkpoint, model, None, name=f"{source} ({path})")
-    if run.tokenizer_dir.is_dir() and not _same_tokenizer(Tokenizer.from_directory(run.tokenizer_dir), tokenizer):
-        raise ConfigError(
-            f"{source} was trained with another tokenizer ({run.tokenizer_dir}) than data.tokenizer_dir "
-            f"{cfg.data.tokenizer_dir}: tokenize the data with {run.tokenizer_dir}"
-        )
-    return [f"initialised from {path} (its step {checkpoint['iteration']}): weights only, optimizer and step fresh"]
+    notes = [f"initialised from {path} (its step {checkpoint['iteration']}): weights only, optimizer and step fresh"]
+    if run.tokenizer_dir.is_dir():
+        theirs = Tokenizer.from_directory(run.tokenizer_dir)
+        if not _same_tokenizer(theirs, tokenizer):
+            raise ConfigError(
+                f"{source} was trained with another tokenizer ({run.tokenizer_dir}) than data.tokenizer_dir "
+                f"{cfg.data.tokenizer_dir}: tokenize the data with {run.tokenizer_dir}"
+            )
+        if tokenizer.chat_template is None and theirs.chat_template is not None:  # the run's tokenizer/ gets it
+            tokenizer.chat_template, tokenizer.named_tokens = theirs.chat_template, theirs.named_tokens
+            notes.append(f"the chat template of {run.tokenizer_dir} carried into this run's tokenizer")
+    return notes
 
 
 def _same_tokenizer(a: Tokenizer, b: Tokenizer) -> bool:

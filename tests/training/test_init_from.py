@@ -114,3 +114,25 @@ def test_other_tokenizer_and_missing_source(source_run, tmp_path, tiny_config):
         setup(tiny_config(tmp_path / "ft", {"train.init_from": source_run}))
     with pytest.raises(ConfigError, match=r"train.init_from=.*nothing.*does not exist"):
         setup(tiny_config(tmp_path / "ft", {"train.init_from": tmp_path / "nothing"}))
+
+
+def test_a_fine_tuning_run_keeps_the_chat_template(source_run, tmp_path, tiny_config):
+    from cs336_lm.interop.export import export_run
+    from cs336_lm.interop.import_ import import_hf
+
+    template = "{% for m in messages %}{{ m.role }}: {{ m.content }}{{ eos_token }}{% endfor %}"
+    export_run(source_run, tmp_path / "hf")
+    (tmp_path / "hf" / "chat_template.jinja").write_text(template, encoding="utf-8")
+    import_hf(tmp_path / "hf", tmp_path / "imported")
+    imported = Tokenizer.from_directory(tmp_path / "imported" / "tokenizer")
+    assert imported.chat_template == template
+    # the data's tokenizer is the imported run's (its config.yaml says so): the template is in it
+    setup(tiny_config(tmp_path / "ft", {"train.init_from": tmp_path / "imported",
+                                        "data.tokenizer_dir": tmp_path / "imported" / "tokenizer"}))  # fmt: skip
+    tok = Tokenizer.from_directory(tmp_path / "ft" / "tokenizer")
+    assert (tok.chat_template, tok.named_tokens) == (template, imported.named_tokens)
+    # the same tokenizer without the template (the one the data was tokenized with): it comes from init_from
+    job = setup(tiny_config(tmp_path / "ft2", {"train.init_from": tmp_path / "imported"}))
+    assert Tokenizer.from_directory(tmp_path / "ft2" / "tokenizer").chat_template == template
+    assert any("chat template" in note for note in job.notes)
+    assert Tokenizer.from_directory(source_run / "tokenizer").chat_template is None
