@@ -66,11 +66,14 @@ def _template(directory: Path, config: dict[str, Any], config_path: Path) -> tup
     value = config.get("chat_template")
     if value is None or isinstance(value, str):
         return value, notes
-    named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)} if isinstance(value, list) else {}
-    if not named or not all(isinstance(k, str) and isinstance(v, str) for k, v in named.items()):
-        raise InteropError(
-            f"{config_path}: chat_template must be a string or a list of {{name, template}}, got {show(value)}"
-        )
+    named: dict[str, str] = {}
+    for entry in value if isinstance(value, list) and value else [None]:
+        name, text = (entry.get("name"), entry.get("template")) if isinstance(entry, dict) else (None, None)
+        if not isinstance(name, str) or not isinstance(text, str):
+            raise InteropError(
+                f"{config_path}: chat_template must be a string or a list of {{name, template}}, got {show(value)}"
+            )
+        named[name] = text
     others = sorted(k for k in named if k != "default")
     if others:
         notes.append(f"{config_path}: only the default chat template is kept, not {', '.join(others)}")

@@ -7,6 +7,7 @@
 Modules, from the wire inwards: ``protocol`` (the OpenAI request schema and response bodies), ``http_errors``
 (every failure as an OpenAI error body), ``middleware`` (request counting, API key, body-size limit), ``app``
 (the routes), ``completions`` (a request → engine requests → the answer, whole or as server-sent events),
+``chat_protocol`` and ``chat`` (``/v1/chat/completions``: a conversation → its template's prompt → completions),
 ``loop`` (the one thread that steps the engine, and the queues to and from it), ``metrics`` (Prometheus text),
 ``server`` (uvicorn with a draining shutdown), ``static/index.html`` (the page). docs/serving.md is the guide.
 """

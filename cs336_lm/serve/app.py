@@ -3,6 +3,7 @@
 ``create_app(engine, model_name=...)`` serves one engine:
 
     POST /v1/completions   OpenAI completions, whole or streamed (``completions``)
+    POST /v1/chat/completions  OpenAI chat completions on the run's chat template (``chat``)
     GET  /v1/models        the one served model; /v1/models/{name} for it alone
     POST /tokenize         a prompt's token ids, their count and the context (vLLM's; ``tokenization``)
     POST /detokenize       token ids back to text (vLLM's)
@@ -25,7 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 
 from cs336_lm.engine import Engine
 from cs336_lm.errors import ServeError
-from cs336_lm.serve import completions, http_errors, protocol, tokenization
+from cs336_lm.serve import chat, completions, http_errors, protocol, tokenization
 from cs336_lm.serve.completions import EventStream, ModelInfo
 from cs336_lm.serve.loop import DEFAULT_MAX_QUEUE, EngineLoop
 from cs336_lm.serve.metrics import CONTENT_TYPE, Metrics
@@ -63,6 +64,7 @@ def create_app(
     app.state.engine_loop, app.state.metrics = loop, metrics
     http_errors.install(app)
     _add_routes(app, loop, info, page)
+    chat.add_route(app, loop, info)
     app.add_middleware(LimitBody, max_bytes=max_body_bytes)
     if api_key:
         app.add_middleware(RequireKey, api_key=api_key)
@@ -88,13 +90,13 @@ def _add_routes(app: FastAPI, loop: EngineLoop, info: ModelInfo, page: str) -> N
 
     @app.get("/v1/models")
     async def list_models() -> dict:
-        return {"object": "list", "data": [protocol.model_card(info.name, info.created, info.context_length)]}
+        return {"object": "list", "data": [_card(info)]}
 
     @app.get("/v1/models/{name:path}")
     async def retrieve_model(name: str) -> dict:
         if name != info.name:
             raise ServeError(f"the model {name!r} does not exist", 404, param="model", code="model_not_found")
-        return protocol.model_card(info.name, info.created, info.context_length)
+        return _card(info)
 
     @app.post("/tokenize")
     async def tokenize(request: Request) -> dict:
@@ -118,3 +120,9 @@ def _add_routes(app: FastAPI, loop: EngineLoop, info: ModelInfo, page: str) -> N
     @app.get("/", response_class=HTMLResponse)
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
+
+
+def _card(info: ModelInfo) -> dict:
+    """The model's entry in ``/v1/models``; ``chat_template`` (ours) says whether the run has its own template."""
+    card = protocol.model_card(info.name, info.created, info.context_length)
+    return {**card, "chat_template": info.tokenizer.chat_template is not None}

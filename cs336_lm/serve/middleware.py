@@ -24,7 +24,9 @@ from cs336_lm.errors import ServeError
 from cs336_lm.serve.http_errors import send_error
 from cs336_lm.serve.metrics import Metrics
 
-KNOWN_PATHS = frozenset({"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/tokenize", "/detokenize"})
+KNOWN_PATHS = frozenset(
+    {"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize"}
+)
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DRAIN_BYTES = 32 << 20
 """How much of a body over the limit is read and discarded before the 413 (or the limit, where that is larger)."""

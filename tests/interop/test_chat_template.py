@@ -133,6 +133,8 @@ def test_a_template_that_does_not_compile_is_kept_with_a_note(chatml_folder, tmp
     [
         ({"chat_template": 3}, "chat_template must be a string or a list"),
         ({"chat_template": [{"name": "default"}]}, "chat_template must be a string or a list"),
+        ({"chat_template": ["{{ x }}"]}, "chat_template must be a string or a list"),
+        ({"chat_template": []}, "chat_template must be a string or a list"),
         ({"eos_token": 7}, "eos_token must be a token"),
     ],
 )

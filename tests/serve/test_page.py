@@ -1,6 +1,7 @@
 """The page at ``/`` in a real browser: headless Chromium (Debian's ``chromium``, driven by Playwright) loads it,
-types a prompt, clicks Generate, sees the model's text stream in, and clicks Stop, which aborts the request. And
-the page is in the wheel, so an installed ``lm-serve`` has it.
+types a prompt, clicks Generate, sees the model's text stream in, and clicks Stop, which aborts the request; on a
+run with a chat template it opens in chat mode and holds a conversation over ``/v1/chat/completions``. And the
+page is in the wheel, so an installed ``lm-serve`` has it.
 
 ``make browser`` (run by ``make test`` and so by CI) installs Chromium; without it this test is skipped, except
 under CI (``CI`` set), where it fails.
@@ -16,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from cs336_lm.engine import Engine, SamplingParams
+from cs336_lm.generation.chat_template import render_chat
+from cs336_lm.tokenizer import Tokenizer
 
 from .conftest import SPECIAL, LiveServer, SlowEngine
 
@@ -79,6 +82,7 @@ def test_the_page_streams_text_in_and_stop_aborts_the_request(browser_page, mode
     with LiveServer(SlowerEngine(model, tokenizer=tokenizer)) as live:
         page.goto(f"{live.url}/")
         page.wait_for_function("document.getElementById('model').textContent.includes('tiny · context 512')")
+        assert page.is_hidden("#modes") and page.is_visible("#prompt")  # no chat template: no chat mode
         page.fill("#prompt", PROMPT)
         page.fill("#temperature", "0")
         page.fill("#max_tokens", str(MAX_TOKENS))
@@ -113,6 +117,54 @@ def test_the_prompt_box_starts_with_text_and_an_emptied_one_is_not_sent(browser_
         page.wait_for_function("document.getElementById('status').textContent.includes('the prompt is empty')")
         assert page.is_enabled("#generate")
         assert not any(k.startswith('lm_http_requests_total{path="/v1/completions"') for k in live.metrics())
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+def test_chat_mode_holds_a_conversation_over_the_chat_endpoint(browser_page, model, tokenizer):
+    page = browser_page
+    tok = Tokenizer(tokenizer.vocab, tokenizer.merges, tokenizer.special_tokens, chat_template=CHAT_TEMPLATE)
+    settings = SamplingParams(max_new_tokens=12, temperature=0.0, stop_ids=(tok.special_token_ids[SPECIAL],))
+
+    def offline(messages):  # the greedy reply, rendered and generated without the server
+        [reply] = Engine(model, tokenizer=tok).generate([tok.encode(render_chat(CHAT_TEMPLATE, messages))], settings)
+        return reply.text
+
+    replies = "Array.from(document.querySelectorAll('#thread .msg.assistant .content'), e => e.textContent)"
+    with LiveServer(Engine(model, tokenizer=tok)) as live:
+        page.goto(f"{live.url}/")
+        page.wait_for_function("!document.getElementById('modes').hidden")
+        assert page.is_checked("#mode-chat") and page.is_visible("#message") and page.is_hidden("#prompt")
+        assert text_of(page, "generate") == "Send"
+        page.fill("#system", "Be kind.")
+        page.fill("#temperature", "0")
+        page.fill("#max_tokens", "12")
+        page.fill("#message", "Tell me a story.")
+        page.click("#generate")
+        page.wait_for_function("document.getElementById('status').textContent.includes('finished')")
+        conversation = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Tell me a story."}]
+        assert page.evaluate(replies) == [offline(conversation)]
+        assert page.input_value("#message") == ""
+
+        page.fill("#message", "And then?")  # the second turn carries the first
+        page.click("#generate")
+        page.wait_for_function(
+            "document.querySelectorAll('#thread .msg').length === 4 && "
+            "document.getElementById('status').textContent.includes('finished')"
+        )
+        first = page.evaluate(replies)[0]
+        conversation += [{"role": "assistant", "content": first}, {"role": "user", "content": "And then?"}]
+        assert page.evaluate(replies) == [first, offline(conversation)]
+        assert live.metrics()['lm_http_requests_total{path="/v1/chat/completions",status="200"}'] == 2
+
+        page.click("#clear")
+        assert page.evaluate("document.querySelectorAll('#thread .msg').length") == 0
+        page.check("#mode-complete")
+        assert page.is_visible("#prompt") and page.is_hidden("#message") and text_of(page, "generate") == "Generate"
 
 
 def test_the_page_ships_in_the_wheel(tmp_path):

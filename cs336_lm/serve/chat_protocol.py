@@ -1,0 +1,174 @@
+"""The OpenAI chat completions protocol on the wire: the request schema, the checked conversation, the bodies.
+
+``ChatRequest`` is the body of ``POST /v1/chat/completions``: ``messages`` and the sampling fields of
+``CompletionRequest`` (``max_tokens`` or its newer name ``max_completion_tokens``, ``temperature``, ``top_p``,
+``top_k``, ``n``, ``stop``, ``seed``, ``repetition_penalty``, ``stream``, ``stream_options``), which
+``completion_request`` hands to the completions route's checks unchanged. Without a limit a reply may run to the
+end of the model's context (as OpenAI's). ``messages`` is checked here rather than by the schema, so that each
+problem is a 400 naming the message at fault (``conversation``): a list of at least one object with a ``role``
+(``system``, ``user`` or ``assistant``), a ``content`` (a string, or a list of ``{"type": "text", "text": …}``
+parts, joined with newlines) and optionally a ``name``. ``logprobs``, ``top_logprobs``, the penalties and
+``logit_bias`` are accepted at their neutral value only. The functions below build the response bodies:
+
+>>> message_choice(0, "Hi!", "stop", 511)["message"]
+{'role': 'assistant', 'content': 'Hi!'}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from cs336_lm.errors import ServeError
+from cs336_lm.serve.protocol import FINISH_REASONS, CompletionRequest, StreamOptions
+
+ROLES = ("system", "user", "assistant")
+MESSAGE_FIELDS = ("role", "content", "name")
+
+
+class ChatRequest(BaseModel):
+    """The body of ``POST /v1/chat/completions``; ``None`` anywhere means the default."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=True)  # as CompletionRequest
+
+    model: str | None = None
+    messages: list[Any]
+    """The conversation so far, oldest first (checked by ``conversation``)."""
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    """Most tokens to generate per choice (OpenAI's newer name for ``max_tokens``; it wins when both are given)."""
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    n: int | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    repetition_penalty: float | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+
+    def unsupported(self) -> tuple[str, str] | None:
+        """``(field, message)`` for a chat-only field set to something this server does not implement, else None."""
+        if self.logprobs:
+            return "logprobs", "logprobs is not supported by this server's chat endpoint yet"
+        if self.top_logprobs:
+            return "top_logprobs", "top_logprobs is not supported by this server's chat endpoint yet"
+        return None
+
+
+def completion_request(body: ChatRequest, prompt: list[int], context_length: int) -> CompletionRequest:
+    """The completions request that generates ``body``'s replies to the rendered ``prompt`` (its checks are ours)."""
+    limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    return CompletionRequest(
+        model=body.model,
+        prompt=prompt,
+        max_tokens=context_length if limit is None else limit,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+        n=body.n,
+        stop=body.stop,
+        seed=body.seed,
+        repetition_penalty=body.repetition_penalty,
+        stream=body.stream,
+        stream_options=body.stream_options,
+        user=body.user,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        logit_bias=body.logit_bias,
+    )
+
+
+def conversation(messages: list[Any]) -> list[dict[str, str]]:
+    """``messages`` as plain ``{"role", "content"[, "name"]}`` dicts for the template; ``ServeError`` (400) naming the
+    first message at fault."""
+    if not messages:
+        raise ServeError("messages is empty: give at least one message", 400, param="messages")
+    return [_message(m, f"messages[{i}]") for i, m in enumerate(messages)]
+
+
+def _message(message: Any, where: str) -> dict[str, str]:
+    if not isinstance(message, dict):
+        raise ServeError(f"{where} must be an object with a role and a content", 400, param=where)
+    unknown = next((k for k in message if k not in MESSAGE_FIELDS), None)
+    if unknown is not None:
+        raise ServeError(f"{where}.{unknown} is not supported (a message has {', '.join(MESSAGE_FIELDS)})", 400,
+                         param=f"{where}.{unknown}")  # fmt: skip
+    role = message.get("role")
+    if role not in ROLES:
+        raise ServeError(f"{where}.role must be one of {', '.join(ROLES)}, got {role!r:.40}", 400,
+                         param=f"{where}.role")  # fmt: skip
+    out = {"role": role, "content": _content(message.get("content"), f"{where}.content")}
+    name = message.get("name")
+    if name is not None:
+        if not isinstance(name, str):
+            raise ServeError(f"{where}.name must be a string", 400, param=f"{where}.name")
+        out["name"] = name
+    return out
+
+
+def _content(content: Any, where: str) -> str:
+    """A string as it is; a list of text parts joined with newlines."""
+    if isinstance(content, str):
+        return content
+    parts = content if isinstance(content, list) else None
+    texts = [p.get("text") for p in parts or () if isinstance(p, dict) and p.get("type") == "text"]
+    if parts is None or len(texts) != len(parts) or not all(isinstance(t, str) for t in texts):
+        raise ServeError(f"{where} must be a string or a list of text parts ({{\"type\": \"text\", \"text\": …}})",
+                         400, param=where)  # fmt: skip
+    return "\n".join(texts)  # type: ignore[arg-type]
+
+
+def message_choice(index: int, text: str, finish_reason: str | None, stop_reason: int | str | None = None) -> dict:
+    """One whole choice of a ``chat.completion``: the assistant's message and why it ended (``stop_reason`` as in
+    ``protocol.choice``)."""
+    return {
+        "index": index,
+        "message": {"role": "assistant", "content": text},
+        "logprobs": None,
+        "finish_reason": _reason(finish_reason),
+        "stop_reason": stop_reason,
+    }
+
+
+def delta_choice(
+    index: int, delta: dict[str, str], finish_reason: str | None = None, stop_reason: int | str | None = None
+) -> dict[str, Any]:
+    """One streamed piece of a choice: ``{"role": "assistant"}`` first, then ``{"content": …}``, then ``{}`` with
+    the finish reason."""
+    choice: dict[str, Any] = {"index": index, "delta": delta, "logprobs": None, "finish_reason": _reason(finish_reason)}
+    if finish_reason is not None:
+        choice["stop_reason"] = stop_reason
+    return choice
+
+
+def _reason(finish_reason: str | None) -> str | None:
+    return None if finish_reason is None else FINISH_REASONS.get(finish_reason, finish_reason)
+
+
+def chat_body(
+    completion_id: str,
+    created: int,
+    model: str,
+    choices: list[dict[str, Any]],
+    usage: dict[str, int] | None,
+    chunk: bool = False,
+) -> dict[str, Any]:
+    """A ``chat.completion`` (whole) or ``chat.completion.chunk`` (streamed; ``usage`` only in the last)."""
+    body: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion.chunk" if chunk else "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": choices,
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return body
