@@ -1,4 +1,4 @@
-"""``lm-serve``: serve a trained run over HTTP with the OpenAI completions protocol, and a page to try it.
+"""``lm-serve``: serve a trained run over HTTP with the OpenAI completions and chat protocols, and a page to try it.
 
     lm-serve runs/tinystories                       # http://127.0.0.1:8000: the page at /, the API under /v1
     lm-serve runs/tinystories --host 0.0.0.0 --port 8080 --api-key "$(cat key.txt)"
@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lm-serve",
         description="Serve a trained run (its latest checkpoint) or a checkpoint file with an OpenAI-compatible "
-        "API (/v1/completions, /v1/models, /health, /metrics) and a page to try it at /.",
+        "API (/v1/completions, /v1/chat/completions on the run's chat template, /v1/models, /health, /metrics) and a "
+        "page to try it at /.",
         formatter_class=HelpFormatter,
     )
     parser.add_argument("run", type=Path, help="run directory (train.out_dir) or a checkpoints/step_*.pt file")

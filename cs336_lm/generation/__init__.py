@@ -1,7 +1,8 @@
 """What decoding needs besides the model's forward: sampling filters (``sampling``), the finish reasons, the
 ``Completion`` and the prompt check that every decoder shares (``completion``), streaming UTF-8 text
-(``stream``) and files of prompts (``prompts``). The one decode loop is the engine's (``cs336_lm.engine``:
-``Engine``, and ``generate`` / ``complete`` on an engine of their own).
+(``stream``), files of prompts (``prompts``) and conversations rendered by a chat template (``chat_template``).
+The one decode loop is the engine's (``cs336_lm.engine``: ``Engine``, and ``generate`` / ``complete`` on an engine
+of their own).
 
 >>> from cs336_lm.engine import generate
 >>> from cs336_lm.run import load_run
