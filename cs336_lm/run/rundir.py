@@ -3,7 +3,8 @@
 Layout (DESIGN.md)::
 
     RUN/config.yaml                      the resolved config of the run
-    RUN/tokenizer/                       a copy of the tokenizer, so RUN alone is enough to generate
+    RUN/tokenizer/                       a copy of the tokenizer, so RUN alone is enough to generate; a chat
+                                         model's also holds chat_template.jinja and special_tokens_map.json
     RUN/metrics.jsonl                    one JSON record per log or evaluation step
     RUN/tensorboard/                     TensorBoard event files (``train.tensorboard: true``)
     RUN/wandb/                           wandb's local files (``train.wandb.enabled: true``, unless WANDB_DIR is set)
