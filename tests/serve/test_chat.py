@@ -219,3 +219,14 @@ def test_a_run_without_a_template_chats_in_the_plain_default(server, tokenizer):
         )
     assert reply.choices[0].message.content == expected.choices[0].text
     assert reply.usage.prompt_tokens == len(tokenizer.encode(text))
+
+
+def test_the_chat_route_shares_the_key_and_the_metrics(model, tokenizer):
+    with LiveServer(Engine(model, tokenizer=tokenizer), api_key="k") as live:
+        url, body = f"{live.url}/v1/chat/completions", {"messages": CONVERSATIONS[0], "max_tokens": 2}
+        assert httpx.post(url, json=body, timeout=30).status_code == 401
+        assert httpx.post(url, json=body, headers={"Authorization": "Bearer k"}, timeout=30).status_code == 200
+        metrics = live.metrics()
+    assert metrics['lm_http_requests_total{path="/v1/chat/completions",status="401"}'] == 1
+    assert metrics['lm_http_requests_total{path="/v1/chat/completions",status="200"}'] == 1
+    assert metrics["lm_generation_tokens_total"] == 2

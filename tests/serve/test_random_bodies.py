@@ -1,7 +1,7 @@
-"""Random request bodies for ``POST /v1/completions``, made by hypothesis: whatever the JSON (wrong types, huge,
-negative, NaN and infinite numbers — Python's ``json`` writes ``NaN`` and ``Infinity`` tokens —, unknown fields,
-nested junk, bytes that are no JSON), the answer is a 200 or a 4xx with OpenAI's error body, never a 500, and
-``/health`` is 200 after it.
+"""Random request bodies for ``POST /v1/completions`` (and ``/v1/chat/completions``), made by hypothesis: whatever
+the JSON (wrong types, huge, negative, NaN and infinite numbers — Python's ``json`` writes ``NaN`` and ``Infinity``
+tokens —, unknown fields, nested junk, bytes that are no JSON), the answer is a 200 or a 4xx with OpenAI's error
+body, never a 500, and ``/health`` is 200 after it.
 
 The app runs in-process (``TestClient``) on a model of context 32, so a request that is served generates at most
 31 tokens per choice, and with ``--max-queue 16``, at most 16 choices.
@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from cs336_lm.engine import Engine
 from cs336_lm.nn import TransformerLM
 from cs336_lm.serve import create_app
+from cs336_lm.tokenizer import Tokenizer
 
 from .conftest import MODEL_NAME, SHAPE
 
@@ -139,3 +140,49 @@ def test_a_random_body_is_served_or_refused_with_a_4xx_and_the_server_stays_heal
     check_answer(r, streamed)
     event(f"{r.status_code} {r.json()['error']['code'] if r.status_code != 200 else 'served'}")
     assert client.get("/health").json() == {"status": "ok"}
+
+
+# ---- /v1/chat/completions ---------------------------------------------------------------------------------------
+
+REFUSING_TEMPLATE = (  # refuses a conversation that ends with the assistant, as some templates do
+    "{% for m in messages %}{% if loop.last and m.role == 'assistant' %}{{ raise_exception('ends with a reply') }}"
+    "{% endif %}{{ m.role }}: {{ m.content }}\n{% endfor %}assistant:"
+)
+CHAT_FIELDS = ["max_completion_tokens", "top_logprobs", *(f for f in OTHERS if f not in ("echo", "suffix", "best_of"))]
+roles = mostly(st.sampled_from(["system", "user", "assistant"]), st.sampled_from(["tool", "developer", ""]) | junk)
+contents = mostly(texts, st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": texts}), max_size=3) | junk)
+message = st.fixed_dictionaries({"role": roles, "content": contents}, optional={"name": mostly(texts, junk)})
+messages = st.lists(mostly(message, junk, 9), max_size=4)
+chat_typed = {**typed, "max_completion_tokens": ints, "logprobs": st.booleans(), "top_logprobs": ints}
+chat_bodies = st.lists(st.sampled_from(CHAT_FIELDS), max_size=4, unique=True).flatmap(
+    lambda names: st.fixed_dictionaries(
+        {"messages": mostly(messages, junk, 9), **{n: mostly(chat_typed.get(n, numbers), junk) for n in names}}
+    )
+)
+
+
+@pytest.fixture(scope="module")
+def chat_client(tokenizer):
+    torch.manual_seed(0)
+    model = TransformerLM(**{**SHAPE, "context_length": CONTEXT}).eval()
+    tok = Tokenizer(tokenizer.vocab, tokenizer.merges, tokenizer.special_tokens, chat_template=REFUSING_TEMPLATE)
+    app = create_app(Engine(model, tokenizer=tok), model_name=MODEL_NAME, max_queue=16)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(body=chat_bodies)
+def test_a_random_chat_body_is_served_or_refused_with_a_4xx(chat_client, body):
+    r = chat_client.post("/v1/chat/completions", content=json.dumps(body, allow_nan=True).encode())
+    assert r.status_code == 200 or 400 <= r.status_code < 500, r.text
+    if r.status_code != 200:
+        error = r.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
+    elif body.get("stream") is True:
+        events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]" and not any("error" in json.loads(e) for e in events[:-1]), r.text
+    else:
+        assert r.json()["object"] == "chat.completion"
+    event(f"{r.status_code} {r.json()['error']['code'] if r.status_code != 200 else 'served'}")
+    assert chat_client.get("/health").json() == {"status": "ok"}
