@@ -13,7 +13,11 @@ conversation (``raise_exception``) is a 400 with its message.
 ``collect`` is the completions route's, its choices recast as messages; ``stream`` sends ``chat.completion.chunk``
 events: per choice a first chunk with ``delta: {"role": "assistant", "content": ""}``, then ``{"content": …}``
 pieces, then ``{}`` with the ``finish_reason``; the usage chunk (``stream_options.include_usage``) and
-``data: [DONE]`` close it, as in completions.
+``data: [DONE]`` close it, as in completions. With ``logprobs: true`` every returned token has its entry in the
+chat format (``chat_protocol.token_entry``; the engine's ``TokenLogprob``: the model's distribution before any
+sampling transform): a whole choice's in ``logprobs.content``, a streamed token's in its own chunk (its
+``content`` may be empty while its text is held back). The end-of-turn token that ends a reply is not returned,
+and has no entry.
 """
 
 from __future__ import annotations
@@ -36,9 +40,10 @@ from cs336_lm.serve.chat_protocol import (
     conversation,
     delta_choice,
     message_choice,
+    token_entry,
 )
 from cs336_lm.serve.completions import EventStream, ModelInfo, Plan
-from cs336_lm.serve.loop import EngineLoop, Submission
+from cs336_lm.serve.loop import EngineLoop, Output, Submission
 
 
 def add_route(app: FastAPI, loop: EngineLoop, info: ModelInfo) -> None:
@@ -52,7 +57,7 @@ def add_route(app: FastAPI, loop: EngineLoop, info: ModelInfo) -> None:
         if body.stream:
             return EventStream(stream(chat_plan, info, submission, body), on_close=submission.close)
         try:
-            answer = await collect(chat_plan, info, submission, request)
+            answer = await collect(chat_plan, info, submission, request, bool(body.logprobs))
         finally:
             submission.close()
         return JSONResponse(answer) if answer is not None else Response(status_code=499)
@@ -71,9 +76,9 @@ def parse(raw: bytes) -> ChatRequest:
 
 def plan(body: ChatRequest, info: ModelInfo) -> Plan:
     """The engine requests answering ``body`` (``ServeError`` when it cannot be answered); see the module docstring."""
-    unsupported = body.unsupported()
-    if unsupported is not None:
-        raise ServeError(unsupported[1], 400, param=unsupported[0], code="unsupported_parameter")
+    invalid = body.invalid()
+    if invalid is not None:
+        raise ServeError(invalid[1], 400, param=invalid[0], code="invalid_value")
     messages = conversation(body.messages)
     tok = info.tokenizer
     try:
@@ -86,6 +91,9 @@ def plan(body: ChatRequest, info: ModelInfo) -> Plan:
         raise _in_chat_terms(e, body) from None
     if tok.chat_template is None:  # the default template's turns end in plain text
         out.requests = [(ids, replace(params, stop=params.stop + DEFAULT_STOP)) for ids, params in out.requests]
+    if body.logprobs:  # the chat format's own bound (20), not the legacy completions' (5)
+        top = body.top_logprobs or 0
+        out.requests = [(ids, replace(params, logprobs=top)) for ids, params in out.requests]
     out.completion_id = "chatcmpl-" + out.completion_id.removeprefix("cmpl-")
     return out
 
@@ -100,18 +108,32 @@ def _in_chat_terms(error: ServeError, body: ChatRequest) -> ServeError:
     return ServeError(message, error.status, param=param, code=error.code)
 
 
-async def collect(plan: Plan, info: ModelInfo, submission: Submission, request: Request) -> dict | None:
-    """The whole ``chat.completion``; None when the client left first."""
-    answer = await completions.collect(plan, info, submission, request)
+async def collect(
+    plan: Plan, info: ModelInfo, submission: Submission, request: Request, logprobs: bool = False
+) -> dict | None:
+    """The whole ``chat.completion`` (with each choice's token log-probabilities when asked); None when the client
+    left first."""
+    vocab = info.tokenizer.vocab
+    entries: list[list[dict]] = [[] for _ in plan.requests]
+
+    def keep(out: Output) -> None:
+        if out.logprob is not None:
+            entries[out.index].append(token_entry(vocab, out.logprob))
+
+    answer = await completions.collect(plan, info, submission, request, keep if logprobs else None)
     if answer is None:
         return None
-    choices = [message_choice(c["index"], c["text"], c["finish_reason"], c["stop_reason"]) for c in answer["choices"]]
+    choices = [
+        message_choice(c["index"], c["text"], c["finish_reason"], c["stop_reason"], entries[i] if logprobs else None)
+        for i, c in enumerate(answer["choices"])
+    ]
     return chat_body(plan.completion_id, plan.created, info.name, choices, answer["usage"])
 
 
 async def stream(plan: Plan, info: ModelInfo, submission: Submission, body: ChatRequest) -> AsyncIterator[bytes]:
     """The answer as ``chat.completion.chunk`` server-sent events (see the module docstring)."""
     options = body.stream_options or protocol.StreamOptions()
+    vocab = info.tokenizer.vocab
 
     def chunk(choices: list[dict], usage: dict[str, int] | None = None) -> bytes:
         return _event(chat_body(plan.completion_id, plan.created, info.name, choices, usage, chunk=True))
@@ -128,8 +150,9 @@ async def stream(plan: Plan, info: ModelInfo, submission: Submission, body: Chat
         for out in batch:
             tokens += out.token
             usage = protocol.usage(plan.prompt_tokens, tokens) if options.continuous_usage_stats else None
-            if out.text:
-                events.append(chunk([delta_choice(out.index, {"content": out.text})], usage))
+            scored = [token_entry(vocab, out.logprob)] if body.logprobs and out.logprob is not None else None
+            if out.text or scored:  # a token whose text is held back still brings its log-probability
+                events.append(chunk([delta_choice(out.index, {"content": out.text}, logprobs=scored)], usage))
             if out.finish_reason is not None:
                 events.append(chunk([delta_choice(out.index, {}, out.finish_reason, out.stop_reason)], usage))
         if events:

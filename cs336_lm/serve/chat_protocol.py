@@ -3,11 +3,12 @@
 ``ChatRequest`` is the body of ``POST /v1/chat/completions``: ``messages`` and the sampling fields of
 ``CompletionRequest`` (``max_tokens`` or its newer name ``max_completion_tokens``, ``temperature``, ``top_p``,
 ``top_k``, ``n``, ``stop``, ``seed``, ``repetition_penalty``, ``stream``, ``stream_options``), which
-``completion_request`` hands to the completions route's checks unchanged. Without a limit a reply may run to the
-end of the model's context (as OpenAI's). ``messages`` is checked here rather than by the schema, so that each
-problem is a 400 naming the message at fault (``conversation``): a list of at least one object with a ``role``
-(``system``, ``user`` or ``assistant``), a ``content`` (a string, or a list of ``{"type": "text", "text": …}``
-parts, joined with newlines) and optionally a ``name``. ``logprobs``, ``top_logprobs``, the penalties and
+``completion_request`` hands to the completions route's checks unchanged, and ``logprobs`` (true: each token's
+log-probability, with the ``top_logprobs`` most likely alternatives, 0 to 20, in the chat format: ``token_entry``).
+Without a limit a reply may run to the end of the model's context (as OpenAI's). ``messages`` is checked here
+rather than by the schema, so that each problem is a 400 naming the message at fault (``conversation``): a list of
+at least one object with a ``role`` (``system``, ``user`` or ``assistant``), a ``content`` (a string, or a list of
+``{"type": "text", "text": …}`` parts, joined with newlines) and optionally a ``name``. The penalties and
 ``logit_bias`` are accepted at their neutral value only. The functions below build the response bodies:
 
 >>> message_choice(0, "Hi!", "stop", 511)["message"]
@@ -16,11 +17,14 @@ parts, joined with newlines) and optionally a ``name``. ``logprobs``, ``top_logp
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from cs336_lm.errors import ServeError
+from cs336_lm.generation.logprobs import MAX_TOP_LOGPROBS, TokenLogprob
+from cs336_lm.serve.logprobs import token_text
 from cs336_lm.serve.protocol import FINISH_REASONS, CompletionRequest, StreamOptions
 
 ROLES = ("system", "user", "assistant")
@@ -48,18 +52,23 @@ class ChatRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
 
-    def unsupported(self) -> tuple[str, str] | None:
-        """``(field, message)`` for a chat-only field set to something this server does not implement, else None."""
-        if self.logprobs:
-            return "logprobs", "logprobs is not supported by this server's chat endpoint yet"
-        if self.top_logprobs:
-            return "top_logprobs", "top_logprobs is not supported by this server's chat endpoint yet"
+    logprobs: bool | None = None
+    """Each returned token's log-probability under the model (before temperature, top-k, top-p and the penalty)."""
+    top_logprobs: int | None = None
+    """0 to 20: the most likely alternatives of each returned token (needs ``logprobs``)."""
+
+    def invalid(self) -> tuple[str, str] | None:
+        """``(field, message)`` for a chat-only value that cannot be served, else None (the rest is checked as a
+        completions request)."""
+        if self.top_logprobs is not None:
+            if not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+                return "top_logprobs", f"top_logprobs must be an integer from 0 to {MAX_TOP_LOGPROBS}"
+            if not self.logprobs:
+                return "top_logprobs", "top_logprobs needs logprobs: true"
         return None
 
 
@@ -126,24 +135,54 @@ def _content(content: Any, where: str) -> str:
     return "\n".join(texts)  # type: ignore[arg-type]
 
 
-def message_choice(index: int, text: str, finish_reason: str | None, stop_reason: int | str | None = None) -> dict:
+def token_entry(vocab: Mapping[int, bytes], entry: TokenLogprob) -> dict[str, Any]:
+    """A token of a chat answer's ``logprobs.content``: its text (``serve.logprobs.token_text``), log-probability and
+    UTF-8 bytes, and its position's ``top_logprobs`` in the same form, most likely first."""
+
+    def named(token: int, logprob: float) -> dict[str, Any]:
+        return {"token": token_text(vocab, token), "logprob": logprob, "bytes": list(vocab[token])}
+
+    return {**named(entry.token, entry.logprob), "top_logprobs": [named(t, lp) for t, lp in entry.top]}
+
+
+def chat_logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """A choice's (or chunk's) ``logprobs``: ``{"content": [token_entry …], "refusal": None}``; None when not asked."""
+    return None if entries is None else {"content": entries, "refusal": None}
+
+
+def message_choice(
+    index: int,
+    text: str,
+    finish_reason: str | None,
+    stop_reason: int | str | None = None,
+    logprobs: list[dict[str, Any]] | None = None,
+) -> dict:
     """One whole choice of a ``chat.completion``: the assistant's message and why it ended (``stop_reason`` as in
-    ``protocol.choice``)."""
+    ``protocol.choice``), and its tokens' ``token_entry`` when asked."""
     return {
         "index": index,
         "message": {"role": "assistant", "content": text},
-        "logprobs": None,
+        "logprobs": chat_logprobs(logprobs),
         "finish_reason": _reason(finish_reason),
         "stop_reason": stop_reason,
     }
 
 
 def delta_choice(
-    index: int, delta: dict[str, str], finish_reason: str | None = None, stop_reason: int | str | None = None
+    index: int,
+    delta: dict[str, str],
+    finish_reason: str | None = None,
+    stop_reason: int | str | None = None,
+    logprobs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """One streamed piece of a choice: ``{"role": "assistant"}`` first, then ``{"content": …}``, then ``{}`` with
-    the finish reason."""
-    choice: dict[str, Any] = {"index": index, "delta": delta, "logprobs": None, "finish_reason": _reason(finish_reason)}
+    """One streamed piece of a choice: ``{"role": "assistant"}`` first, then ``{"content": …}`` (with its token's
+    ``token_entry`` when asked), then ``{}`` with the finish reason."""
+    choice: dict[str, Any] = {
+        "index": index,
+        "delta": delta,
+        "logprobs": chat_logprobs(logprobs),
+        "finish_reason": _reason(finish_reason),
+    }
     if finish_reason is not None:
         choice["stop_reason"] = stop_reason
     return choice

@@ -165,8 +165,15 @@ def _seeded(params: SamplingParams, j: int) -> SamplingParams:
 # ---- answering ------------------------------------------------------------------------------------------------
 
 
-async def collect(plan: Plan, info: ModelInfo, submission: Submission, request: Request) -> dict | None:
-    """The whole answer once every choice has finished; None when the client left first (its requests aborted)."""
+async def collect(
+    plan: Plan,
+    info: ModelInfo,
+    submission: Submission,
+    request: Request,
+    on_output: Callable[[Output], None] | None = None,
+) -> dict | None:
+    """The whole answer once every choice has finished; None when the client left first (its requests aborted).
+    ``on_output`` sees every output as it arrives (the chat route keeps its log-probabilities)."""
     choices = plan.choices(info.tokenizer.vocab)
     texts = ["" for _ in plan.requests]
     pieces: list[list[dict[str, Any]]] = [[] for _ in plan.requests]
@@ -184,6 +191,8 @@ async def collect(plan: Plan, info: ModelInfo, submission: Submission, request: 
             if await request.is_disconnected():
                 return None
         for out in batch:
+            if on_output is not None:
+                on_output(out)
             text, piece = choices[out.index].take(out)
             texts[out.index] += text
             if piece is not None:

@@ -129,6 +129,34 @@ def test_streamed_chunks_follow_openais_shape(client):
     assert whole.choices[0].message.content != whole.choices[1].message.content  # seed + j per choice
 
 
+def test_logprobs_are_transformers_log_softmax_of_the_reply(client, chatml_folder, hf_tokenizer):
+    model = transformers.AutoModelForCausalLM.from_pretrained(chatml_folder[0], dtype=torch.float32).eval()
+    messages, top = CONVERSATIONS[2], 3
+    settings = {"model": MODEL_NAME, "messages": messages, "max_tokens": 8, "logprobs": True, "top_logprobs": top}
+    reply = client.chat.completions.create(temperature=0.7, seed=2, **settings)
+    content = reply.choices[0].logprobs.content
+    assert len(content) == reply.usage.completion_tokens == 8
+    assert b"".join(bytes(e.bytes) for e in content).decode(errors="replace") == reply.choices[0].message.content
+    vocab = Tokenizer.from_directory(chatml_folder[1] / "tokenizer").vocab  # id -> bytes, to name the tokens
+    by_bytes = {data: i for i, data in vocab.items()}
+    prompt = hf_prompt(hf_tokenizer, messages)
+    chosen = [by_bytes[bytes(e.bytes)] for e in content]
+    with torch.inference_mode():
+        logits = model(torch.tensor([prompt + chosen])).logits[0, len(prompt) - 1 : -1]  # (8, vocab_size)
+    reference = torch.log_softmax(logits.double(), dim=-1)
+    for entry, token, row in zip(content, chosen, reference, strict=True):
+        assert entry.logprob == pytest.approx(row[token].item(), abs=1e-4)
+        best = row.topk(top)
+        assert [bytes(t.bytes) for t in entry.top_logprobs] == [vocab[i] for i in best.indices.tolist()]
+        assert [t.logprob for t in entry.top_logprobs] == pytest.approx(best.values.tolist(), abs=1e-4)
+    chunks = list(client.chat.completions.create(temperature=0.7, seed=2, stream=True, **settings))
+    streamed = [e for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in content]
+    settings.update(logprobs=False, top_logprobs=None)
+    plain = client.chat.completions.create(temperature=0.7, seed=2, **settings)
+    assert plain.choices[0].logprobs is None and plain.choices[0].message.content == reply.choices[0].message.content
+
+
 def test_max_completion_tokens_and_stop(client):
     reply = client.chat.completions.create(
         model=MODEL_NAME, messages=CONVERSATIONS[0], max_completion_tokens=4, temperature=0
@@ -168,7 +196,8 @@ BAD = [
     ({"messages": [{"role": "user", "content": "hi"}, "hello"]}, "messages[1]", "must be an object"),
     ({"messages": [{"role": "user"}]}, "messages[0].content", "must be a string"),
     ({"messages": [{"role": "user", "content": "a", "tool_calls": []}]}, "messages[0].tool_calls", "not supported"),
-    ({"messages": CONVERSATIONS[0], "logprobs": True}, "logprobs", "not supported"),
+    ({"messages": CONVERSATIONS[0], "logprobs": True, "top_logprobs": 21}, "top_logprobs", "from 0 to 20"),
+    ({"messages": CONVERSATIONS[0], "top_logprobs": 2}, "top_logprobs", "needs logprobs: true"),
     ({"messages": CONVERSATIONS[0], "max_completion_tokens": 0}, "max_completion_tokens", "max_completion_tokens"),
     ({"messages": CONVERSATIONS[0], "temperature": -1}, "temperature", "temperature"),
     ({"messages": [{"role": "user", "content": "word " * 200}]}, "messages", "the conversation's prompt has"),
