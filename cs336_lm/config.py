@@ -179,6 +179,10 @@ class TrainConfig:
     """Save a checkpoint every this many steps and at the end; 0 saves only at the end."""
     keep_last: int = 3
     """Checkpoints kept in ``checkpoints/`` (older ones are deleted); at least 1."""
+    diverge_margin: float = 3.0
+    """Stop as diverged (exit status 1) when a logged training loss rises this many nats above the first step's
+    loss; 0 turns the check off (a NaN/inf loss always stops the run). A healthy run never climbs back above its
+    start; a learning rate too high for the model does within a few hundred steps."""
     seed: int = 0
     """Seeds the model initialisation and the batch sampler (the sampler also folds in the process rank)."""
     device: str = "auto"
@@ -367,6 +371,7 @@ def validate(cfg: Config) -> None:
         "train.eval_every": t.eval_every,
         "train.ckpt_every": t.ckpt_every,
         "train.seed": t.seed,
+        "train.diverge_margin": t.diverge_margin,
     }
     for key, number in non_negative.items():
         if not number >= 0:

@@ -60,8 +60,18 @@ class ChatTemplateError(GenerationError):
     conversation."""
 
 
-class NonFiniteLossError(LMError):
+class DivergenceError(LMError):
+    """The run diverged: its training loss became NaN/inf or rose far above where it started. ``lm-train`` exits
+    with status 1; ``lm-sweep`` records the trial as diverged and goes on."""
+
+
+class NonFiniteLossError(DivergenceError):
     """The training loss became NaN or infinite; the run stops without saving that state (exit status 1)."""
+
+
+class LossRoseError(DivergenceError):
+    """The training loss rose ``train.diverge_margin`` nats above its first step's (exit status 1); the last
+    checkpoint before it stays."""
 
 
 class PeerFailure(LMError):

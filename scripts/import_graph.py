@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "tinytales": 5,  # the demo's story generator, written through data's token-file helpers
     "run": 5,  # a run directory: its layout, checkpoint files, the model built from its config, the device
     "training": 6,
+    "sweep": 7,  # grids and searches on Optuna: each trial a training run in a subprocess
     "generation": 6,
     "engine": 7,  # paged KV cache + continuous batching, on generation's sampling
     "interop": 7,  # HuggingFace export/import and layer-by-layer comparison

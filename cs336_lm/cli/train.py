@@ -3,7 +3,8 @@
 The config file is read against the schema in ``cs336_lm.config``; ``key=value`` overrides come after it and
 win. ``--print-config`` shows the resolved config and exits without touching any file. The run itself is
 ``cs336_lm.training.train``. Exit status: 0 when training finished or was stopped by SIGINT/SIGTERM after
-saving, 2 for bad input (config, data, tokenizer, out_dir), 1 when the loss became NaN/inf. Under torchrun
+saving, 2 for bad input (config, data, tokenizer, out_dir), 1 when the run diverged (the loss became NaN/inf, or
+rose ``train.diverge_margin`` above its start). Under torchrun
 (``torchrun --nproc_per_node N --no-python lm-train --config … train.parallel=ddp``) a failure on any rank ends
 every rank; the main process reports it and the others exit with the same status quietly.
 """
@@ -63,12 +64,12 @@ def _main(argv: list[str] | None) -> int:
     if args.print_config:
         sys.stdout.write(to_yaml(cfg))
         return 0
-    from cs336_lm.errors import NonFiniteLossError, PeerFailure
+    from cs336_lm.errors import DivergenceError, PeerFailure
     from cs336_lm.training import train  # torch and the model load only when training
 
     try:
         train(cfg)
-    except NonFiniteLossError as e:  # every rank sees the same all-reduced loss; the main one says so
+    except DivergenceError as e:  # every rank sees the same all-reduced loss; the main one says so
         if os.environ.get("RANK", "0") == "0":
             print(f"error: {e}", file=sys.stderr)
         return 1

@@ -121,9 +121,12 @@ class StepWindow:
 
     def __init__(self) -> None:
         self.steps, self.loss_sum, self.timed_steps, self.seconds = 0, 0.0, 0, 0.0
+        self.first_loss: float | None = None  # the run's first step's loss: where divergence is measured from
 
     def add(self, loss: float, seconds: float, timed: bool = True) -> None:
         """Count one step; ``timed=False`` leaves its time out of the throughput (e.g. the compile step)."""
+        if self.first_loss is None:
+            self.first_loss = loss
         self.steps += 1
         self.loss_sum += loss
         if timed:
@@ -138,8 +141,9 @@ class StepWindow:
 
     def state_dict(self) -> dict[str, Any]:
         """The losses so far, ``{"steps": 3, "loss_sum": 12.5}``: what a checkpoint keeps, so that the record after
-        a resume averages the same steps as an uninterrupted run (step times belong to one process: not kept)."""
-        return {"steps": self.steps, "loss_sum": self.loss_sum}
+        a resume averages the same steps as an uninterrupted run (step times belong to one process: not kept), and the
+        first step's loss, which the divergence check measures from."""
+        return {"steps": self.steps, "loss_sum": self.loss_sum, "first_loss": self.first_loss}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any] | None) -> StepWindow:
@@ -148,6 +152,7 @@ class StepWindow:
         window = cls()
         if state is not None:
             window.steps, window.loss_sum = int(state["steps"]), float(state["loss_sum"])
+            window.first_loss = state.get("first_loss")
         return window
 
 

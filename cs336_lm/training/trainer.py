@@ -34,6 +34,7 @@ from cs336_lm.nn.functional import cross_entropy
 from cs336_lm.run import Snapshot, capture_rng_state
 from cs336_lm.training import parallel
 from cs336_lm.training.build import batch_generator, describe_optimizer, lr_at
+from cs336_lm.training.divergence import loss_rise_error, loss_rose
 from cs336_lm.training.metrics import RunLog, memory_gb, perplexity
 from cs336_lm.training.peak import mfu
 from cs336_lm.training.runtime import GracefulStop, autocast, preserved_torch_settings
@@ -272,6 +273,9 @@ class Trainer:
         }
         self.compile_s = None
         self.log.record({k: v for k, v in record.items() if v is not None})
+        first, margin = self.window.first_loss, self.cfg.train.diverge_margin
+        if first is not None and loss_rose(record["loss"], first, margin):
+            raise loss_rise_error(record["loss"], first, margin, self.step, self.job.run_dir.latest())
 
     def _log_eval(self) -> None:
         """Emit an evaluation record: validation loss and perplexity on the fixed windows (all ranks evaluate)."""
