@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -159,13 +160,20 @@ def _identity(value: Scalar) -> tuple[str, Scalar]:
 
 
 def format_value(value: Scalar) -> str:
-    """A value as an override writes it, read back to the same value: ``0.001``, ``8``, ``true``, ``null``, ``muon``."""
+    """A value as an override writes it, read back to the same value: ``0.001``, ``8``, ``true``, ``null``, ``muon``;
+    a string that would read as something else is quoted (``"1"``, ``"true"``)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, str):
+        try:
+            plain = parse_scalar(value, value) == value and bool(value.strip()) and "," not in value
+        except ConfigError:
+            plain = False
+        return value if plain else json.dumps(value)  # "1" (a string) must not read back as 1
     return str(value)
 
 
