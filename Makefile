@@ -19,7 +19,7 @@ LATEST_VENV ?= .venv-latest
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install install-demo browser test test-fast test-latest lock lint typecheck check format bench clean
+.PHONY: install install-demo browser postgres test test-fast test-latest lock lint typecheck check format bench clean
 
 # The install stamps live beside the interpreter they describe: in the venv (a new venv installs anew), or in the
 # checkout for PYTHON=…. Each depends on the lock too, so a changed lock reinstalls.
@@ -77,11 +77,22 @@ browser:
 	    echo "note: no chromium and no root apt-get: the browser test will be skipped (apt-get install chromium)"; \
 	  fi; }
 
+# lm-sweep's shared-study test (tests/sweep/test_shared.py) starts a throwaway PostgreSQL cluster with Debian's
+# initdb/pg_ctl. As root with apt-get (CI) PostgreSQL is installed when missing; elsewhere the test is skipped.
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing postgresql for the shared-study test (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else \
+	    echo "note: no PostgreSQL and no root apt-get: the lm-sweep PostgreSQL test will be skipped (apt-get install postgresql)"; \
+	  fi; }
+
 # A run that collects no test exits 5 and fails like any other failure: a broken test path must not pass.
-test: install browser
+test: install browser postgres
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
-test-fast: install browser
+test-fast: install browser postgres
 	$(PYTHON) -m pytest -m "not slow" -q $(PYTEST_ARGS)
 
 # Does a new release of a dependency break us? A fresh $(LATEST_VENV) with the newest releases (torch still

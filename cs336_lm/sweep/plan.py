@@ -63,8 +63,8 @@ class SweepPlan:
         cls,
         config: str | Path,
         points: list[dict[str, Scalar]],
-        fixed: list[str] = (),
-        seeds: int = 1,  # type: ignore[assignment]
+        fixed: tuple[str, ...] | list[str] = (),
+        seeds: int = 1,
     ) -> SweepPlan:
         """A plan of explicit points, e.g. ``[{"model.d_model": 64, "train.max_steps": 500}, {"model.d_model": 128,
         "train.max_steps": 250}]`` (trials that vary together rather than as a product), checked."""

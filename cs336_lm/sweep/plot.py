@@ -73,16 +73,17 @@ def _colour_key(keys: list[str], rows: list[SummaryRow]) -> str | None:
     """The swept key that colours the lines: the first numeric one with several values, else the first one."""
     varied = [k for k in keys if len({r.values.get(k) for r in rows}) > 1]
     numeric = [k for k in varied if _numeric([r.values.get(k) for r in rows])]
-    return (numeric or varied or [None])[0]
+    chosen = numeric or varied
+    return chosen[0] if chosen else None
 
 
 def _colours(key: str | None, rows: list[SummaryRow]):
     """(value → colour, a colour bar's mappable or None)."""
     from matplotlib import cm, colors
 
-    values = sorted({r.values.get(key) for r in rows}, key=str) if key else [None]
+    values: list[Any] = sorted({r.values.get(key) for r in rows}, key=str) if key else [None]
     if key and _numeric(values) and len(values) > 1:
-        low, high = min(values), max(values)
+        low, high = float(min(values)), float(max(values))
         log = low > 0 and high / low >= 10
         norm = colors.LogNorm(low, high) if log else colors.Normalize(low, high)
         mappable = cm.ScalarMappable(norm=norm, cmap="viridis")
@@ -97,11 +98,12 @@ def _figure_curves(sweep_dir: Path, keys: list[str], rows: list[SummaryRow], tit
     ax_tokens, ax_time = fig.subplots(1, 2)
     key = _colour_key(keys, rows)
     colour_of, mappable = _colours(key, rows)
+    colour_key = key or ""
     others = [k for k in keys if k != key and len({r.values.get(k) for r in rows}) > 1]
     style_of = _styles(others, rows)
     for r in rows:
         c = load_curves(sweep_dir / r.name)
-        colour, ls = colour_of(r.values.get(key)), style_of(r)
+        colour, ls = colour_of(r.values.get(colour_key)), style_of(r)
         label = f"{r.name}{' (diverged)' if r.status == 'diverged' else ''}"
         times = _wall_times(sweep_dir / r.name)
         for ax, xs_val, xs_train in ((ax_tokens, c.val_tokens, c.train_tokens), (ax_time, times[1], times[0])):
@@ -179,7 +181,9 @@ def _figure_values(keys: list[str], rows: list[SummaryRow], title: str | None):
     finite = [v for v in finals if v is not None and math.isfinite(v)]
     top = max(finite) if finite else 1.0
     for ax, key in zip(axes, varied, strict=False):
-        xs = sorted({r.values.get(key) for r in rows}, key=lambda v: (isinstance(v, str), v if v is not None else 0))
+        xs: list[Any] = sorted({r.values.get(key) for r in rows}, key=lambda v: (isinstance(v, str), str(v)))
+        if _numeric(xs):
+            xs.sort()
         numeric = _numeric(xs)
         position = {v: (v if numeric else i) for i, v in enumerate(xs)}
         groups: dict[tuple, list[SummaryRow]] = {}

@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import socket
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,12 +74,28 @@ def connect(url: str):
     elif url.startswith("postgresql"):
         engine_kwargs = {"connect_args": {"connect_timeout": 10}}
     try:
-        return optuna.storages.RDBStorage(
-            _with_driver(url), engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+        return _retrying(
+            lambda: optuna.storages.RDBStorage(
+                _with_driver(url), engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+            )
         )
     except Exception as e:  # SQLAlchemy's OperationalError, ArgumentError, a missing driver: one line each
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LMError(f"cannot open the study database {_redact(url)}: {reason}") from None
+
+
+def _retrying(make: Any, tries: int = 6) -> Any:
+    """``make()``, again after a pause when it lost a race with another process creating the same tables or study
+    (an IntegrityError, SQLite's "database is locked"); any other error at once."""
+    for attempt in range(tries):
+        try:
+            return make()
+        except Exception as e:
+            text = f"{type(e).__name__} {e}"
+            if attempt == tries - 1 or not ("IntegrityError" in text or "locked" in text or "Duplicated" in text):
+                raise
+            time.sleep(0.3 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _with_driver(url: str) -> str:
@@ -123,13 +140,15 @@ class SweepStudy:
         sampler = optuna.samplers.RandomSampler() if plan.sampler == "random" else optuna.samplers.TPESampler()
         pruner = optuna.pruners.MedianPruner(n_warmup_steps=1) if prune == "median" else optuna.pruners.NopPruner()
         try:
-            study = optuna.create_study(
-                storage=rdb,
-                study_name=study_name,
-                direction="minimize",
-                sampler=sampler,
-                pruner=pruner,
-                load_if_exists=True,
+            study = _retrying(
+                lambda: optuna.create_study(
+                    storage=rdb,
+                    study_name=study_name,
+                    direction="minimize",
+                    sampler=sampler,
+                    pruner=pruner,
+                    load_if_exists=True,
+                )
             )
         except Exception as e:
             raise LMError(f"cannot open study {study_name!r} in {_redact(url)}: {str(e).splitlines()[0]}") from None

@@ -68,7 +68,9 @@ class SummaryRow:
     @property
     def sort_key(self) -> tuple[float, str]:
         best = self.metrics.get("best_val_loss")
-        return (best if _finite(best) and self.status != "diverged" else math.inf, self.name)
+        if best is None or not _finite(best) or self.status == "diverged":
+            return (math.inf, self.name)
+        return (float(best), self.name)
 
 
 def sort_rows(rows: list[SummaryRow]) -> list[SummaryRow]:
@@ -135,7 +137,7 @@ def point_stats(rows: list[SummaryRow]) -> list[PointStats]:
     by_point: dict[str, list[float]] = {}
     for r in rows:
         best = r.metrics.get("best_val_loss")
-        if r.status == "done" and _finite(best):
+        if r.status == "done" and best is not None and _finite(best):
             by_point.setdefault(r.point, []).append(float(best))
     return sorted((PointStats(p, v) for p, v in by_point.items()), key=lambda s: s.mean)
 

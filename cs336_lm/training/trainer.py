@@ -273,9 +273,9 @@ class Trainer:
         }
         self.compile_s = None
         self.log.record({k: v for k, v in record.items() if v is not None})
-        first, margin = self.window.first_loss, self.cfg.train.diverge_margin
-        if first is not None and loss_rose(record["loss"], first, margin):
-            raise loss_rise_error(record["loss"], first, margin, self.step, self.job.run_dir.latest())
+        first, margin, mean = self.window.first_loss, self.cfg.train.diverge_margin, loss_sum / max(steps, 1)
+        if first is not None and loss_rose(mean, first, margin):
+            raise loss_rise_error(mean, first, margin, self.step, self.job.run_dir.latest())
 
     def _log_eval(self) -> None:
         """Emit an evaluation record: validation loss and perplexity on the fixed windows (all ranks evaluate)."""
