@@ -251,7 +251,7 @@ class Runner:
 
     def _env(self, gpu: str | None) -> dict[str, str]:
         env = dict(os.environ)
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.workers)))
+        env.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // self.workers)))
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
         return env
