@@ -132,13 +132,16 @@ class SweepStudy:
         cls, plan: SweepPlan, out_dir: Path, storage: str | None = None, name: str | None = None, prune: str = "none"
     ) -> SweepStudy:
         """Create or load the study ``name`` (default: the directory's name) and check it holds this plan;
-        ``prune="median"`` stops a trial whose validation loss is worse than the median of the others' at that step."""
+        ``prune="median"`` stops a trial whose validation loss is worse than the median of the others' at that step
+        (once two trials have finished)."""
         optuna = _import_optuna()
         url = storage or default_storage(out_dir)
         rdb = connect(url)
         study_name = name or out_dir.resolve().name
         sampler = optuna.samplers.RandomSampler() if plan.sampler == "random" else optuna.samplers.TPESampler()
-        pruner = optuna.pruners.MedianPruner(n_warmup_steps=1) if prune == "median" else optuna.pruners.NopPruner()
+        pruner = optuna.pruners.NopPruner()
+        if prune == "median":  # from the third trial on, against the trials that reached the same step
+            pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
         try:
             study = _retrying(
                 lambda: optuna.create_study(

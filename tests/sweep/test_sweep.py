@@ -157,3 +157,15 @@ def test_a_search_draws_its_trials_in_range_and_a_rerun_draws_no_more(tmp_path, 
         assert config["optim"]["lr"] == float(r["optim.lr"]) and config["model"]["norm"] == r["model.norm"]
     again = run_sweep_cli(out, items, "--trials", "3", "--sampler", "random")
     assert again.returncode == 0 and len(summary_rows(out)) == 3
+
+
+def test_median_pruning_stops_a_trial_worse_than_the_others(tmp_path, fixed):
+    out = tmp_path / "pruned"
+    steps = {"train.max_steps": 300, "train.eval_every": 10, "train.log_every": 10, "train.ckpt_every": 100}
+    items = [*fixed(steps), "optim.lr=1e-2,3e-3,1e-6"]
+    result = run_sweep_cli(out, items, "--prune", "median")
+    assert result.returncode == 0, result.stderr
+    rows = {r["trial"]: r for r in summary_rows(out)}
+    assert rows["lr=0.01"]["status"] == "done" and rows["lr=0.003"]["status"] == "done"
+    assert rows["lr=1e-06"]["status"] == "pruned"  # its first validation loss is above the others' at that step
+    assert int(float(rows["lr=1e-06"]["step"])) < 300
