@@ -31,7 +31,7 @@ from tqdm import tqdm
 from cs336_lm.errors import ConfigError
 from cs336_lm.fileio import atomic_write, make_directories, remove_empty
 from cs336_lm.sweep.plan import SweepPlan, Trial, difference
-from cs336_lm.sweep.study import FINISHED, HEARTBEAT_S, Attempt, SweepStudy
+from cs336_lm.sweep.study import FINISHED, HEARTBEAT_S, Attempt, SweepStudy, database_errors, default_storage
 from cs336_lm.sweep.summary import SummaryRow, run_metrics, sort_rows, write_summary
 
 POLL_S = 0.5
@@ -58,6 +58,19 @@ def run_sweep(
 ) -> SweepResult:
     """Run (or resume) the sweep ``plan`` into ``out_dir``; see the module docstring."""
     out = Path(out_dir)
+    with database_errors(storage or default_storage(out)):
+        return _run_sweep(plan, out, storage, workers, prune, study_name, progress)
+
+
+def _run_sweep(
+    plan: SweepPlan,
+    out: Path,
+    storage: str | None,
+    workers: int | None,
+    prune: str,
+    study_name: str | None,
+    progress: bool,
+) -> SweepResult:
     created = make_directories(out)
     try:
         _check_plan(plan, out)
@@ -118,6 +131,7 @@ class Runner:
         self.study, self.plan, self.out, self.workers, self.gpus, self.prune = study, plan, out, workers, gpus, prune
         self.lock = threading.Lock()
         self.stopped_by: str | None = None
+        self.error: BaseException | None = None  # what ended a worker, raised again once all have stopped
         self.procs: dict[int, subprocess.Popen] = {}
         self.pending: list[Trial] = [] if plan.is_search else plan.grid_trials()
         if plan.is_search:
@@ -146,6 +160,8 @@ class Runner:
             for t in threads:
                 while t.is_alive():
                     t.join(timeout=POLL_S)
+            if self.error is not None:
+                raise self.error
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -164,6 +180,14 @@ class Runner:
             self.bar.write(f"received {self.stopped_by}: stopping the running trials (they save a checkpoint)")
 
     def _work(self, index: int) -> None:
+        try:
+            self._work_loop(index)
+        except BaseException as e:  # a database gone mid-sweep: stop every trial, and raise it in the main thread
+            self.error = self.error or e
+            if self.stopped_by is None:
+                self._on_signal(signal.SIGTERM, None)
+
+    def _work_loop(self, index: int) -> None:
         gpu = self.gpus[index % len(self.gpus)] if self.gpus else None
         while self.stopped_by is None:
             with self.lock:

@@ -23,6 +23,7 @@ import os
 import socket
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,22 @@ def _retrying(make: Any, tries: int = 6) -> Any:
                 raise
             time.sleep(0.3 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def database_errors(url: str) -> Iterator[None]:
+    """The study database failing mid-sweep (a server gone, a disk full under SQLite) as one ``LMError`` line."""
+    try:
+        yield
+    except Exception as e:
+        if type(e).__module__.split(".")[0] not in ("optuna", "sqlalchemy", "psycopg2", "psycopg", "sqlite3"):
+            raise
+        text = str(e).strip()
+        reason = text.splitlines()[0] if text else type(e).__name__
+        cause = e.__cause__ or e.__context__
+        if cause is not None and str(cause).strip():
+            reason = f"{reason} ({str(cause).strip().splitlines()[0]})"
+        raise LMError(f"the study database {_redact(url)} failed: {reason}") from None
 
 
 def _with_driver(url: str) -> str:

@@ -71,3 +71,21 @@ def test_the_spread_rule_and_the_order():
         [[3.0, 3.02, 2.98], [3.1, 3.12, 3.08]]) for j, v in enumerate(vs)]  # fmt: skip
     table = seed_table(seeds)
     assert "| p0 | 3 | 3.0000 ± 0.0200 | best |  |" in table and "| p1 | 3 | 3.1000 ± 0.0200 | +0.1000 | yes |" in table
+
+
+def test_a_database_failing_mid_sweep_is_one_error_line(tmp_path, monkeypatch):
+    import sqlalchemy.exc
+
+    from cs336_lm.errors import LMError
+    from cs336_lm.sweep import run_sweep
+    from cs336_lm.sweep.study import SweepStudy
+
+    def gone(self, trial):
+        raise sqlalchemy.exc.OperationalError("UPDATE trials", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(SweepStudy, "claim", gone)
+    plan = SweepPlan.from_args(DEBUG_CONFIG, ["optim.lr=1e-3,1e-2"])
+    with pytest.raises(
+        LMError, match=r"the study database sqlite:///.*study\.db failed: .*server closed the connection"
+    ):
+        run_sweep(plan, tmp_path / "sweep", workers=2, progress=False)
