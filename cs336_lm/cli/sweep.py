@@ -53,21 +53,24 @@ class _HelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lm-sweep",
-        description="Train a grid or a search of configs (each trial an ordinary run directory), recorded in an "
-        "Optuna study, and summarise them.",
+        description="Train a grid or a search of configs, each trial an ordinary run directory, recorded in an\n"
+        "Optuna study; then summarise them.",
         formatter_class=_HelpFormatter,
         epilog=EPILOG,
     )
     p.add_argument("--config", required=True, metavar="FILE", help="experiment config (YAML), as lm-train's")
     p.add_argument("items", nargs="*", metavar="key=value", help="fixed values, grid axes and search ranges (below)")
     p.add_argument("--out", required=True, metavar="DIR", help="the sweep's directory: trials, study.db, summary")
-    p.add_argument("--trials", type=int, default=None, help="a search: how many points to draw")
+    p.add_argument("--trials", type=int, default=None, metavar="N", help="a search: how many points to draw")
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="a search's sampler")
-    p.add_argument("--seeds", type=int, default=1, help="repeat each point with this many seeds (train.seed + i)")
+    p.add_argument(
+        "--seeds", type=int, default=1, metavar="S", help="repeat each point with this many seeds (train.seed + i)"
+    )
     p.add_argument(
         "--workers",
         type=int,
         default=None,
+        metavar="K",
         help="trials at once on this machine (default: one per GPU where there are several, else 1)",
     )
     p.add_argument("--prune", choices=("none", "median"), default="none", help="stop trials worse than the median")
