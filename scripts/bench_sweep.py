@@ -10,11 +10,10 @@ Each repeat times, interleaved (the order flips every repeat, so a load that dri
   ``OMP_NUM_THREADS`` = cores / workers).
 
 The trials are a grid over ``optim.lr`` (``--lrs``) on ``configs/debug.yaml`` with the byte-level inputs the tests
-use (written into a temporary directory), ``--steps`` steps each, one thread per process for the first two (as
-``lm-sweep`` gives a single worker on a 2-core machine ``OMP_NUM_THREADS=2``, the reference runs get
-``train.threads=2`` too, so both sides use the same cores). Medians over ``--repeats`` are printed with the ratios
-(target: ``lm-sweep`` ≤ 1.05 × the reference) and the machine's load average before and after; ``--json PATH``
-writes them.
+use (written into a temporary directory), ``--steps`` steps each, every run with ``train.threads: auto`` (one
+thread per idle core; ``--workers 2`` gives each trial cores / 2). Medians over ``--repeats`` are printed with the
+ratios (target: ``lm-sweep`` ≤ 1.05 × the reference) and the machine's load average before and after; ``--json
+PATH`` writes them.
 
     python scripts/bench_sweep.py [--steps 300] [--lrs 1e-3,3e-3,1e-2,3e-2] [--repeats 3] [--json out.json]
 """
@@ -61,12 +60,10 @@ def write_inputs(root: Path) -> list[str]:
     ]
 
 
-def env(threads: int | None) -> dict[str, str]:
+def env() -> dict[str, str]:
     e = dict(os.environ)
     e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), e.get("PYTHONPATH")]))
-    e.pop("OMP_NUM_THREADS", None)
-    if threads:
-        e["OMP_NUM_THREADS"] = str(threads)
+    e.pop("OMP_NUM_THREADS", None)  # train.threads: auto decides, on both sides alike
     return e
 
 
@@ -76,18 +73,18 @@ def timed(cmd: list[str], environ: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
-def by_hand(work: Path, fixed: list[str], lrs: list[str], threads: int) -> float:
+def by_hand(work: Path, fixed: list[str], lrs: list[str]) -> float:
     total = 0.0
     for lr in lrs:
         out = work / f"lr={lr}"
         cmd = [sys.executable, "-m", "cs336_lm.cli.train", "--config", str(CONFIG), *fixed, f"optim.lr={lr}"]
-        total += timed([*cmd, f"train.out_dir={out}", f"train.threads={threads}"], env(None))
+        total += timed([*cmd, f"train.out_dir={out}"], env())
     return total
 
 
 def sweep(work: Path, fixed: list[str], lrs: list[str], workers: int) -> float:
     cmd = [sys.executable, "-m", "cs336_lm.cli.sweep", "--config", str(CONFIG), *fixed, f"optim.lr={','.join(lrs)}"]
-    return timed([*cmd, "--out", str(work), "--workers", str(workers)], env(None))
+    return timed([*cmd, "--out", str(work), "--workers", str(workers)], env())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in order:
                 work = root / f"r{repeat}-{name.replace(' ', '_')}"
                 if name == "lm-train x N":
-                    seconds = by_hand(work, fixed, lrs, threads=cores)
+                    seconds = by_hand(work, fixed, lrs)
                 else:
                     seconds = sweep(work, fixed, lrs, workers=2 if "2" in name else 1)
                 times[name].append(seconds)

@@ -4,8 +4,9 @@
 the study, starts ``workers`` threads (default: one per visible GPU when there are several, else one), each of which
 claims the next trial not finished (``SweepStudy.claim``), runs ``python -m cs336_lm.sweep.trial`` with the trial's
 overrides, ``train.out_dir=DIR/<name>`` and ``train.resume=auto``, and records its status and metrics. The trial's
-output goes to ``DIR/logs/<name>.log``. On a CPU each trial gets ``OMP_NUM_THREADS`` = cores / workers (its
-``train.threads: auto`` reads it); with GPUs each worker's trials see only that worker's GPU (``CUDA_VISIBLE_DEVICES``).
+output goes to ``DIR/logs/<name>.log``. With several workers each trial gets ``OMP_NUM_THREADS`` = cores / workers
+(its ``train.threads: auto`` reads it; one worker leaves ``auto`` to count the idle cores as ``lm-train`` does); with
+GPUs each worker's trials see only that worker's GPU (``CUDA_VISIBLE_DEVICES``).
 
 SIGINT or SIGTERM stop the sweep cleanly: no new trial starts, the running ones get SIGINT (they save a checkpoint
 and exit as ``lm-train`` does) and are recorded as interrupted; the same command later resumes them. With
@@ -275,7 +276,8 @@ class Runner:
 
     def _env(self, gpu: str | None) -> dict[str, str]:
         env = dict(os.environ)
-        env.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // self.workers)))
+        if self.workers > 1:  # K trials at once share the cores; one trial alone keeps lm-train's auto rule
+            env.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // self.workers)))
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
         return env
