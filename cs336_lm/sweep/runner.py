@@ -259,8 +259,12 @@ class Runner:
     def _watch(self, proc: subprocess.Popen, attempt: Attempt, run_dir: Path) -> bool:
         """Wait for the trial, beating the heart and feeding the pruner; True when the pruner stopped it."""
         beat, reported, pruned = time.monotonic(), 0, False
-        while proc.poll() is None:
-            time.sleep(POLL_S)
+        while True:
+            try:
+                proc.wait(timeout=POLL_S)  # returns the moment the trial ends
+                break
+            except subprocess.TimeoutExpired:
+                pass
             if time.monotonic() - beat > HEARTBEAT_S:
                 self.study.heartbeat(attempt)
                 beat = time.monotonic()
