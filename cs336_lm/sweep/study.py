@@ -139,9 +139,9 @@ def _redact(url: str) -> str:
 class SweepStudy:
     """The Optuna study of one sweep; see the module docstring."""
 
-    def __init__(self, study: Any, plan: SweepPlan):
-        self.study, self.plan = study, plan
-        self.storage = study._storage
+    def __init__(self, study: Any, plan: SweepPlan, storage: Any):
+        self.study, self.plan, self.storage = study, plan, storage
+        self.study_id = storage.get_study_id_from_name(study.study_name)
         self.optuna = _import_optuna()
 
     @classmethod
@@ -183,7 +183,7 @@ class SweepStudy:
                     f"study {study_name!r} ({out_dir}) already holds a sweep with other settings ({diff}); "
                     "use another --out (or --study) for this one"
                 )
-        return cls(study, plan)
+        return cls(study, plan, rdb)
 
     # ---- reading ----------------------------------------------------------------------------------------------
 
@@ -191,7 +191,7 @@ class SweepStudy:
         """Every attempt, oldest first; RUNNING ones whose process is gone read as ``interrupted``."""
         result = []
         stale = set(self._stale_ids())
-        for t in self.storage.get_all_trials(self.study._study_id, deepcopy=False):
+        for t in self.storage.get_all_trials(self.study_id, deepcopy=False):
             attrs = dict(t.user_attrs)
             status = attrs.get("status", "failed")
             if status == "running" and t.state.name != "RUNNING":
@@ -218,9 +218,9 @@ class SweepStudy:
         """RUNNING attempts whose process is known dead (this host) or whose heartbeat is past the grace period."""
         ids = set()
         with contextlib.suppress(Exception):
-            ids.update(self.storage._get_stale_trial_ids(self.study._study_id))
+            ids.update(self.storage._get_stale_trial_ids(self.study_id))
         host = socket.gethostname()
-        for t in self.storage.get_all_trials(self.study._study_id, deepcopy=False, states=(self._state("RUNNING"),)):
+        for t in self.storage.get_all_trials(self.study_id, deepcopy=False, states=(self._state("RUNNING"),)):
             owner = t.user_attrs.get("owner") or {}
             if owner.get("host") == host and not _alive(owner.get("pid", -1)):
                 ids.add(t._trial_id)
@@ -247,7 +247,7 @@ class SweepStudy:
             intermediate_values={},
             trial_id=0,
         )
-        trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=frozen)
+        trial_id = self.storage.create_new_trial(self.study_id, template_trial=frozen)
         return self._adopt(trial_id, trial)
 
     def ask_new(self) -> tuple[Any, dict[str, Any]] | None:
