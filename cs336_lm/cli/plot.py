@@ -1,6 +1,7 @@
 """``lm-plot RUN_DIR… --out FILE.png``: training/validation loss and learning rate of one or several runs, and the
 per-checkpoint evaluations that ``lm-perplexity --all-checkpoints --out FILE.jsonl`` wrote (pass FILE.jsonl beside
-them). ``lm-plot SWEEP_DIR --out FILE.png``: a sweep that ``lm-sweep`` wrote, as two figures (``cs336_lm.sweep.plot``)."""
+them). ``lm-plot SWEEP_DIR --out FILE.png``: a sweep that ``lm-sweep`` wrote, as two figures
+(``cs336_lm.sweep.plot``)."""
 
 import argparse
 from pathlib import Path
