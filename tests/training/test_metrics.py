@@ -100,8 +100,9 @@ def test_step_window_state_keeps_the_losses_and_not_the_times():
     window.add(0.1, 5.0)
     window.add(0.2, 5.0)
     state = window.state_dict()
-    assert state == {"steps": 2, "loss_sum": 0.1 + 0.2}
+    assert state == {"steps": 2, "loss_sum": 0.1 + 0.2, "first_loss": 0.1}  # first_loss: divergence is measured from it
     resumed = StepWindow.from_state_dict(state)
+    assert resumed.first_loss == 0.1
     resumed.add(0.3, 1.0)
     window.add(0.3, 1.0)
     steps, loss_sum, timed, seconds = resumed.take()
