@@ -41,6 +41,7 @@ LAYERS: dict[str, int] = {
     "interop": 7,  # HuggingFace export/import and layer-by-layer comparison
     "evaluation": 7,
     "serve": 8,  # the HTTP server over the engine
+    "scaling": 8,  # IsoFLOP studies: plans runs, reads their results, trains the verify run
     "cli": 9,
 }
 

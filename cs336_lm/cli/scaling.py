@@ -1,0 +1,128 @@
+"""``lm-scaling plan|fit|verify``: an IsoFLOP scaling study, planned as an lm-sweep study, fitted, and checked.
+
+    lm-scaling plan --config configs/demo.yaml --budgets 2e12,5e12,1.25e13 --sizes 5 --out runs/iso [key=value …]
+    lm-scaling plan … --dry-run          # the table with an estimated time per run; writes nothing
+    lm-scaling fit runs/iso [--predict 5e13]
+    lm-scaling verify runs/iso --budget 5e13
+
+``plan`` is ``cs336_lm.scaling.plan`` (sizes and steps per budget) written by ``cs336_lm.scaling.study``; ``fit`` is
+``cs336_lm.scaling.fit`` on the runs' final validation losses, drawn by ``cs336_lm.scaling.plot``; ``verify`` is
+``cs336_lm.scaling.verify``. Bad input is one ``error:`` line and exit status 2. docs/scaling-laws.md.
+"""
+
+import argparse
+import sys
+
+from cs336_lm.cli import HelpFormatter, add_threads_option, run_main
+from cs336_lm.errors import ConfigError
+
+EPILOG = """\
+budgets are training FLOPs counted exactly (cs336_lm.nn.accounting.training_flops_per_token: matmuls, 3x the
+forward, attention's T x T products included), e.g. --budgets 2e12,5e12,1.25e13.
+See docs/scaling-laws.md for the method, the size rule and a study run on a 2-core CPU.
+"""
+
+
+class _HelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults and keep the epilog's line breaks."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lm-scaling",
+        description="Plan, fit and verify an IsoFLOP scaling study (compute-optimal model size and tokens).",
+        formatter_class=_HelpFormatter,
+        epilog=EPILOG,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="{plan,fit,verify}")
+
+    plan = sub.add_parser("plan", help="sizes and steps per budget; write the study", formatter_class=HelpFormatter)
+    plan.add_argument("--config", required=True, metavar="FILE", help="base lm-train config (YAML)")
+    plan.add_argument("overrides", nargs="*", metavar="key=value", help="base config overrides (e.g. data paths)")
+    plan.add_argument("--budgets", required=True, metavar="C1,C2,…", help="compute budgets in training FLOPs")
+    plan.add_argument("--sizes", type=int, default=5, metavar="K", help="model sizes per budget")
+    plan.add_argument("--out", metavar="DIR", help="study directory (required unless --dry-run)")
+    plan.add_argument("--dry-run", action="store_true", help="print the table with measured times; write nothing")
+    plan.add_argument("--tokens-per-param", type=float, default=20.0, help="D/N at the centre of each budget's sizes")
+    plan.add_argument("--span", type=float, default=16.0, help="largest / smallest target N within a budget")
+    plan.add_argument("--min-steps", type=int, default=50, help="fewest optimizer steps a planned run may take")
+    add_threads_option(plan)
+
+    fit = sub.add_parser("fit", help="fit the IsoFLOP parabolas and the power laws", formatter_class=HelpFormatter)
+    fit.add_argument("dir", metavar="DIR", help="a study directory written by lm-scaling plan")
+    fit.add_argument("--predict", type=float, metavar="C", help="also predict N_opt, D_opt and the loss at budget C")
+    fit.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    fit.add_argument("--confidence", type=float, default=0.95, help="interval coverage")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    fit.add_argument("--plot", metavar="PNG", help="figure path (default: DIR/isoflops.png)")
+
+    verify = sub.add_parser("verify", help="train the predicted optimum above the fits", formatter_class=HelpFormatter)
+    verify.add_argument("dir", metavar="DIR", help="a study directory with finished runs")
+    verify.add_argument("--budget", type=float, required=True, metavar="C", help="budget above every fitted one")
+    verify.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the interval")
+    verify.add_argument("--confidence", type=float, default=0.95, help="interval coverage")
+    verify.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    add_threads_option(verify)
+    return p
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from cs336_lm.config import load_config
+    from cs336_lm.scaling.plan import parse_budgets, plan_study, table, tokens_per_step
+
+    if args.out is None and not args.dry_run:
+        raise ConfigError("plan needs --out DIR (or --dry-run)")
+    cfg = load_config(args.config, args.overrides)
+    options = {"tokens_per_param": args.tokens_per_param, "span": args.span, "min_steps": args.min_steps}
+    for name, value in options.items():
+        if not value > 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+    t = cfg.train
+    step_tokens = tokens_per_step(t.batch_size, t.grad_accum_steps, cfg.model.context_length)
+    runs = plan_study(cfg.model.args, parse_budgets(args.budgets), args.sizes, step_tokens, **options)
+    if args.dry_run:
+        from cs336_lm.cli import cpu_threads
+        from cs336_lm.scaling.measure import tokens_per_second
+
+        with cpu_threads(args.threads) as threads:
+            print(f"measuring training throughput of {len(runs)} shapes ({threads.count} thread(s))", file=sys.stderr)
+            speed = {r.name: tokens_per_second(cfg.model.args.replace(**r.shape), t.batch_size) for r in runs}
+        print(table(runs, speed))
+        return 0
+    from cs336_lm.scaling.study import new_study
+    from cs336_lm.scaling.sweep import write_sweep
+
+    study = new_study(args.out, args.config, args.overrides, options, runs)
+    print(table(runs))
+    print(f"wrote {study.save()}")
+    print(write_sweep(study))
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from cs336_lm.scaling.report import fit_study
+
+    print(fit_study(args.dir, args.predict, args.bootstrap, args.confidence, args.seed, args.plot))
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from cs336_lm.cli import cpu_threads
+    from cs336_lm.scaling.verify import verify
+
+    with cpu_threads(args.threads):
+        print(verify(args.dir, args.budget, args.bootstrap, args.confidence, args.seed))
+    return 0
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    return {"plan": _plan, "fit": _fit, "verify": _verify}[args.command](args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(lambda: _main(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The fits of an IsoFLOP study, with NumPy only: least squares written out, and a bootstrap over the runs.
+
+Per budget C (Hoffmann et al. 2022, approach 2): the final validation losses against x = ln N are fitted with a
+parabola L(x) = c0 + c1·x + c2·x²; its vertex x* = −c1 / (2·c2) gives N_opt = e^x*, and L_opt = L(x*). A budget
+whose parabola opens downwards (c2 ≤ 0) has no minimum: a ``DataError``. D_opt is read off the runs' own tokens:
+ln D is fitted as a parabola in ln N through the budget's runs (at a fixed budget D is a smooth function of N,
+C / flops_per_token(N)) and evaluated at x*, so D_opt spends C under the same exact FLOP count the plan used.
+
+Across budgets: N_opt = k_N·C^a, D_opt = k_D·C^b and L_opt = k_L·C^(−α) are straight lines in log–log space,
+fitted by least squares on the logs (``fit_power_law``). The bootstrap (``bootstrap``) redraws the runs of each
+budget with replacement and refits everything; the intervals are the percentiles of the refitted values. A redraw
+with fewer than three distinct sizes in a budget, or a parabola without a minimum, is drawn again.
+
+The predicted loss for a new run at budget C gets a *prediction* interval, not only a confidence interval for the
+fitted law: each bootstrap draw adds one residual of the per-budget parabolas (scaled by √(n / (n − 3)) for the
+three fitted coefficients), so the interval covers one run's own noise (its seed, the evaluation windows) too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cs336_lm.errors import DataError
+
+MIN_RUNS = 3
+"""Runs a budget needs for a parabola."""
+
+
+def least_squares(design: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """β minimising ‖design·β − y‖², from the normal equations solved through a QR factorisation (stabler than
+    inverting designᵀ·design). ``design`` (n, p) with n ≥ p and full column rank."""
+    q, r = np.linalg.qr(design)  # design = q·r, q (n, p) orthonormal columns, r (p, p) upper triangular
+    return np.linalg.solve(r, q.T @ y)
+
+
+def polyfit(x: Sequence[float], y: Sequence[float], degree: int) -> np.ndarray:
+    """Coefficients c0…c_degree (lowest first) of the least-squares polynomial through (x, y)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    design = np.stack([x**k for k in range(degree + 1)], axis=1)  # (n, degree + 1)
+    return least_squares(design, y)
+
+
+@dataclass(frozen=True)
+class Parabola:
+    """y = c0 + c1·x + c2·x²."""
+
+    c0: float
+    c1: float
+    c2: float
+
+    @property
+    def vertex(self) -> tuple[float, float]:
+        """(x*, y*) of the minimum (c2 > 0) or maximum."""
+        x = -self.c1 / (2 * self.c2)
+        return x, self(x)
+
+    def __call__(self, x):
+        return self.c0 + self.c1 * x + self.c2 * x * x
+
+
+def fit_parabola(x: Sequence[float], y: Sequence[float]) -> Parabola:
+    if len(set(x)) < 3:
+        raise DataError(f"a parabola needs three distinct x values, got {len(set(x))}")
+    return Parabola(*map(float, polyfit(x, y, 2)))
+
+
+@dataclass(frozen=True)
+class PowerLaw:
+    """y = coef · x^exponent."""
+
+    coef: float
+    exponent: float
+
+    def __call__(self, x):
+        return self.coef * np.power(x, self.exponent)
+
+
+def fit_power_law(x: Sequence[float], y: Sequence[float]) -> PowerLaw:
+    """Least squares of ln y = ln coef + exponent · ln x; x and y must be > 0, with two distinct x at least."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if np.any(x <= 0) or np.any(y <= 0):
+        raise DataError("a power law needs positive values")
+    if len(set(x.tolist())) < 2:
+        raise DataError("a power law needs at least two distinct x values (two budgets)")
+    log_coef, exponent = polyfit(np.log(x), np.log(y), 1)
+    return PowerLaw(float(math.exp(log_coef)), float(exponent))
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished run: its budget, non-embedding parameters N, tokens D and final validation loss."""
+
+    name: str
+    budget: float
+    params: float
+    tokens: float
+    loss: float
+
+
+@dataclass(frozen=True)
+class BudgetFit:
+    budget: float
+    parabola: Parabola
+    """Loss against ln N."""
+    n_opt: float
+    d_opt: float
+    l_opt: float
+    residuals: tuple[float, ...]
+
+
+def fit_budget(runs: Sequence[Run]) -> BudgetFit:
+    """The IsoFLOP parabola of one budget's runs and its minimum (module docstring)."""
+    budget = runs[0].budget
+    x = [math.log(r.params) for r in runs]
+    if len(set(x)) < MIN_RUNS:
+        raise DataError(f"budget {budget:.3g} has {len(set(x))} distinct sizes; a parabola needs {MIN_RUNS}")
+    parabola = fit_parabola(x, [r.loss for r in runs])
+    if parabola.c2 <= 0:
+        raise DataError(
+            f"the losses of budget {budget:.3g} have no minimum in log N (the parabola opens downwards); "
+            "plan sizes on both sides of the optimum"
+        )
+    x_opt, l_opt = parabola.vertex
+    d_curve = Parabola(*map(float, polyfit(x, [math.log(r.tokens) for r in runs], 2)))
+    residuals = tuple(r.loss - parabola(xi) for r, xi in zip(runs, x, strict=True))
+    return BudgetFit(budget, parabola, math.exp(x_opt), math.exp(d_curve(x_opt)), l_opt, residuals)
+
+
+@dataclass(frozen=True)
+class Laws:
+    """The three power laws in C and the per-budget fits they came from."""
+
+    budgets: tuple[BudgetFit, ...]
+    n_opt: PowerLaw
+    d_opt: PowerLaw
+    l_opt: PowerLaw
+
+    def predict(self, budget: float) -> tuple[float, float, float]:
+        """(N_opt, D_opt, L_opt) at ``budget``."""
+        return float(self.n_opt(budget)), float(self.d_opt(budget)), float(self.l_opt(budget))
+
+
+def group(runs: Sequence[Run]) -> dict[float, list[Run]]:
+    """Runs by budget, budgets in increasing order."""
+    by_budget: dict[float, list[Run]] = {}
+    for r in sorted(runs, key=lambda r: (r.budget, r.params)):
+        by_budget.setdefault(r.budget, []).append(r)
+    return by_budget
+
+
+def fit_laws(runs: Sequence[Run]) -> Laws:
+    """Every budget's parabola, then the power laws through their minima; two budgets at least."""
+    fits = tuple(fit_budget(group_runs) for group_runs in group(runs).values())
+    if len(fits) < 2:
+        raise DataError(f"a scaling law needs at least two budgets with {MIN_RUNS} runs each, got {len(fits)}")
+    c = [f.budget for f in fits]
+    return Laws(
+        fits,
+        fit_power_law(c, [f.n_opt for f in fits]),
+        fit_power_law(c, [f.d_opt for f in fits]),
+        fit_power_law(c, [f.l_opt for f in fits]),
+    )
+
+
+@dataclass
+class Bootstrap:
+    """Refitted values, one per successful resample."""
+
+    a: list[float] = field(default_factory=list)
+    b: list[float] = field(default_factory=list)
+    alpha: list[float] = field(default_factory=list)
+    """−(the exponent of L_opt): L_opt ∝ C^(−alpha)."""
+    n_pred: list[float] = field(default_factory=list)
+    d_pred: list[float] = field(default_factory=list)
+    l_pred: list[float] = field(default_factory=list)
+    """The law's loss at the prediction budget plus one resampled residual (module docstring)."""
+    failed: int = 0
+
+    def interval(self, name: str, confidence: float) -> tuple[float, float]:
+        values = np.asarray(getattr(self, name))
+        tail = (1 - confidence) / 2
+        return float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))
+
+
+def bootstrap(
+    runs: Sequence[Run], resamples: int, predict_at: float | None = None, seed: int = 0, max_tries: int = 10
+) -> Bootstrap:
+    """Refit on ``resamples`` redraws of the runs within each budget (module docstring). Up to ``max_tries`` ×
+    ``resamples`` draws are tried; ``failed`` counts those without a fit."""
+    rng = np.random.default_rng(seed)
+    groups = list(group(runs).values())
+    full = fit_laws(runs)
+    residuals = np.concatenate(
+        [np.asarray(f.residuals) * math.sqrt(len(f.residuals) / max(len(f.residuals) - 3, 1)) for f in full.budgets]
+    )
+    out = Bootstrap()
+    for _ in range(max_tries * resamples):
+        if len(out.a) == resamples:
+            break
+        drawn = [g[i] for g in groups for i in rng.integers(0, len(g), len(g))]
+        try:
+            laws = fit_laws(drawn)
+        except (DataError, np.linalg.LinAlgError):
+            out.failed += 1
+            continue
+        out.a.append(laws.n_opt.exponent)
+        out.b.append(laws.d_opt.exponent)
+        out.alpha.append(-laws.l_opt.exponent)
+        if predict_at is not None:
+            n, d, loss = laws.predict(predict_at)
+            out.n_pred.append(n)
+            out.d_pred.append(d)
+            out.l_pred.append(loss + float(rng.choice(residuals)))
+    if len(out.a) < resamples // 2:
+        raise DataError(f"only {len(out.a)} of {resamples} bootstrap resamples could be fitted; plan more sizes")
+    return out
