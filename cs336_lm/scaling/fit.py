@@ -2,14 +2,17 @@
 
 Per budget C (Hoffmann et al. 2022, approach 2): the final validation losses against x = ln N are fitted with a
 parabola L(x) = c0 + c1·x + c2·x²; its vertex x* = −c1 / (2·c2) gives N_opt = e^x*, and L_opt = L(x*). A budget
-whose parabola opens downwards (c2 ≤ 0) has no minimum: a ``DataError``. D_opt is read off the runs' own tokens:
-ln D is fitted as a parabola in ln N through the budget's runs (at a fixed budget D is a smooth function of N,
-C / flops_per_token(N)) and evaluated at x*, so D_opt spends C under the same exact FLOP count the plan used.
+whose parabola opens downwards (c2 ≤ 0) has no minimum, and one whose vertex lies outside the sizes it was fitted
+on is an extrapolation the runs do not support: both are a ``DataError`` (plan sizes on both sides of the optimum).
+D_opt is read off the runs' own tokens: ln D is fitted as a parabola in ln N through the budget's runs (at a fixed
+budget D is a smooth function of N, C / flops_per_token(N)) and evaluated at x*, so D_opt spends C under the same
+exact FLOP count the plan used.
 
 Across budgets: N_opt = k_N·C^a, D_opt = k_D·C^b and L_opt = k_L·C^(−α) are straight lines in log–log space,
 fitted by least squares on the logs (``fit_power_law``). The bootstrap (``bootstrap``) redraws the runs of each
 budget with replacement and refits everything; the intervals are the percentiles of the refitted values. A redraw
-with fewer than three distinct sizes in a budget, or a parabola without a minimum, is drawn again.
+with fewer than three distinct sizes in a budget, or a parabola without a minimum among its sizes, is drawn again
+(``failed`` counts them).
 
 The predicted loss for a new run at budget C gets a *prediction* interval, not only a confidence interval for the
 fitted law: each bootstrap draw adds one residual of the per-budget parabolas (scaled by √(n / (n − 3)) for the
@@ -125,6 +128,11 @@ def fit_budget(runs: Sequence[Run]) -> BudgetFit:
             "plan sizes on both sides of the optimum"
         )
     x_opt, l_opt = parabola.vertex
+    if not min(x) <= x_opt <= max(x):
+        raise DataError(
+            f"the minimum of budget {budget:.3g} lies outside its sizes (N_opt ≈ {math.exp(x_opt):.3g}, sizes "
+            f"{min(r.params for r in runs):.3g} to {max(r.params for r in runs):.3g}); plan sizes on both sides of it"
+        )
     d_curve = Parabola(*map(float, polyfit(x, [math.log(r.tokens) for r in runs], 2)))
     residuals = tuple(r.loss - parabola(xi) for r, xi in zip(runs, x, strict=True))
     return BudgetFit(budget, parabola, math.exp(x_opt), math.exp(d_curve(x_opt)), l_opt, residuals)
@@ -187,7 +195,7 @@ class Bootstrap:
 
 
 def bootstrap(
-    runs: Sequence[Run], resamples: int, predict_at: float | None = None, seed: int = 0, max_tries: int = 10
+    runs: Sequence[Run], resamples: int, predict_at: float | None = None, seed: int = 0, max_tries: int = 50
 ) -> Bootstrap:
     """Refit on ``resamples`` redraws of the runs within each budget (module docstring). Up to ``max_tries`` ×
     ``resamples`` draws are tried; ``failed`` counts those without a fit."""

@@ -1,0 +1,126 @@
+"""``lm-scaling`` end to end: plan → train → fit on configs/debug.yaml, the fit of a study written from a known
+law, and bad input (a budget too small, missing, diverged and too few runs, mixed configs) as one ``error:`` line
+with exit status 2, or a warning where the runs can still be used."""
+
+import json
+import math
+
+import pytest
+import yaml
+
+from cs336_lm.cli.scaling import main
+from cs336_lm.scaling.study import load_study, read_results, train_run
+
+from .conftest import DEBUG_CONFIG, write_fake_runs
+
+BUDGETS = "1e9,3e9"
+
+
+def plan(tmp_path, overrides, *extra):
+    return main(["plan", "--config", str(DEBUG_CONFIG), *overrides, "--budgets", BUDGETS, "--sizes", "3",
+                 "--min-steps", "20", "--out", str(tmp_path / "study"), *extra])  # fmt: skip
+
+
+def one_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.mark.slow
+def test_plan_train_fit_end_to_end(tmp_path, tiny_inputs, capsys):
+    assert plan(tmp_path, tiny_inputs) == 0
+    study = load_study(tmp_path / "study")
+    assert [r.name for r in study.runs] == [
+        "c1e+09-n22k", "c1e+09-n35k", "c1e+09-n123k", "c3e+09-n22k", "c3e+09-n70k", "c3e+09-n385k"
+    ]  # fmt: skip
+    trained = {}
+    for run in study.runs:
+        trained[run.name] = train_run(study, run)
+        config = yaml.safe_load((study.run_dir(run) / "config.yaml").read_text())
+        assert config["model"]["d_model"] == run.shape["d_model"] and config["train"]["max_steps"] == run.steps
+    assert read_results(study).finished == trained  # each run's last evaluation, read back from its directory
+    assert trained["c3e+09-n22k"] < trained["c1e+09-n22k"]  # three times the compute, a lower loss
+    capsys.readouterr()
+    status = main(["fit", str(tmp_path / "study"), "--bootstrap", "50", "--predict", "1e10"])
+    out, err = capsys.readouterr()
+    if status == 0:
+        record = json.loads((tmp_path / "study" / "fit.json").read_text())
+        assert len(record["runs"]) == 6 and record["prediction"]["budget"] == 1e10
+        assert (tmp_path / "study" / "isoflops.png").read_bytes()[:4] == b"\x89PNG"
+        assert "a = " in out and "prediction interval" in out
+    else:  # runs of a few dozen steps favour the smallest model: the fit must refuse to extrapolate, and say why
+        assert status == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, err
+        assert "lies outside its sizes" in err or "no minimum" in err, err
+        assert not (tmp_path / "study" / "fit.json").exists()
+
+
+def test_fit_recovers_the_minima_of_a_known_law(tmp_path, tiny_inputs, capsys):
+    assert plan(tmp_path, tiny_inputs, "--sizes", "4") == 0
+    n_opt = write_fake_runs(tmp_path / "study")
+    assert main(["fit", str(tmp_path / "study"), "--bootstrap", "50", "--predict", "1e10"]) == 0
+    record = json.loads((tmp_path / "study" / "fit.json").read_text())
+    for fitted in record["budgets"]:
+        assert fitted["n_opt"] == pytest.approx(n_opt[fitted["budget"]], rel=1e-6)
+        assert fitted["l_opt"] == pytest.approx(5 * fitted["budget"] ** -0.05, rel=1e-6)
+    a = math.log(n_opt[3e9] / n_opt[1e9]) / math.log(3)  # two budgets: the law goes through both minima
+    assert record["laws"]["n_opt"]["exponent"] == pytest.approx(a, rel=1e-6)
+    assert record["prediction"]["loss"] == pytest.approx(5 * 1e10**-0.05, rel=1e-6)
+
+
+def test_a_budget_too_small_for_any_shape(tmp_path, tiny_inputs, capsys):
+    status = main(["plan", "--config", str(DEBUG_CONFIG), *tiny_inputs, "--budgets", "1e6", "--out", str(tmp_path)])
+    assert status == 2 and "too small for any shape" in one_error(capsys)
+    assert not (tmp_path / "scaling.json").exists()
+
+
+def test_missing_and_diverged_runs_are_left_out_with_a_warning(tmp_path, tiny_inputs, capsys):
+    assert plan(tmp_path, tiny_inputs, "--sizes", "6") == 0
+    write_fake_runs(tmp_path / "study")
+    study = load_study(tmp_path / "study")
+    (study.run_dir(study.runs[0]) / "metrics.jsonl").unlink()
+    diverged = study.run_dir(study.runs[-1]) / "metrics.jsonl"
+    diverged.write_text('{"step": 1, "loss": NaN}\n')
+    with pytest.warns(UserWarning) as caught:
+        assert main(["fit", str(tmp_path / "study"), "--bootstrap", "20"]) == 0
+    messages = [str(w.message) for w in caught]
+    assert any(m.startswith(f"run {study.runs[0].name} has no final validation loss") for m in messages), messages
+    assert any(m.startswith(f"run {study.runs[-1].name} diverged") for m in messages), messages
+
+
+def test_a_budget_with_fewer_than_three_runs_is_refused(tmp_path, tiny_inputs, capsys):
+    assert plan(tmp_path, tiny_inputs) == 0
+    write_fake_runs(tmp_path / "study")
+    study = load_study(tmp_path / "study")
+    (study.run_dir(study.runs[1]) / "metrics.jsonl").unlink()
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="has no final validation loss"):
+        assert main(["fit", str(tmp_path / "study")]) == 2
+    expected = f"error: budget 1e+09 has 2 finished run(s) in {tmp_path / 'study'}; a fit needs 3 per budget"
+    assert one_error(capsys) == expected
+
+
+def test_runs_of_another_config_in_one_directory_are_refused(tmp_path, tiny_inputs, capsys):
+    assert plan(tmp_path, tiny_inputs) == 0
+    write_fake_runs(tmp_path / "study")
+    study = load_study(tmp_path / "study")
+    saved = study.run_dir(study.runs[2]) / "config.yaml"
+    config = yaml.safe_load(saved.read_text())
+    config["optim"]["lr"] = 0.5
+    saved.write_text(yaml.safe_dump(config))
+    capsys.readouterr()
+    assert main(["fit", str(tmp_path / "study")]) == 2
+    assert "another config than the study's (optim.lr: 0.01 vs 0.5)" in one_error(capsys)
+    # and a second plan of another config into the same directory
+    assert plan(tmp_path, [*tiny_inputs, "optim.lr=0.5"]) == 2
+    assert "holds a study of another config (optim.lr: 0.01 vs 0.5)" in one_error(capsys)
+
+
+def test_fit_and_verify_refuse_what_is_not_a_study_or_not_an_extrapolation(tmp_path, tiny_inputs, capsys):
+    assert main(["fit", str(tmp_path)]) == 2
+    assert "is not a scaling study" in one_error(capsys)
+    assert plan(tmp_path, tiny_inputs) == 0
+    write_fake_runs(tmp_path / "study")
+    capsys.readouterr()
+    assert main(["verify", str(tmp_path / "study"), "--budget", "2e9", "--bootstrap", "20"]) == 2
+    assert "must be above every fitted budget" in one_error(capsys)
