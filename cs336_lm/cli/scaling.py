@@ -1,11 +1,13 @@
-"""``lm-scaling plan|fit|verify``: an IsoFLOP scaling study, planned as an lm-sweep study, fitted, and checked.
+"""``lm-scaling plan|run|fit|verify``: an IsoFLOP scaling study, planned as an lm-sweep study, fitted, and checked.
 
-    lm-scaling plan --config configs/demo.yaml --budgets 2e12,5e12,1.25e13 --sizes 5 --out runs/iso [key=value …]
+    lm-scaling plan --config configs/demo.yaml --budgets 8e11,2e12,5e12 --sizes 5 --out runs/iso [key=value …]
     lm-scaling plan … --dry-run          # the table with an estimated time per run; writes nothing
-    lm-scaling fit runs/iso [--predict 5e13]
-    lm-scaling verify runs/iso --budget 5e13
+    lm-scaling run runs/iso [--workers 2]
+    lm-scaling fit runs/iso [--predict 2e13]
+    lm-scaling verify runs/iso --budget 2e13
 
-``plan`` is ``cs336_lm.scaling.plan`` (sizes and steps per budget) written by ``cs336_lm.scaling.study``; ``fit`` is
+``plan`` is ``cs336_lm.scaling.plan`` (sizes and steps per budget) written by ``cs336_lm.scaling.study``; ``run`` is
+``cs336_lm.scaling.sweep`` (the runs as lm-sweep trials); ``fit`` is
 ``cs336_lm.scaling.fit`` on the runs' final validation losses, drawn by ``cs336_lm.scaling.plot``; ``verify`` is
 ``cs336_lm.scaling.verify``. Bad input is one ``error:`` line and exit status 2. docs/scaling-laws.md.
 """
@@ -34,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
         epilog=EPILOG,
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="{plan,fit,verify}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{plan,run,fit,verify}")
 
     plan = sub.add_parser("plan", help="sizes and steps per budget; write the study", formatter_class=HelpFormatter)
     plan.add_argument("--config", required=True, metavar="FILE", help="base lm-train config (YAML)")
@@ -47,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--span", type=float, default=16.0, help="largest / smallest target N within a budget")
     plan.add_argument("--min-steps", type=int, default=50, help="fewest optimizer steps a planned run may take")
     add_threads_option(plan)
+
+    run = sub.add_parser("run", help="train (or resume) the study's runs", formatter_class=HelpFormatter)
+    run.add_argument("dir", metavar="DIR", help="a study directory written by lm-scaling plan")
+    run.add_argument("--workers", type=int, help="runs at a time (lm-sweep's default: one per GPU, else 1)")
+    run.add_argument("--storage", metavar="URL", help="lm-sweep's shared study database (default: DIR/study.db)")
 
     fit = sub.add_parser("fit", help="fit the IsoFLOP parabolas and the power laws", formatter_class=HelpFormatter)
     fit.add_argument("dir", metavar="DIR", help="a study directory written by lm-scaling plan")
@@ -90,12 +97,27 @@ def _plan(args: argparse.Namespace) -> int:
         print(table(runs, speed))
         return 0
     from cs336_lm.scaling.study import new_study
-    from cs336_lm.scaling.sweep import write_sweep
+    from cs336_lm.scaling.sweep import describe_next_step, sweep_available, sweep_plan
 
-    study = new_study(args.out, args.config, args.overrides, options, runs)
+    layout = "sweep" if sweep_available() else "runs"
+    study = new_study(args.out, args.config, args.overrides, options, runs, layout)
+    if layout == "sweep":
+        sweep_plan(study)  # every trial checked against the schema before the plan is written
     print(table(runs))
     print(f"wrote {study.save()}")
-    print(write_sweep(study))
+    print(describe_next_step(study))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cs336_lm.scaling.study import load_study
+    from cs336_lm.scaling.sweep import run_study
+
+    unfinished = run_study(load_study(args.dir), args.workers, args.storage)
+    if unfinished:
+        print(f"{len(unfinished)} run(s) did not finish: {', '.join(unfinished)}", file=sys.stderr)
+        return 1
+    print(f"every run finished; next: lm-scaling fit {args.dir}")
     return 0
 
 
@@ -117,7 +139,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    return {"plan": _plan, "fit": _fit, "verify": _verify}[args.command](args)
+    return {"plan": _plan, "run": _run, "fit": _fit, "verify": _verify}[args.command](args)
 
 
 def main(argv: list[str] | None = None) -> int:

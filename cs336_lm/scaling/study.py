@@ -5,7 +5,8 @@ the final validation losses read back from them.
 they gave), the planning options and every ``PlannedRun``. ``run_config`` is the full config of one run: the base
 config, the user's overrides, then the run's shape and steps, its ``train.out_dir`` and evaluation at the end only
 (``train.eval_every=0``: the fit reads one loss per run). The runs are trained as an ``lm-sweep`` study
-(``cs336_lm.scaling.sweep``) or one at a time by ``train_run``; either way each is an ordinary run directory.
+(``cs336_lm.scaling.sweep``; ``layout: sweep``) or one at a time by ``train_run`` (``layout: runs``); either way
+each is an ordinary run directory.
 
 ``read_results`` sorts the runs into finished (a finite validation loss at the planned last step), diverged (a
 non-finite loss anywhere, or a final loss above ln(vocab_size), worse than guessing uniformly) and missing (no
@@ -48,12 +49,19 @@ class Study:
     """The resolved base config (``cs336_lm.config.to_dict``), before any run's overrides."""
     options: dict[str, Any]
     runs: list[PlannedRun] = field(default_factory=list)
+    layout: str = "runs"
+    """``sweep``: the runs are lm-sweep trials in ``DIR/<trial name>`` (``cs336_lm.scaling.sweep``); ``runs``: they
+    live in ``DIR/runs/<run name>``, trained one by one (where ``cs336_lm.sweep`` is not installed)."""
 
     @property
     def budgets(self) -> list[float]:
         return sorted({r.budget for r in self.runs})
 
     def run_dir(self, run: PlannedRun) -> Path:
+        if self.layout == "sweep":
+            from cs336_lm.scaling.sweep import trial_dir
+
+            return trial_dir(self, run)
         return self.root / RUNS / run.name
 
     def run_overrides(self, run: PlannedRun) -> list[str]:
@@ -71,6 +79,7 @@ class Study:
             "base": self.base,
             "options": self.options,
             "runs": [r.to_dict() for r in self.runs],
+            "layout": self.layout,
         }
 
     def save(self) -> Path:
@@ -81,10 +90,12 @@ class Study:
         return path
 
 
-def new_study(root: Path, config_path: str, overrides: list[str], options: dict, runs: list[PlannedRun]) -> Study:
+def new_study(
+    root: Path, config_path: str, overrides: list[str], options: dict, runs: list[PlannedRun], layout: str = "runs"
+) -> Study:
     """A study of ``runs`` on the base config; a directory that already holds another plan is refused."""
     base = to_dict(load_config(config_path, overrides))
-    study = Study(Path(root), str(config_path), list(overrides), base, dict(options), list(runs))
+    study = Study(Path(root), str(config_path), list(overrides), base, dict(options), list(runs), layout)
     if (study.root / PLAN_FILE).exists():
         old = load_study(study.root)
         if _comparable(old.base) != _comparable(base):
@@ -103,7 +114,7 @@ def load_study(root: str | Path) -> Study:
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
         runs = [PlannedRun.from_dict(r) for r in d["runs"]]
-        return Study(root, d["config"], list(d["overrides"]), d["base"], d["options"], runs)
+        return Study(root, d["config"], list(d["overrides"]), d["base"], d["options"], runs, d.get("layout", "runs"))
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"{path} is not a valid scaling plan: {e}") from None
 

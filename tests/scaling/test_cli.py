@@ -1,6 +1,7 @@
-"""``lm-scaling`` end to end: plan → train → fit on configs/debug.yaml, the fit of a study written from a known
-law, and bad input (a budget too small, missing, diverged and too few runs, mixed configs) as one ``error:`` line
-with exit status 2, or a warning where the runs can still be used."""
+"""``lm-scaling`` end to end: plan → run (an lm-sweep study where cs336_lm.sweep is installed) → fit on
+configs/debug.yaml; the fit of a study written from a known law; and bad input (a budget too small, missing,
+diverged and too few runs, mixed configs) as one ``error:`` line with exit status 2, or a warning where the runs
+can still be used."""
 
 import json
 import math
@@ -9,7 +10,9 @@ import pytest
 import yaml
 
 from cs336_lm.cli.scaling import main
-from cs336_lm.scaling.study import load_study, read_results, train_run
+from cs336_lm.scaling.study import load_study, read_results
+from cs336_lm.scaling.sweep import sweep_available
+from cs336_lm.training.metrics import read_metrics
 
 from .conftest import DEBUG_CONFIG, write_fake_runs
 
@@ -34,13 +37,17 @@ def test_plan_train_fit_end_to_end(tmp_path, tiny_inputs, capsys):
     assert [r.name for r in study.runs] == [
         "c1e+09-n22k", "c1e+09-n35k", "c1e+09-n123k", "c3e+09-n22k", "c3e+09-n70k", "c3e+09-n385k"
     ]  # fmt: skip
-    trained = {}
-    for run in study.runs:
-        trained[run.name] = train_run(study, run)
+    assert main(["run", str(tmp_path / "study"), "--workers", "1"]) == 0
+    losses = read_results(study).finished
+    assert sorted(losses) == sorted(r.name for r in study.runs)
+    for run in study.runs:  # each run trained its own shape for its own steps, and ended with an evaluation
         config = yaml.safe_load((study.run_dir(run) / "config.yaml").read_text())
         assert config["model"]["d_model"] == run.shape["d_model"] and config["train"]["max_steps"] == run.steps
-    assert read_results(study).finished == trained  # each run's last evaluation, read back from its directory
-    assert trained["c3e+09-n22k"] < trained["c1e+09-n22k"]  # three times the compute, a lower loss
+        records = read_metrics(study.run_dir(run) / "metrics.jsonl")
+        assert [r["val_loss"] for r in records if "val_loss" in r] == [losses[run.name]]
+    assert losses["c3e+09-n22k"] < losses["c1e+09-n22k"]  # three times the compute, a lower loss
+    if sweep_available():  # the runs are an lm-sweep study: its record beside the plan
+        assert (tmp_path / "study" / "sweep.json").is_file() and study.layout == "sweep"
     capsys.readouterr()
     status = main(["fit", str(tmp_path / "study"), "--bootstrap", "50", "--predict", "1e10"])
     out, err = capsys.readouterr()
@@ -124,3 +131,15 @@ def test_fit_and_verify_refuse_what_is_not_a_study_or_not_an_extrapolation(tmp_p
     capsys.readouterr()
     assert main(["verify", str(tmp_path / "study"), "--budget", "2e9", "--bootstrap", "20"]) == 2
     assert "must be above every fitted budget" in one_error(capsys)
+
+
+def test_the_runs_are_an_lm_sweep_study_of_explicit_points(tmp_path, tiny_inputs):
+    pytest.importorskip("cs336_lm.sweep", reason="needs lm-sweep (cs336_lm.sweep, issue #25), not on this branch yet")
+    from cs336_lm.scaling.sweep import point, sweep_plan
+
+    assert plan(tmp_path, tiny_inputs) == 0
+    study = load_study(tmp_path / "study")
+    trials = sweep_plan(study).grid_trials()
+    assert study.layout == "sweep" and len(trials) == len(study.runs)
+    for run, trial in zip(study.runs, trials, strict=True):
+        assert trial.values == point(run) and study.run_dir(run) == tmp_path / "study" / trial.name
