@@ -8,11 +8,14 @@ D_opt is read off the runs' own tokens: ln D is fitted as a parabola in ln N thr
 budget D is a smooth function of N, C / flops_per_token(N)) and evaluated at x*, so D_opt spends C under the same
 exact FLOP count the plan used.
 
-Across budgets: N_opt = k_N·C^a, D_opt = k_D·C^b and L_opt = k_L·C^(−α) are straight lines in log–log space,
-fitted by least squares on the logs (``fit_power_law``). The bootstrap (``bootstrap``) redraws the runs of each
-budget with replacement and refits everything; the intervals are the percentiles of the refitted values. A redraw
-with fewer than three distinct sizes in a budget, or a parabola without a minimum among its sizes, is drawn again
-(``failed`` counts them).
+Across budgets: N_opt = k_N·C^a and D_opt = k_D·C^b are straight lines in log–log space, fitted by least squares
+on the logs (``fit_power_law``). The loss cannot fall as a pure power law for ever (text has an irreducible
+entropy), so L_opt = E + A·C^(−α) with E ≥ 0 (``fit_loss_law``), as Hoffmann et al.'s L(N, D) = E + A/N^α + B/D^β
+gives along the compute-optimal frontier; with only two budgets E is 0.
+
+The bootstrap (``bootstrap``) redraws the runs of each budget with replacement and refits everything; the
+intervals are the percentiles of the refitted values. A redraw with fewer than three distinct sizes in a budget, or
+a parabola without a minimum among its sizes, is drawn again (``failed`` counts them).
 
 The predicted loss for a new run at budget C gets a *prediction* interval, not only a confidence interval for the
 fitted law: each bootstrap draw adds one residual of the per-budget parabolas (scaled by √(n / (n − 3)) for the
@@ -29,6 +32,9 @@ import numpy as np
 
 from cs336_lm.errors import DataError
 
+Values = Sequence[float] | np.ndarray
+"""Numbers as a list or an array."""
+
 MIN_RUNS = 3
 """Runs a budget needs for a parabola."""
 
@@ -40,11 +46,11 @@ def least_squares(design: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.linalg.solve(r, q.T @ y)
 
 
-def polyfit(x: Sequence[float], y: Sequence[float], degree: int) -> np.ndarray:
+def polyfit(x: Values, y: Values, degree: int) -> np.ndarray:
     """Coefficients c0…c_degree (lowest first) of the least-squares polynomial through (x, y)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    design = np.stack([x**k for k in range(degree + 1)], axis=1)  # (n, degree + 1)
-    return least_squares(design, y)
+    xs, ys = np.asarray(x, float), np.asarray(y, float)
+    design = np.stack([xs**k for k in range(degree + 1)], axis=1)  # (n, degree + 1)
+    return least_squares(design, ys)
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,7 @@ class Parabola:
         return self.c0 + self.c1 * x + self.c2 * x * x
 
 
-def fit_parabola(x: Sequence[float], y: Sequence[float]) -> Parabola:
+def fit_parabola(x: Values, y: Values) -> Parabola:
     if len(set(x)) < 3:
         raise DataError(f"a parabola needs three distinct x values, got {len(set(x))}")
     return Parabola(*map(float, polyfit(x, y, 2)))
@@ -82,15 +88,66 @@ class PowerLaw:
         return self.coef * np.power(x, self.exponent)
 
 
-def fit_power_law(x: Sequence[float], y: Sequence[float]) -> PowerLaw:
+def fit_power_law(x: Values, y: Values) -> PowerLaw:
     """Least squares of ln y = ln coef + exponent · ln x; x and y must be > 0, with two distinct x at least."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if np.any(x <= 0) or np.any(y <= 0):
+    xs, ys = np.asarray(x, float), np.asarray(y, float)
+    if np.any(xs <= 0) or np.any(ys <= 0):
         raise DataError("a power law needs positive values")
-    if len(set(x.tolist())) < 2:
+    if len(set(xs.tolist())) < 2:
         raise DataError("a power law needs at least two distinct x values (two budgets)")
-    log_coef, exponent = polyfit(np.log(x), np.log(y), 1)
+    log_coef, exponent = polyfit(np.log(xs), np.log(ys), 1)
     return PowerLaw(float(math.exp(log_coef)), float(exponent))
+
+
+@dataclass(frozen=True)
+class LossLaw:
+    """y = floor + coef · (x / scale)^(−alpha): a power law that levels off at an irreducible loss ``floor``."""
+
+    floor: float
+    coef: float
+    alpha: float
+    scale: float
+
+    def __call__(self, x):
+        return self.floor + self.coef * np.power(np.asarray(x, float) / self.scale, -self.alpha)
+
+
+def fit_loss_law(x: Values, y: Values, alphas: tuple[float, float] = (1e-3, 3.0)) -> LossLaw:
+    """Least squares of y = E + A·(x/s)^(−α) with E ≥ 0, A > 0 (s the geometric mean of x, for conditioning).
+
+    For a given α the model is linear in (E, A): solved exactly (or with E = 0 when the free solution has E < 0).
+    α itself is found by a grid over ``alphas`` in log scale and a golden-section search between the best grid
+    point's neighbours. With two distinct x there is no floor to find: E = 0, the line through both points in
+    log–log space."""
+    xs, ys = np.asarray(x, float), np.asarray(y, float)
+    scale = float(np.exp(np.log(xs).mean()))
+    if len(set(xs.tolist())) < 3:
+        law = fit_power_law(xs, ys)
+        return LossLaw(0.0, float(law(scale)), -law.exponent, scale)
+
+    def solve(alpha: float) -> tuple[float, float, float]:
+        t = (xs / scale) ** -alpha
+        floor, coef = polyfit(t, ys, 1)
+        if floor < 0:
+            floor, coef = 0.0, float(t @ ys / (t @ t))
+        return float(np.sum((floor + coef * t - ys) ** 2)), float(floor), float(coef)
+
+    grid = np.geomspace(*alphas, 241)
+    errors = [solve(a)[0] for a in grid]
+    best = int(np.argmin(errors))
+    low, high = math.log(grid[max(best - 1, 0)]), math.log(grid[min(best + 1, grid.size - 1)])
+    ratio = (math.sqrt(5) - 1) / 2
+    for _ in range(80):  # golden section on ln α
+        a, b = high - ratio * (high - low), low + ratio * (high - low)
+        if solve(math.exp(a))[0] <= solve(math.exp(b))[0]:
+            high = b
+        else:
+            low = a
+    alpha = math.exp((low + high) / 2)
+    _, floor, coef = solve(alpha)
+    if coef <= 0:
+        raise DataError("the losses do not fall with compute; no loss law to fit")
+    return LossLaw(floor, coef, alpha, scale)
 
 
 @dataclass(frozen=True)
@@ -145,7 +202,7 @@ class Laws:
     budgets: tuple[BudgetFit, ...]
     n_opt: PowerLaw
     d_opt: PowerLaw
-    l_opt: PowerLaw
+    l_opt: LossLaw
 
     def predict(self, budget: float) -> tuple[float, float, float]:
         """(N_opt, D_opt, L_opt) at ``budget``."""
@@ -170,7 +227,7 @@ def fit_laws(runs: Sequence[Run]) -> Laws:
         fits,
         fit_power_law(c, [f.n_opt for f in fits]),
         fit_power_law(c, [f.d_opt for f in fits]),
-        fit_power_law(c, [f.l_opt for f in fits]),
+        fit_loss_law(c, [f.l_opt for f in fits]),
     )
 
 
@@ -181,7 +238,9 @@ class Bootstrap:
     a: list[float] = field(default_factory=list)
     b: list[float] = field(default_factory=list)
     alpha: list[float] = field(default_factory=list)
-    """−(the exponent of L_opt): L_opt ∝ C^(−alpha)."""
+    """L_opt = E + A·C^(−alpha)."""
+    floor: list[float] = field(default_factory=list)
+    """E, the irreducible loss of the fitted law."""
     n_pred: list[float] = field(default_factory=list)
     d_pred: list[float] = field(default_factory=list)
     l_pred: list[float] = field(default_factory=list)
@@ -217,7 +276,8 @@ def bootstrap(
             continue
         out.a.append(laws.n_opt.exponent)
         out.b.append(laws.d_opt.exponent)
-        out.alpha.append(-laws.l_opt.exponent)
+        out.alpha.append(laws.l_opt.alpha)
+        out.floor.append(laws.l_opt.floor)
         if predict_at is not None:
             n, d, loss = laws.predict(predict_at)
             out.n_pred.append(n)

@@ -58,7 +58,11 @@ class StudyFit:
             "laws": {
                 "n_opt": {**vars(self.laws.n_opt), "interval": ci("a", self.confidence)},
                 "d_opt": {**vars(self.laws.d_opt), "interval": ci("b", self.confidence)},
-                "l_opt": {**vars(self.laws.l_opt), "interval": [-x for x in ci("alpha", self.confidence)][::-1]},
+                "l_opt": {
+                    **vars(self.laws.l_opt),
+                    "interval": ci("alpha", self.confidence),
+                    "floor_interval": ci("floor", self.confidence),
+                },
             },
             "confidence": self.confidence,
             "resamples": len(self.boot.a),
@@ -118,8 +122,9 @@ def describe(result: StudyFit) -> str:
         f"fits over {len(result.runs)} runs; {pct} intervals from {len(result.boot.a)} bootstrap resamples of the runs",
         f"  N_opt = {laws.n_opt.coef:.4g} * C^a      a = {laws.n_opt.exponent:.3f}  [{_pair(ci('a', conf))}]",
         f"  D_opt = {laws.d_opt.coef:.4g} * C^b      b = {laws.d_opt.exponent:.3f}  [{_pair(ci('b', conf))}]",
-        f"  L_opt = {laws.l_opt.coef:.4g} * C^-alpha  alpha = {-laws.l_opt.exponent:.4f}  "
-        f"[{_pair(ci('alpha', result.confidence), 4)}]",
+        f"  L_opt = E + A * (C / {laws.l_opt.scale:.3g})^-alpha   alpha = {laws.l_opt.alpha:.3f}  "
+        f"[{_pair(ci('alpha', conf))}]",
+        f"      E = {laws.l_opt.floor:.4f}  [{_pair(ci('floor', conf), 4)}]   A = {laws.l_opt.coef:.4f}",
     ]
     p = result.prediction()
     if p is not None:

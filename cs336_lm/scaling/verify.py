@@ -4,8 +4,10 @@ budget above every fitted one, and compare its loss with the prediction.
 The fitted N_opt(C) becomes a shape by the plan's rule (``shape_for_params``; the nearest allowed shape, so its N
 differs from N_opt by up to the rule's tolerance, where the IsoFLOP curve is flat), its steps spend C exactly as the
 plan's runs do, and it trains into ``DIR/verify/NAME`` with the study's base config (resuming if it was started
-before). The record ``DIR/verify.json`` holds the prediction with its interval, the measured final validation loss,
-their relative difference and whether the loss fell inside the interval; the figure is redrawn with the run marked.
+before; a run that already finished is not trained again, its final loss is read back, so ``verify`` run twice
+reports twice). The record ``DIR/verify.json`` holds the prediction with its interval, the measured final
+validation loss, their relative difference and whether the loss fell inside the interval; the figure is redrawn
+with the run marked.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from cs336_lm.scaling.plan import plan_run, tokens_per_step
 from cs336_lm.scaling.report import PLOT_FILE, fit
 from cs336_lm.scaling.shapes import describe, shape_for_params
 from cs336_lm.scaling.study import RUN_SETTINGS
+from cs336_lm.training.metrics import read_metrics
 
 VERIFY_DIR = "verify"
 VERIFY_FILE = "verify.json"
@@ -48,6 +51,10 @@ def verify(root: str | Path, budget: float, resamples: int = 1000, confidence: f
     out_dir = root / VERIFY_DIR / run.name
     overrides = [*study.overrides, *run.overrides(), f"train.out_dir={out_dir}", *RUN_SETTINGS]
     measured = train(load_config(study.config_path, overrides)).val_loss
+    if measured is None:  # a run finished before: its last evaluation, from its metrics
+        records = read_metrics(out_dir / "metrics.jsonl")
+        final = [r["val_loss"] for r in records if r.get("step") == run.steps and "val_loss" in r]
+        measured = final[-1] if final else None
     if measured is None:
         raise DataError(f"the verify run {out_dir} ended without a validation loss")
     low, high = prediction["loss_interval"]
