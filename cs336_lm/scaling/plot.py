@@ -2,9 +2,9 @@
 constrained layout, light grid, written atomically).
 
 Left: each budget's final validation losses against N (log scale) with its fitted parabola, its minimum marked by
-a star. Middle and right: N_opt and D_opt against C, the per-budget minima as points, the fitted power law as a
+a star. Then N_opt, D_opt and L_opt against C, the per-budget minima as points, the fitted power law as a
 line across the fitted budgets and up to the prediction budget (when there is one), and the bootstrap interval
-of the prediction as an error bar. A verify run, when given, is a black cross on the left panel.
+of the prediction as an error bar. A verify run, when given, is a black cross on the IsoFLOP and the loss panels.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ if TYPE_CHECKING:
 
 
 def make_figure(result: StudyFit, verified: tuple[float, float] | None = None):
-    """The three panels (module docstring); ``verified`` is a (N, loss) point to mark."""
+    """The four panels (module docstring); ``verified`` is a (N, loss) point to mark."""
     figure_cls, ticker = _import_matplotlib()
-    fig = figure_cls(figsize=(15, 4.8), layout="constrained")
-    ax_iso, ax_n, ax_d = fig.subplots(1, 3)
+    fig = figure_cls(figsize=(20, 4.8), layout="constrained")
+    ax_iso, ax_n, ax_d, ax_l = fig.subplots(1, 4)
     laws = result.laws
     for i, f in enumerate(laws.budgets):
         color = f"C{i % 10}"
@@ -57,9 +57,29 @@ def make_figure(result: StudyFit, verified: tuple[float, float] | None = None):
             ax.errorbar([prediction["budget"]], [mid], yerr=[[mid - low], [high - mid]], fmt="s", color="C3",
                         capsize=4, label=f"prediction ({result.confidence:.0%})")  # fmt: skip
         ax.set(xscale="log", yscale="log", xlabel="compute budget C (FLOPs)", ylabel=label, title=f"{label} vs C")
-    ax_n.yaxis.set_major_formatter(ticker.EngFormatter())
-    ax_d.yaxis.set_major_formatter(ticker.EngFormatter())
-    for ax in (ax_iso, ax_n, ax_d):
+    ax_l.plot(budgets, [f.l_opt for f in laws.budgets], "o", color="C0", ms=6, label="L_opt per budget")
+    law = laws.l_opt
+    ax_l.plot(
+        cs,
+        law(cs),
+        color="C0",
+        lw=1.2,
+        label=f"L_opt = {law.floor:.3g} + {law.coef:.3g} (C/{law.scale:.2g})^-{law.alpha:.3f}",
+    )
+    if prediction is not None:
+        low, high = prediction["loss_interval"]
+        mid = prediction["loss"]
+        ax_l.errorbar([prediction["budget"]], [mid], yerr=[[mid - low], [high - mid]], fmt="s", color="C3", capsize=4,
+                      label=f"prediction ({result.confidence:.0%}, one run)")  # fmt: skip
+        if verified is not None:
+            ax_l.plot([prediction["budget"]], [verified[1]], "X", color="black", ms=9, label="verify run")
+    ax_l.set(xscale="log", xlabel="compute budget C (FLOPs)", ylabel="loss (nats)", title="L_opt vs C")
+    for ax in (ax_n, ax_d):
+        ax.yaxis.set_major_formatter(ticker.EngFormatter())
+        ax.yaxis.set_minor_formatter(ticker.EngFormatter())  # a span under a decade has few major ticks
+    for ax in (ax_n, ax_d, ax_l):
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    for ax in (ax_iso, ax_n, ax_d, ax_l):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize="small")
     return fig
