@@ -58,13 +58,13 @@ def make_figure(result: StudyFit, verified: tuple[float, float] | None = None):
                         capsize=4, label=f"prediction ({result.confidence:.0%})")  # fmt: skip
         ax.set(xscale="log", yscale="log", xlabel="compute budget C (FLOPs)", ylabel=label, title=f"{label} vs C")
     ax_l.plot(budgets, [f.l_opt for f in laws.budgets], "o", color="C0", ms=6, label="L_opt per budget")
-    law = laws.l_opt
+    loss_law = laws.l_opt
     ax_l.plot(
         cs,
-        law(cs),
+        loss_law(cs),
         color="C0",
         lw=1.2,
-        label=f"L_opt = {law.floor:.3g} + {law.coef:.3g} (C/{law.scale:.2g})^-{law.alpha:.3f}",
+        label=f"L_opt = {loss_law.floor:.3g} + {loss_law.coef:.3g} (C/{loss_law.scale:.2g})^-{loss_law.alpha:.3f}",
     )
     if prediction is not None:
         low, high = prediction["loss_interval"]
