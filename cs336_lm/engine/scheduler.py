@@ -2,7 +2,12 @@
 
 Every step packs, up to ``max_batch_tokens``: one token of every running sequence that is decoding (oldest
 first), then the next chunk of every running sequence still in its prompt, then the first chunks of waiting
-sequences, which join the batch as budget and free blocks allow. A waiting sequence first takes the registered
+sequences, which join the batch as budget and free blocks allow. Waiting sequences join **shortest prompt
+first, with aging**: in the order of their tokens still to compute less ``AGING_TOKENS_PER_STEP`` for every step
+they have waited (ties in arrival order), so a short prompt that arrives behind a backlog of long ones (a
+harness scoring thousands of windows beside people chatting) gets its first token within a step or two, and a
+long one is passed only by prompts that arrived less than ``its length / AGING_TOKENS_PER_STEP`` steps after it:
+none starves. A preempted sequence goes before all of them. A waiting sequence first takes the registered
 blocks of its longest cached prefix (``BlockManager``), so it computes only the rest — except the positions
 whose logits score its prompt (``prompt_logprobs``), which it computes itself. One whose first block is still
 being computed by a running sequence waits for it: the ``n`` samples of one prompt compute it once.
@@ -20,6 +25,9 @@ from dataclasses import dataclass
 
 from cs336_lm.engine.blocks import BlockManager, block_hash
 from cs336_lm.engine.sequence import Sequence, Status
+
+AGING_TOKENS_PER_STEP = 32
+"""How much nearer the front a waiting sequence moves per step it waits, in prompt tokens (see the docstring)."""
 
 
 @dataclass
@@ -50,6 +58,7 @@ class Scheduler:
     # ---- requests in and out -------------------------------------------------------------------------------
 
     def add(self, seq: Sequence) -> None:
+        seq.arrived_at = self.steps
         self.waiting.append(seq)
 
     def finish(self, seq: Sequence, reason: str) -> None:
@@ -135,9 +144,9 @@ class Scheduler:
         return count
 
     def _admit(self, budget: int) -> list[Chunk]:
-        """First chunks of waiting sequences, in queue order, while budget, free blocks and seats last."""
+        """First chunks of waiting sequences, in ``admission_order``, while budget, free blocks and seats last."""
         chunks: list[Chunk] = []
-        for seq in list(self.waiting):
+        for seq in self.admission_order():
             if budget == 0 or len(self.running) >= self.max_num_seqs:
                 break
             if self._waits_for_shared_prefix(seq):
@@ -153,6 +162,17 @@ class Scheduler:
             chunks.append(Chunk(seq, seq.num_computed, count))
             budget -= count
         return chunks
+
+    def admission_order(self) -> list[Sequence]:
+        """The waiting sequences in the order they join: preempted ones first (in queue order), then by tokens
+        still to compute less ``AGING_TOKENS_PER_STEP`` per step waited, ties in arrival order."""
+
+        def key(seq: Sequence) -> tuple[bool, int]:
+            if seq.admitted_at >= 0:  # preempted: it was running, it goes first
+                return False, 0
+            return True, len(seq.tokens) - seq.num_computed - AGING_TOKENS_PER_STEP * (self.steps - seq.arrived_at)
+
+        return sorted(self.waiting, key=key)  # stable: equal keys keep the queue's order
 
     def _waits_for_shared_prefix(self, seq: Sequence) -> bool:
         """Whether a running sequence is computing the block ``seq`` starts with (it will be shared once done)."""

@@ -47,8 +47,10 @@ class Sequence:
     block_table: list[int] = field(default_factory=list)
     block_hashes: list[int] = field(default_factory=list)
     """Hashes of the leading full blocks whose K/V are computed and registered (or shared)."""
+    arrived_at: int = 0
+    """Scheduler step at which it joined the queue; the longer it waits, the earlier it is admitted."""
     admitted_at: int = -1
-    """Scheduler step at which it last started running; the most recent is preempted first."""
+    """Scheduler step at which it last started running (-1: never); the most recent is preempted first."""
     finish_reason: str | None = None
     prompt_logprobs: list[TokenLogprob] | None = None
     """Log-probabilities of prompt tokens 1, 2, … scored so far (None: not asked for)."""

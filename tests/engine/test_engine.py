@@ -255,11 +255,13 @@ def test_free_blocks_inside_the_extent_read_never_reach_the_sequences_decoding(a
     engine = RecordingEngine(model, block_size=4, max_batch_tokens=64, max_kv_tokens=400)
     prompts = [list(range(100, 113)), *random_prompts(2, seed=7, longest=9)]
     new = [2, 12, 12]  # the first ends early: its blocks, below the others', are freed
-    ids = [engine.add_request(p, SamplingParams(max_new_tokens=n)) for p, n in zip(prompts, new, strict=True)]
+    ids = [engine.add_request(prompts[0], SamplingParams(max_new_tokens=new[0]))]
+    events = engine.step()  # it joins alone, so its blocks lie below the others' (shorter prompts join first)
+    ids += [engine.add_request(p, SamplingParams(max_new_tokens=n)) for p, n in zip(prompts[1:], new[1:], strict=True)]
     tokens: dict[int, list[int]] = {i: [] for i in ids}
     poisoned = False
-    while engine.has_unfinished:
-        for event in engine.step():
+    while events or engine.has_unfinished:
+        for event in events:
             if event.token is not None:
                 tokens[event.request_id].append(event.token)
         if not poisoned and ids[0] not in engine.requests:
@@ -268,6 +270,7 @@ def test_free_blocks_inside_the_extent_read_never_reach_the_sequences_decoding(a
             for pool in engine.cache.keys + engine.cache.values:
                 pool[torch.tensor(free)] = math.nan
             poisoned = True
+        events = engine.step() if engine.has_unfinished else []
     assert poisoned
     for rid, prompt in zip(ids[1:], prompts[1:], strict=True):
         with torch.inference_mode():

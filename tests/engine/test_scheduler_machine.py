@@ -1,7 +1,9 @@
 """A hypothesis state machine drives the engine with random arrivals, steps and aborts, over pools small enough
 to force preemption and prompts that share prefixes. After every rule the block pool's bookkeeping must add
-up; at the end every request that was not aborted must equal the oracle (the full forward) on its prompt alone,
-and the pool must be whole again."""
+up; every step must hold its token budget, and no request may join ahead of a waiting one that arrived more
+than that one's length / ``AGING_TOKENS_PER_STEP`` steps before it (nobody starves); at the end
+every request that was not aborted must equal the oracle (the full forward) on its prompt alone, and the pool
+must be whole again."""
 
 import functools
 
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from cs336_lm.engine import Engine, SamplingParams
+from cs336_lm.engine.scheduler import AGING_TOKENS_PER_STEP
 from cs336_lm.engine.sequence import Status
 
 from .conftest import make_model, oracle
@@ -52,11 +55,14 @@ class EngineMachine(RuleBasedStateMachine):
         self.requests: dict[int, tuple[tuple[int, ...], SamplingParams]] = {}
         self.outputs: dict[int, list[int]] = {}
         self.reasons: dict[int, str] = {}
+        self.arrived: dict[int, int] = {}  # request id -> steps taken before it was added
+        self.steps = 0
 
     @rule(prompt=prompts, p=params)
     def add(self, prompt, p):
         rid = self.engine.add_request(list(prompt), p)
         self.requests[rid], self.outputs[rid] = (prompt, p), []
+        self.arrived[rid] = self.steps
 
     @rule(batch=st.lists(st.tuples(prompts, params), min_size=2, max_size=5))
     def add_several(self, batch):
@@ -65,7 +71,29 @@ class EngineMachine(RuleBasedStateMachine):
 
     @rule()
     def step(self):
-        self._record(self.engine.step())
+        scheduler = self.engine.scheduler
+        before = [s for s in scheduler.waiting if s.admitted_at < 0]  # waiting, never admitted
+        blocked = {s.request_id for s in before if scheduler._waits_for_shared_prefix(s)}
+        planned = scheduler.schedule
+        chunks = []
+
+        def schedule():
+            chunks.extend(planned())
+            return chunks
+
+        scheduler.schedule = schedule
+        try:
+            self._record(self.engine.step())
+        finally:
+            del scheduler.schedule
+        self.steps += 1
+        assert sum(c.count for c in chunks) <= self.engine.scheduler.max_batch_tokens
+        joined = [c.seq for c in chunks if c.seq in before]
+        still = [s for s in before if s.status is Status.WAITING and s.request_id not in blocked]
+        for new in joined:
+            for old in still:  # it may pass ``old`` only within old's length / AGING steps of old's arrival
+                lead = self.arrived[new.request_id] - self.arrived[old.request_id]
+                assert AGING_TOKENS_PER_STEP * lead < len(old.tokens), (new.request_id, old.request_id, lead)
 
     @precondition(lambda self: any(rid not in self.reasons for rid in self.requests))
     @rule(data=st.data())
