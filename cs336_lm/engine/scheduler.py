@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from cs336_lm.engine.blocks import BlockManager, block_hash
 from cs336_lm.engine.sequence import Sequence, Status
 
-AGING_TOKENS_PER_STEP = 32
+AGING_TOKENS_PER_STEP = 4
 """How much nearer the front a waiting sequence moves per step it waits, in prompt tokens (see the docstring)."""
 
 
