@@ -9,7 +9,11 @@ the workload is done. At concurrency 1 and 8 only the first 8·C requests run, t
 
 Reported per concurrency: generated tokens/s (all tokens / wall time of the whole run), time to first token
 (request sent → first text chunk) and time between tokens (the gap before each chunk, spread over the tokens it
-carries), p50 and p99. At the top concurrency (32) the server runs ``--repeats`` times, each between two runs of
+carries), p50 and p99. The TTFT of the first wave (every client's first request, all sent at once to an idle
+server: at 32 clients, 3,275 prompt tokens that no schedule can compute faster than the model prefills them)
+is also reported apart from the steady state's (every later request, sent as an earlier one ends).
+
+At the top concurrency (32) the server runs ``--repeats`` times, each between two runs of
 ``Engine(model).generate`` on the same requests in this process with the same engine settings and at most 32
 running at once, as the clients allow the server (the server process is idle meanwhile); each server run is set
 against the mean of the offline runs around it, and the median of those ratios is reported (target: server ≥ 0.9×
@@ -76,6 +80,7 @@ class Trace:
     """One streamed request: when it was sent, when each chunk came and how many tokens it carried."""
 
     sent: float
+    first_wave: bool = False
     chunks: list[tuple[float, int]] = field(default_factory=list)  # (arrival, tokens so far)
 
     @property
@@ -94,7 +99,7 @@ class Trace:
         return out
 
 
-async def stream_one(reader, writer, host: str, req: Request) -> Trace:
+async def stream_one(reader, writer, host: str, req: Request, first_wave: bool = False) -> Trace:
     body = json.dumps(
         {
             "prompt": req.prompt,
@@ -108,7 +113,7 @@ async def stream_one(reader, writer, host: str, req: Request) -> Trace:
         f"POST /v1/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
-    trace = Trace(time.perf_counter())
+    trace = Trace(time.perf_counter(), first_wave)
     writer.write(head + body)
     status = await reader.readline()
     if b" 200 " not in status:
@@ -136,8 +141,10 @@ async def load(host: str, port: int, requests: list[Request], concurrency: int) 
     async def client() -> None:
         reader, writer = await asyncio.open_connection(host, port)
         try:
+            first = True
             while pending:
-                traces.append(await stream_one(reader, writer, host, pending.pop()))
+                traces.append(await stream_one(reader, writer, host, pending.pop(), first))
+                first = False
         finally:
             writer.close()
 
@@ -148,6 +155,8 @@ async def load(host: str, port: int, requests: list[Request], concurrency: int) 
 
 def summarize(traces: list[Trace], seconds: float) -> dict:
     ttft = sorted(t.ttft() for t in traces)
+    later = sorted(t.ttft() for t in traces if not t.first_wave)
+    wave = sorted(t.ttft() for t in traces if t.first_wave)
     gaps = sorted(g for t in traces for g in t.gaps())
     tokens = sum(t.tokens for t in traces)
     return {
@@ -157,6 +166,10 @@ def summarize(traces: list[Trace], seconds: float) -> dict:
         "tok_per_s": tokens / seconds,
         "ttft_p50_ms": 1e3 * quantile(ttft, 0.5),
         "ttft_p99_ms": 1e3 * quantile(ttft, 0.99),
+        "ttft_first_wave_p50_ms": 1e3 * quantile(wave, 0.5),
+        "ttft_first_wave_max_ms": 1e3 * max(wave, default=float("nan")),
+        "ttft_later_p50_ms": 1e3 * quantile(later, 0.5),
+        "ttft_later_p99_ms": 1e3 * quantile(later, 0.99),
         "itl_p50_ms": 1e3 * quantile(gaps, 0.5),
         "itl_p99_ms": 1e3 * quantile(gaps, 0.99),
     }
@@ -257,6 +270,10 @@ def print_table(results: dict, top: int) -> None:
     for c, r in sorted(results["server"].items()):
         print(f"{c:>11} {r['requests']:>8} {r['tokens']:>7} {r['tok_per_s']:>8.1f} {r['ttft_p50_ms']:>7.0f}ms "
               f"{r['ttft_p99_ms']:>6.0f}ms {r['itl_p50_ms']:>6.1f}ms {r['itl_p99_ms']:>6.1f}ms")  # fmt: skip
+    for c, r in sorted(results["server"].items()):
+        print(f"{c:>11} clients, TTFT of the first wave p50 {r['ttft_first_wave_p50_ms']:.0f} ms, max "
+              f"{r['ttft_first_wave_max_ms']:.0f} ms; of the later requests p50 {r['ttft_later_p50_ms']:.0f} ms, "
+              f"p99 {r['ttft_later_p99_ms']:.0f} ms")  # fmt: skip
     off = ", ".join(f"{r['tok_per_s']:.1f}" for r in results["offline"])
     print(f"offline Engine.generate on the same {results['offline'][0]['requests']} requests, {top} at a time: "
           f"{off} tok/s (median {results['offline_tok_per_s']:.1f}); all at once (the engine's default "
