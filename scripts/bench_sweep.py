@@ -9,13 +9,14 @@ Each repeat times, interleaved (the order flips every repeat, so a load that dri
 - ``lm-sweep --workers 2``: the same sweep with two trials at a time (each trial then gets one of the two cores:
   ``OMP_NUM_THREADS`` = cores / workers).
 
-The trials are a grid over ``optim.lr`` (``--lrs``) on ``configs/debug.yaml`` with the byte-level inputs the tests
-use (written into a temporary directory), ``--steps`` steps each, every run with ``train.threads: auto`` (one
-thread per idle core; ``--workers 2`` gives each trial cores / 2). Medians over ``--repeats`` are printed with the
-ratios (target: ``lm-sweep`` ≤ 1.05 × the reference) and the machine's load average before and after; ``--json
-PATH`` writes them.
+The trials are a grid over ``optim.lr`` (``--lrs``) on ``--config`` (``configs/debug.yaml``; ``configs/demo.yaml``
+times trials of a realistic length) with the byte-level inputs the tests use (written into a temporary directory),
+``--steps`` steps each, every run with ``train.threads: auto`` (one thread per idle core; ``--workers 2`` gives
+each trial cores / 2). Medians over ``--repeats`` are printed with the ratios (target: ``lm-sweep`` ≤ 1.05 × the
+reference) and the machine's load average before and after; ``--json PATH`` writes them.
 
-    python scripts/bench_sweep.py [--steps 300] [--lrs 1e-3,3e-3,1e-2,3e-2] [--repeats 3] [--json out.json]
+    python scripts/bench_sweep.py [--config configs/debug.yaml] [--steps 300] [--lrs 1e-3,3e-3,1e-2,3e-2] [--repeats 3]
+                                  [--json out.json]
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIG = REPO / "configs" / "debug.yaml"
+CONFIG = REPO / "configs" / "debug.yaml"  # the default of --config
 TEXT = (
     "Once upon a time there was a little cat who liked to play in the garden. The dog ran to the park and found a "
     "big red ball under a tree. Lily and her brother made a cake for their mother, and she smiled. "
@@ -73,22 +74,23 @@ def timed(cmd: list[str], environ: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
-def by_hand(work: Path, fixed: list[str], lrs: list[str]) -> float:
+def by_hand(config: Path, work: Path, fixed: list[str], lrs: list[str]) -> float:
     total = 0.0
     for lr in lrs:
         out = work / f"lr={lr}"
-        cmd = [sys.executable, "-m", "cs336_lm.cli.train", "--config", str(CONFIG), *fixed, f"optim.lr={lr}"]
+        cmd = [sys.executable, "-m", "cs336_lm.cli.train", "--config", str(config), *fixed, f"optim.lr={lr}"]
         total += timed([*cmd, f"train.out_dir={out}"], env())
     return total
 
 
-def sweep(work: Path, fixed: list[str], lrs: list[str], workers: int) -> float:
-    cmd = [sys.executable, "-m", "cs336_lm.cli.sweep", "--config", str(CONFIG), *fixed, f"optim.lr={','.join(lrs)}"]
+def sweep(config: Path, work: Path, fixed: list[str], lrs: list[str], workers: int) -> float:
+    cmd = [sys.executable, "-m", "cs336_lm.cli.sweep", "--config", str(config), *fixed, f"optim.lr={','.join(lrs)}"]
     return timed([*cmd, "--out", str(work), "--workers", str(workers)], env())
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", type=Path, default=CONFIG, help="the base config of every trial")
     p.add_argument("--steps", type=int, default=300, help="training steps per trial")
     p.add_argument("--lrs", default="1e-3,3e-3,1e-2,3e-2", help="the grid: optim.lr values, one trial each")
     p.add_argument("--repeats", type=int, default=3)
@@ -107,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             for name in order:
                 work = root / f"r{repeat}-{name.replace(' ', '_')}"
                 if name == "lm-train x N":
-                    seconds = by_hand(work, fixed, lrs)
+                    seconds = by_hand(args.config, work, fixed, lrs)
                 else:
-                    seconds = sweep(work, fixed, lrs, workers=2 if "2" in name else 1)
+                    seconds = sweep(args.config, work, fixed, lrs, workers=2 if "2" in name else 1)
                 times[name].append(seconds)
                 print(f"repeat {repeat + 1}: {name:<22} {seconds:7.1f} s", flush=True)
                 shutil.rmtree(work, ignore_errors=True)
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(root, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     ref = med["lm-train x N"]
-    print(f"\n{len(lrs)} trials of {args.steps} steps, {cores} cores, medians of {args.repeats}:")
+    print(f"\n{len(lrs)} trials of {args.steps} steps on {args.config.name}, {cores} cores, medians of {args.repeats}:")
     for name, value in med.items():
         print(f"  {name:<22} {value:7.1f} s   {value / ref:5.3f}x lm-train x N")
     print(f"  --workers 2 vs 1: {med['lm-sweep --workers 2'] / med['lm-sweep']:.3f}x the wall time")
@@ -129,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": platform.processor() or platform.machine(),
             "cores": cores,
             "trials": len(lrs),
+            "config": str(args.config),
             "steps": args.steps,
             "repeats": args.repeats,
             "seconds": times,
