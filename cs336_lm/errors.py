@@ -92,7 +92,7 @@ class ServeError(LMError):
     """A request the HTTP server (``cs336_lm.serve``) refuses, answered as an OpenAI error body.
 
     ``status`` is the HTTP status (400 bad value, 401 bad key, 404 unknown model or path, 413 body too large,
-    422 body not of the schema, 503 full queue or shutting down); ``param`` names the request field at fault and
+    503 full queue or shutting down); ``param`` names the request field at fault and
     ``code`` is a short machine-readable reason (``"model_not_found"``, ``"context_length_exceeded"``, …).
     """
 

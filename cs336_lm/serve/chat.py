@@ -69,8 +69,8 @@ def parse(raw: bytes) -> ChatRequest:
         return ChatRequest.model_validate_json(raw)
     except ValidationError as e:
         error = http_errors.from_validation(e.errors())
-    if error.status == 422 and error.param is None:  # not an object at all
-        raise ServeError("the request body must be a JSON object with messages", 422, code="invalid_type")
+    if error.code == "invalid_type" and error.param is None:  # not an object at all
+        raise ServeError("the request body must be a JSON object with messages", 400, code="invalid_type")
     raise error
 
 

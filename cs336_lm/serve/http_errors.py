@@ -1,9 +1,10 @@
 """Every failure as an OpenAI error body, ``{"error": {"message", "type", "param", "code"}}``, never a traceback.
 
 ``install(app)`` registers the handlers: ``ServeError`` keeps its status; ``GenerationError`` (a prompt or setting
-the engine refuses) is 400; a body that is not JSON is 400 and JSON that does not fit the schema 422 (the field in
-``param``); an unknown path is 404 and a wrong method 405; anything else is a bug, logged with its traceback on the
-server and answered 500 without one. ``send_error`` answers from an ASGI middleware, before the app is reached.
+the engine refuses) is 400; a body that is not JSON, or JSON that does not fit the schema, is 400 as OpenAI and
+vLLM answer it (the field in ``param``, the reason in ``code``); an unknown path is 404 and a wrong method 405;
+anything else is a bug, logged with its traceback on the server and answered 500 without one. ``send_error``
+answers from an ASGI middleware, before the app is reached.
 """
 
 from __future__ import annotations
@@ -51,22 +52,23 @@ async def send_error(send: Send, error: ServeError, *, close: bool = False) -> N
 
 
 def from_validation(errors: Sequence[Any]) -> ServeError:
-    """For pydantic's ``errors()`` of a request body: 400 when it is not JSON, else 422 naming the first field."""
+    """For pydantic's ``errors()`` of a request body: 400, naming the first field at fault (``invalid_json`` when the
+    body is not JSON at all)."""
     first: dict[str, Any] = dict(errors[0]) if errors else {"loc": (), "msg": "invalid request", "type": ""}
     if first.get("type") == "json_invalid":
         detail = first.get("ctx", {}).get("error", "")
         return ServeError(f"the request body is not valid JSON ({detail})", 400, code="invalid_json")
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
     if not loc:
-        return ServeError(f"the request body must be a JSON object with a prompt ({first['msg']})", 422,
+        return ServeError(f"the request body must be a JSON object with a prompt ({first['msg']})", 400,
                           code="invalid_type")  # fmt: skip
     param = loc[0]
     if param == "prompt" and first.get("type") != "missing":
-        return ServeError(f"prompt must be {PROMPT_TYPES}", 422, param="prompt", code="invalid_type")
+        return ServeError(f"prompt must be {PROMPT_TYPES}", 400, param="prompt", code="invalid_type")
     if first.get("type") == "extra_forbidden":
-        return ServeError(f"unrecognized request argument: {param}", 422, param=param, code="unknown_parameter")
+        return ServeError(f"unrecognized request argument: {param}", 400, param=param, code="unknown_parameter")
     where = ".".join(loc)
-    return ServeError(f"{where}: {first['msg']}", 422, param=param, code=str(first.get("type") or "invalid_value"))
+    return ServeError(f"{where}: {first['msg']}", 400, param=param, code=str(first.get("type") or "invalid_value"))
 
 
 def install(app: FastAPI) -> None:

@@ -4,7 +4,7 @@
 strings, a list of token ids or a list of lists of ids; ``max_tokens``, ``temperature``, ``top_p``, ``n``, ``stop``,
 ``seed``, ``stream``, ``stream_options``), with the sampling knobs of our engine beside them (``top_k``,
 ``repetition_penalty``). The schema is strict about types: a string where a number belongs, a float where an
-integer belongs or an unknown field fails validation (HTTP 422). Values are checked next, by ``invalid``, with the
+integer belongs or an unknown field fails validation (HTTP 400). Values are checked next, by ``invalid``, with the
 engine's own bounds (``cs336_lm.engine.params.params_problem``): a number that cannot be sampled (NaN, infinite,
 ``repetition_penalty`` 1e-300, …) is a 400 naming the field. Fields OpenAI has and this server does not implement
 (``suffix``, penalties, ``logit_bias``, ``best_of``) are accepted at their neutral value only (``unsupported``

@@ -13,7 +13,7 @@ than the context is counted, not refused. Nothing is added around the text: our 
 beginning-of-text token, so ``add_special_tokens`` changes nothing (as for GPT-2's tokenizer under vLLM).
 ``token_strs`` (only when asked for) writes each token as transformers' ``convert_ids_to_tokens`` does for a
 byte-level BPE: its bytes in GPT-2's printable form, a special token as itself. The schemas are as strict as the
-completions one (a wrong type or an unknown field is 422, another model's name 404); an id outside the vocabulary
+completions one (a wrong type or an unknown field is 400, another model's name 404); an id outside the vocabulary
 is 400 ``invalid_token``.
 """
 
@@ -70,9 +70,9 @@ def parse(schema: type[Body], raw: bytes) -> Body:
         error = http_errors.from_validation(e.errors())
     field, content, kind = REQUIRED[schema]
     if error.code == "invalid_type" and error.param is None:
-        error = ServeError(f"the request body must be a JSON object with {content}", 422, code="invalid_type")
+        error = ServeError(f"the request body must be a JSON object with {content}", 400, code="invalid_type")
     elif error.code == "invalid_type" and error.param == field:
-        error = ServeError(f"{field} must be {kind}", 422, param=field, code="invalid_type")
+        error = ServeError(f"{field} must be {kind}", 400, param=field, code="invalid_type")
     raise error
 
 

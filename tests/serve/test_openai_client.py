@@ -135,6 +135,6 @@ def test_the_client_sees_openai_errors(client):
     with pytest.raises(openai.BadRequestError) as invalid:
         client.completions.create(model=MODEL_NAME, prompt=PROMPT, temperature=-1)
     assert invalid.value.param == "temperature" and invalid.value.code == "invalid_value"
-    with pytest.raises(openai.UnprocessableEntityError) as unknown_field:
+    with pytest.raises(openai.BadRequestError) as unknown_field:
         client.completions.create(model=MODEL_NAME, prompt=PROMPT, extra_body={"temprature": 1})
     assert unknown_field.value.param == "temprature"

@@ -62,11 +62,11 @@ def test_top_p_of_one_is_off_and_null_means_default(info):
     ("raw", "status", "param"),
     [
         (b"{", 400, None),
-        (b'{"prompt": "a", "max_tokens": 2.0}', 422, "max_tokens"),  # strict: a float is no integer
-        (b'{"prompt": "a", "temperature": "0.5"}', 422, "temperature"),
-        (b'{"prompt": [true]}', 422, "prompt"),
-        (b'{"prompt": "a", "n": true}', 422, "n"),
-        (b'{"prompt": "a", "stream_options": {"include_usage": 1}}', 422, "stream_options"),
+        (b'{"prompt": "a", "max_tokens": 2.0}', 400, "max_tokens"),  # strict: a float is no integer
+        (b'{"prompt": "a", "temperature": "0.5"}', 400, "temperature"),
+        (b'{"prompt": [true]}', 400, "prompt"),
+        (b'{"prompt": "a", "n": true}', 400, "n"),
+        (b'{"prompt": "a", "stream_options": {"include_usage": 1}}', 400, "stream_options"),
     ],
 )
 def test_parse_is_strict(raw, status, param):
