@@ -38,7 +38,14 @@ from tqdm import tqdm
 from cs336_lm.data.tokens import token_dtype
 from cs336_lm.errors import DataError, TokenizerError, WriteError
 from cs336_lm.fileio import atomic_write, check_writable, os_reason, output_directory
-from cs336_lm.tokenizer.pretokenize import chunk_boundaries, decode_utf8, default_workers, pool_context
+from cs336_lm.tokenizer.pretokenize import (
+    chunk_boundaries,
+    decode_utf8,
+    default_workers,
+    pool_cancelled,
+    pool_context,
+    worker_pool,
+)
 from cs336_lm.tokenizer.tiktoken_backend import Backend, BackgroundCheck, select_backend
 from cs336_lm.tokenizer.tokenizer import Tokenizer
 
@@ -212,7 +219,7 @@ def _encode_chunks(
             _init_worker(*encoders)
             results: Iterator[tuple[int, int, int]] = map(_encode_chunk, jobs)
         else:
-            pool = stack.enter_context(context.Pool(workers, initializer=_init_worker, initargs=encoders))
+            pool = stack.enter_context(worker_pool(context, workers, _init_worker, encoders))
             results = pool.imap_unordered(_encode_chunk, jobs)
         if started is not None:
             started()
@@ -232,6 +239,8 @@ def _init_worker(tok: Tokenizer, encoding: Any = None) -> None:
 def _encode_chunk(job: tuple[int, str, int, int, str, str]) -> tuple[int, int, int]:
     """Worker: encode bytes ``[start, end)`` of a file and write the ids, raw, to ``parts_dir/<index>.bin``."""
     index, path, start, end, parts_dir, dtype_str = job
+    if pool_cancelled():
+        return index, 0, 0
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read(end - start)

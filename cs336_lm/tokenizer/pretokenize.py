@@ -11,12 +11,13 @@ count the pre-tokens of one chunk each, and the parent adds the counters up.
 import contextlib
 import itertools
 import multiprocessing
+import multiprocessing.pool
 import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from typing import BinaryIO
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, BinaryIO
 
 import regex
 from tqdm import tqdm
@@ -199,6 +200,8 @@ def count_text_pretokens(text: str, special_tokens: Sequence[str]) -> Counter[st
 def _count_chunk(task: tuple[str, int, int, tuple[str, ...]]) -> tuple[int, Counter[str]]:
     """Worker: read bytes ``[start, end)`` of the file and count their pre-tokens."""
     path, start, end, special_tokens = task
+    if pool_cancelled():
+        return 0, Counter()
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read(end - start)
@@ -218,6 +221,53 @@ def pool_context() -> multiprocessing.context.BaseContext:
     if sys.platform.startswith("linux"):
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context()
+
+
+_cancelled: Any = None  # in a worker of ``worker_pool``: the pool's Event, set when the parent gives up
+
+
+def _start_worker(cancelled: Any, initializer: Callable[..., None] | None, initargs: tuple) -> None:
+    global _cancelled
+    _cancelled = cancelled
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def pool_cancelled() -> bool:
+    """In a worker of ``worker_pool``: whether the parent has given up, so the task should return at once."""
+    return _cancelled is not None and _cancelled.is_set()
+
+
+@contextlib.contextmanager
+def worker_pool(
+    context: multiprocessing.context.BaseContext,
+    workers: int,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple = (),
+) -> Iterator[multiprocessing.pool.Pool]:
+    """A pool of ``workers`` that ends by letting its workers finish, never by killing one mid-write.
+
+    ``Pool.terminate`` (what ``with Pool()`` does on the way out) kills the workers wherever they are; one killed
+    while writing its result holds the result queue's lock forever, and the pool's task thread then waits on that
+    lock, so ``terminate`` never returns: a rare hang after an error, seen once in the test suite. Here an error
+    (a task's exception raised in the parent, or the parent's own) sets an Event that every task checks first
+    (``pool_cancelled``): the tasks not yet begun return at once, the pool is closed and joined, and the error goes
+    on. Only an interrupt (Ctrl-C, which the workers receive too, and which may lose a task) still terminates.
+    """
+    cancelled = context.Event()
+    pool = context.Pool(workers, initializer=_start_worker, initargs=(cancelled, initializer, initargs))
+    try:
+        yield pool
+    except Exception:
+        cancelled.set()
+        pool.close()
+        pool.join()
+        raise
+    except BaseException:
+        pool.terminate()
+        raise
+    pool.close()
+    pool.join()
 
 
 def default_workers() -> int:
@@ -253,7 +303,7 @@ def count_pretokens(
         if context is None:
             results: Iterator[tuple[int, Counter[str]]] = map(_count_chunk, tasks)
         else:
-            results = stack.enter_context(context.Pool(workers)).imap_unordered(_count_chunk, tasks)
+            results = stack.enter_context(worker_pool(context, workers)).imap_unordered(_count_chunk, tasks)
         bar = tqdm(total=bounds[-1], unit="B", unit_scale=True, desc="pre-tokenize", disable=disable)
         stack.enter_context(bar)
         for nbytes, counts in results:
