@@ -25,12 +25,9 @@ import asyncio
 import json
 import os
 import platform
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -38,7 +35,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_workload import tiny_run
+from engine_workload import start_server, tiny_run
 
 from cs336_lm.evaluation.evaluate import evaluate_ids
 from cs336_lm.nn import PRESETS
@@ -107,22 +104,6 @@ async def load(host: str, port: int, prompts: list[list[int]], clients: int) -> 
     return sum(sums), time.perf_counter() - start
 
 
-def start_server(run: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, str, int]:
-    """``lm-serve`` on a free loopback port; its stderr is drained by a thread so that it can never block."""
-    cmd = [sys.executable, "-m", "cs336_lm.cli.serve", str(run), "--port", "0", "--device", "cpu"]
-    cmd += ["--log-level", "warning"] + (["--threads", str(args.threads)] if args.threads else [])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        found = re.search(r"at http://([\d.]+):(\d+)", line)
-        if found:
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
-            return proc, found.group(1), int(found.group(2))
-        sys.stderr.write(line)
-    raise RuntimeError(f"lm-serve exited ({proc.wait()}) before it listened")
-
-
 # ---- both -----------------------------------------------------------------------------------------------------
 
 
@@ -141,7 +122,7 @@ def measure(run: Path, args: argparse.Namespace) -> dict:
     tokens = args.windows * window
     model = load_run(run, "cpu").model
     results: dict = {"tokens": tokens, "in_process": [], "server": []}
-    proc, host, port = start_server(run, args)
+    proc, host, port = start_server(run, *(["--threads", str(args.threads)] if args.threads else []))
     try:
         asyncio.run(load(host, port, prompts[:2], 2))  # warm-up
         in_process(model, ids[: 2 * window + 1], window)

@@ -31,12 +31,9 @@ import asyncio
 import json
 import os
 import platform
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +41,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_workload import Request, mixed_workload, tiny_run
+from engine_workload import Request, mixed_workload, start_server, tiny_run
 
 from cs336_lm.engine import Engine, SamplingParams
 from cs336_lm.nn import PRESETS
@@ -184,24 +181,6 @@ def quantile(sorted_values: list[float], q: float) -> float:
 # ---- the two sides --------------------------------------------------------------------------------------------
 
 
-def start_server(run: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, str, int]:
-    """``lm-serve`` on a free loopback port; its stderr is drained by a thread so that it can never block."""
-    cmd = [sys.executable, "-m", "cs336_lm.cli.serve", str(run), "--port", "0", "--device", "cpu"]
-    cmd += ["--max-batch-tokens", str(args.max_batch_tokens), "--log-level", "warning", "--max-queue", "1024"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    if args.threads:
-        env["OMP_NUM_THREADS"] = str(args.threads)
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        found = re.search(r"at http://([\d.]+):(\d+)", line)
-        if found:
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
-            return proc, found.group(1), int(found.group(2))
-        sys.stderr.write(line)
-    raise RuntimeError(f"lm-serve exited ({proc.wait()}) before it listened")
-
-
 def offline(run: Path, requests: list[Request], args: argparse.Namespace, max_num_seqs: int | None = None) -> dict:
     """``Engine.generate`` on the same requests, with the server's engine settings (tokenizer included), at most
     ``max_num_seqs`` running at once (the clients' concurrency; None: the engine's default, all of them)."""
@@ -220,7 +199,8 @@ def measure(run: Path, workload: list[Request], levels: list[int], args: argpars
     """Every concurrency once; the top one ``--repeats`` times, each between two offline runs."""
     top = max(levels)
     results: dict = {"server": {}, "offline": [], "top_runs": []}
-    proc, host, port = start_server(run, args)
+    options = ["--max-batch-tokens", str(args.max_batch_tokens), "--max-queue", "1024"]
+    proc, host, port = start_server(run, *options, env={"OMP_NUM_THREADS": str(args.threads)} if args.threads else None)
     try:
         asyncio.run(load(host, port, workload[:4], 4))  # warm-up
         for c in levels:

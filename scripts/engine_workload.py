@@ -4,14 +4,22 @@
 from ``random.Random(seed)``, for a model of vocabulary ``vocab_size`` (random weights are fine: every request
 runs exactly its ``max_new_tokens``, with no stop id). ``tiny_run(root)`` writes a run directory holding a
 random-weight model of a preset and a byte-level tokenizer grown to the model's vocabulary, so ``lm-serve``,
-``lm-generate`` and the engine can all load the same weights.
+``lm-generate`` and the engine can all load the same weights. ``start_server(run, *options)`` starts ``lm-serve`` on
+it (``bench_serve.py``, ``bench_scoring.py``).
 """
 
 from __future__ import annotations
 
+import os
 import random
+import re
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -46,3 +54,24 @@ def tiny_run(root: Path, preset: str = "tinystories-17m", context_length: int = 
     Tokenizer(vocab, merges).save(run.tokenizer_dir)
     run.save_checkpoint(model, None, 0, None, config={"model": {**shape, "preset": None}})
     return root
+
+
+def start_server(run: Path, *options: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str, int]:
+    """``lm-serve run`` with ``options`` on a free loopback port (``env``: more environment); returns the process,
+    its host and port. Its stderr is drained by a thread once it listens, so that it can never block."""
+    cmd = [sys.executable, "-m", "cs336_lm.cli.serve", str(run), "--port", "0", "--device", "cpu"]
+    cmd += ["--log-level", "warning", *options]
+    environ = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        **(env or {}),
+    }
+    proc = subprocess.Popen(cmd, env=environ, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        found = re.search(r"at http://([\d.]+):(\d+)", line)
+        if found:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            return proc, found.group(1), int(found.group(2))
+        sys.stderr.write(line)
+    raise RuntimeError(f"lm-serve exited ({proc.wait()}) before it listened")
