@@ -8,20 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from cs336_lm.data import write_tokens
-from cs336_lm.tokenizer import Tokenizer
-
-from ..training.conftest import DEBUG_CONFIG, REPO, story_text, tiny_overrides
+from ..training.conftest import DEBUG_CONFIG, REPO, tiny_overrides, write_run_inputs
 
 
 @pytest.fixture
 def sweep_inputs(tmp_path) -> dict[str, Path]:
-    root = tmp_path / "inputs"
-    tok = Tokenizer({i: bytes([i]) for i in range(256)}, [], ["<|endoftext|>"])
-    tok.save(root / "tokenizer")
-    write_tokens(root / "train.npy", tok.encode(story_text(60)), tok.vocab_size)
-    write_tokens(root / "val.npy", tok.encode(story_text(12)), tok.vocab_size)
-    return {"train": root / "train.npy", "val": root / "val.npy", "tokenizer": root / "tokenizer"}
+    return write_run_inputs(tmp_path / "inputs")
 
 
 @pytest.fixture

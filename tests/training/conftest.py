@@ -31,15 +31,19 @@ def story_text(repeats: int) -> str:
     return " ".join(SENTENCES[(i * 3) % len(SENTENCES)] for i in range(repeats)) + "<|endoftext|>"
 
 
-@pytest.fixture
-def run_inputs(tmp_path) -> dict[str, Path]:
-    """``{"train", "val", "tokenizer"}`` paths in ``tmp_path/inputs``."""
-    root = tmp_path / "inputs"
+def write_run_inputs(root: Path) -> dict[str, Path]:
+    """A byte-level tokenizer and story token files in ``root``: ``{"train", "val", "tokenizer"}`` paths."""
     tok = Tokenizer({i: bytes([i]) for i in range(256)}, [], ["<|endoftext|>"])
     tok.save(root / "tokenizer")
     write_tokens(root / "train.npy", tok.encode(story_text(60)), tok.vocab_size)
     write_tokens(root / "val.npy", tok.encode(story_text(12)), tok.vocab_size)
     return {"train": root / "train.npy", "val": root / "val.npy", "tokenizer": root / "tokenizer"}
+
+
+@pytest.fixture
+def run_inputs(tmp_path) -> dict[str, Path]:
+    """``{"train", "val", "tokenizer"}`` paths in ``tmp_path/inputs``."""
+    return write_run_inputs(tmp_path / "inputs")
 
 
 def tiny_overrides(inputs: dict[str, Path], out_dir: Path, extra: dict | None = None) -> list[str]:
