@@ -249,7 +249,7 @@ def test_lr_override_scales_min_lr_at_the_files_ratio(tmp_path, file_lrs, overri
 
 
 def test_fine_tuning_the_demo_config_at_a_low_lr_loads():
-    """docs/training.md's fine-tuning example: configs/demo.yaml (lr 3e-3, min_lr 3e-4) with optim.lr=1e-4."""
+    """docs/training.md's fine-tuning example: configs/demo.yaml (lr 1e-2, min_lr 1e-3) with optim.lr=1e-4."""
     cfg = load_config(REPO / "configs" / "demo.yaml", ["train.init_from=runs/demo", "optim.lr=1e-4"])
     assert (cfg.optim.lr, cfg.optim.min_lr) == (1e-4, 1e-5)
     assert "configs/demo.yaml" in summary(cfg).splitlines()[-1]
