@@ -14,8 +14,8 @@ one-sided Welch t-test with p < ``--alpha`` (0.05; scipy's when installed, else 
 
 A recipe is a named set of config overrides on top of ``--config`` (``configs/demo.yaml``) and the shape flags:
 
-  adamw        the shipped demo optimizer: AdamW at configs/demo.yaml's lr 3e-3
-  adamw-tuned  the same, its ``optim.lr`` the best of a sweep (``--lrs``)
+  adamw        the demo optimizer as first shipped: AdamW at lr 3e-3 (configs/demo.yaml now ships the tuned 1e-2)
+  adamw-tuned  AdamW at 1e-2, or the best ``optim.lr`` of a sweep (``--lrs``)
   muon         ``optim.name=muon`` with its defaults
   best         Muon with the switches and schedule the demo-shape runs favoured (see RECIPES), its Muon rate swept
 
@@ -64,7 +64,7 @@ from cs336_lm.config import load_config, to_dict  # noqa: E402
 from cs336_lm.training.metrics import read_metrics  # noqa: E402
 
 RECIPES: dict[str, tuple[str, list[str]]] = {
-    "adamw": ("optim.lr", []),
+    "adamw": ("optim.lr", ["optim.lr=3e-3"]),
     "adamw-tuned": ("optim.lr", ["optim.lr=1e-2"]),
     "muon": ("optim.muon_lr", ["optim.name=muon"]),
     "best": (
@@ -367,6 +367,8 @@ def compare(bench: Bench, recipe: str, ref: list[Run], ladder: list[int], alpha:
 
 def print_table(ref: str, rows: dict, bench: Bench, alpha: float) -> None:
     n = bench.args.steps
+    if not rows:
+        return
     first = next(iter(rows.values()))
     print(f"\nreference {ref} ({bench.lr_label(ref)}): {n} steps, L = {first['target']:.4f}")
     print(f"| recipe | lr | steps to L | ×N | train s | ×ref | val loss (mean ± sd) | p | steps, p<{alpha:g} |")
