@@ -366,9 +366,9 @@ def compare(bench: Bench, recipe: str, ref: list[Run], ladder: list[int], alpha:
 
 
 def print_table(ref: str, rows: dict, bench: Bench, alpha: float) -> None:
-    n = bench.args.steps
-    if not rows:
+    if not rows:  # a reference compared with no recipe
         return
+    n = bench.args.steps
     first = next(iter(rows.values()))
     print(f"\nreference {ref} ({bench.lr_label(ref)}): {n} steps, L = {first['target']:.4f}")
     print(f"| recipe | lr | steps to L | ×N | train s | ×ref | val loss (mean ± sd) | p | steps, p<{alpha:g} |")

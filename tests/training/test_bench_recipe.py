@@ -57,3 +57,12 @@ def test_welch_p_is_one_sided_and_needs_two_seeds():
     assert bench.welch_p([1.0, 1.1, 1.05], [2.0, 2.1, 2.05]) < 0.01
     assert bench.welch_p([2.0, 2.1, 2.05], [1.0, 1.1, 1.05]) > 0.99
     assert bench.welch_p([1.0], [2.0, 2.1]) is None
+
+
+def test_bench_recipe_with_references_only_prints_no_table(tmp_path, capsys, one_torch_thread):
+    """Asked for a reference alone, it trains the reference's runs and ends without a comparison table."""
+    bench = load()
+    args = ["--quick", "--recipes", "adamw", "--references", "adamw", "--work-dir", str(tmp_path / "work")]
+    assert bench.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "adamw 6 steps seed 0" in printed and "| recipe |" not in printed
