@@ -1,16 +1,19 @@
-"""One decoding sequence's attention over the paged cache beside the same attention over a contiguous cache.
+"""One decoding sequence's attention through the paged cache beside the same attention over a contiguous cache.
 
-Batch-1 decoding through the engine trails the static decoder (docs/benchmarks.md); this measures the part of the
-gap that is the attention itself. For each context length, one layer's decode attention of the tinystories-17m
-shape (16 heads of 32) on one thread:
+Batch-1 decoding through the engine trailed the static decoder (docs/benchmarks.md) by the cost of reading a
+block pool. This measures one layer's attention step for a lone sequence — the new token's key and value written,
+then its query over every key so far — at the tinystories-17m shape (16 heads of 32) on one thread, three ways:
 
-* ``contiguous``  — the reference attention over keys and values laid out (heads, tokens, d_head), what the
-  static decoder's cache holds: one batched matmul of 16 for the scores, one for the output;
-* ``paged bs=B``  — the engine's CPU path for a lone sequence whose blocks are consecutive (``_decode_run`` in
-  ``cs336_lm.nn.paged``): the pool is (blocks, heads, block_size, d_head), so the scores are a batched matmul of
-  blocks × heads small products, and the softmax runs over blocks and slots together.
+* ``contiguous``  — what the static decoder (``scripts/static_batch.py``) does: the key and value written into a
+  (heads, tokens, d_head) buffer and ``attention.attend`` over it;
+* ``mirrored``    — the engine's step for a sequence decoding alone (``PagedLayer.attend`` in
+  ``cs336_lm.nn.paged``): the key and value written into the pool and into the sequence's contiguous mirror
+  (``LoneMirror``), then ``attention.attend`` over the mirror;
+* ``in place bs=B`` — the same token read from the pool's blocks in place (``DecodePlan``), what a lone sequence
+  pays in a step shared with a prompt chunk, and what every step paid before the mirror: the pool is
+  (blocks, heads, block_size, d_head), so the scores are a batched matmul of blocks × heads small products.
 
-Both give the same output (checked). Times are the best of ``--repeats`` loops of ``--iters`` calls, in µs.
+All three give the same output (checked). Times are the best of ``--repeats`` loops of ``--iters`` calls, in µs.
 
     python scripts/bench_paged_decode.py
     python scripts/bench_paged_decode.py --lengths 64,256 --block-sizes 16 --json out.json
@@ -27,7 +30,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cs336_lm.nn.paged import DecodePlan, _decode_run
+from cs336_lm.nn.attention import MultiHeadSelfAttention
+from cs336_lm.nn.paged import DecodePlan, PagedBatch, PagedKVCache
 
 
 def best_us(fn, iters: int, repeats: int) -> float:
@@ -42,6 +46,29 @@ def best_us(fn, iters: int, repeats: int) -> float:
     return min(times)
 
 
+def paged_layer(k: torch.Tensor, v: torch.Tensor, size: int, attention: MultiHeadSelfAttention, *, mirrored: bool):
+    """Layer 0 of a pool holding the ``length`` tokens of ``k``/``v`` (heads, length, d_head) in blocks 1 … W, and a
+    batch whose one new token is the last of them: decoded over the mirror or over the blocks in place."""
+    heads, length, d = k.shape
+    width = math.ceil(length / size)
+    cache = PagedKVCache(1, heads, d, width + 1, size)
+    cache.ensure_zeroed(width + 1)
+    for pool, tensor in ((cache.keys[0], k), (cache.values[0], v)):
+        for t in range(length):
+            pool[1 + t // size, :, t % size] = tensor[:, t]
+    table = list(range(1, width + 1))
+    batch = PagedBatch(cache)
+    batch.write_slot, batch.num_decode = (width, (length - 1) % size), 1
+    if mirrored:
+        cache.mirror.extend(table, length, size)  # sized and rebuilt from the pool by the first call
+        batch.mirrored = (0, table)
+        batch.layer(0).attend(*(t[None, :, -1:] for t in (k, k, v)), attention)
+        batch.mirrored = (length - 1, table)  # from then on every call appends, as a decode step does
+    else:
+        batch.plan = DecodePlan.build([table], [length], size, cache.device)
+    return batch.layer(0)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--lengths", default="64,160,256,400", help="context lengths (tokens in the cache)")
@@ -54,38 +81,37 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    heads, d, scale = args.heads, args.d_head, 1 / math.sqrt(args.d_head)
+    heads, d = args.heads, args.d_head
+    attention = MultiHeadSelfAttention(heads * d, heads, attention="reference")
     rows = []
-    print(f"{'tokens':>6} {'way':<14} {'µs':>8} {'× contiguous':>13}")
-    for length in (int(x) for x in args.lengths.split(",")):
-        q = torch.randn(heads, 1, d)
-        k, v = torch.randn(heads, length, d), torch.randn(heads, length, d)
+    print(f"{'tokens':>6} {'way':<16} {'µs':>8} {'× contiguous':>13}")
+    with torch.inference_mode():
+        for length in (int(x) for x in args.lengths.split(",")):
+            q, k, v = torch.randn(1, heads, 1, d), torch.randn(heads, length, d), torch.randn(heads, length, d)
+            new_k, new_v = k[None, :, -1:], v[None, :, -1:]
+            buffers = [torch.zeros(heads, length + 64, d) for _ in range(2)]
+            buffers[0][:, :length], buffers[1][:, :length] = k, v
 
-        def contiguous(q=q, k=k, v=v):
-            return torch.softmax((q @ k.transpose(-2, -1)) * scale, -1) @ v
+            def contiguous(q=q, new=(new_k, new_v), keys=buffers[0], values=buffers[1], n=length):
+                keys[:, n - 1 : n], values[:, n - 1 : n] = new[0][0], new[1][0]
+                return attention.attend(q, keys[None, :, :n], values[None, :, :n], q_offset=n - 1)
 
-        base = best_us(contiguous, args.iters, args.repeats)
-        row = {"tokens": length, "contiguous_us": base, "paged_us": {}}
-        print(f"{length:>6} {'contiguous':<14} {base:>8.1f} {1:>13.2f}")
-        for size in (int(x) for x in args.block_sizes.split(",")):
-            width = math.ceil(length / size)
-            pools = []
-            for tensor in (k, v):  # the same keys and values in blocks 1 … width of a pool
-                pool = torch.zeros(width + 1, heads, size, d)
-                for w in range(width):
-                    block = tensor[:, w * size : (w + 1) * size]
-                    pool[1 + w, :, : block.shape[1]] = block
-                pools.append(pool[1:])
-            plan = DecodePlan(width=width, run=slice(1, 1 + width), length=length)
+            reference = contiguous()
+            base = best_us(contiguous, args.iters, args.repeats)
+            row = {"tokens": length, "contiguous_us": base, "mirrored_us": {}, "in_place_us": {}}
+            print(f"{length:>6} {'contiguous':<16} {base:>8.1f} {1:>13.2f}")
+            for size in (int(x) for x in args.block_sizes.split(",")):
+                for way, mirrored in (("mirrored", True), ("in place", False)):
+                    layer = paged_layer(k, v, size, attention, mirrored=mirrored)
 
-            def paged(q=q, pools=pools, plan=plan):
-                return _decode_run(q, pools[0], pools[1], plan, scale)
+                    def paged(layer=layer, q=q, new=(new_k, new_v)):
+                        return layer.attend(q, *new, attention)
 
-            torch.testing.assert_close(paged().view(heads, d), contiguous().view(heads, d), rtol=1e-4, atol=1e-5)
-            us = best_us(paged, args.iters, args.repeats)
-            row["paged_us"][size] = us
-            print(f"{length:>6} {f'paged bs={size}':<14} {us:>8.1f} {us / base:>13.2f}")
-        rows.append(row)
+                    torch.testing.assert_close(paged(), reference, rtol=1e-4, atol=1e-5)
+                    us = best_us(paged, args.iters, args.repeats)
+                    row[f"{way.replace(' ', '_')}_us"][size] = us
+                    print(f"{length:>6} {f'{way} bs={size}':<16} {us:>8.1f} {us / base:>13.2f}")
+            rows.append(row)
     if args.json:
         meta = {"heads": heads, "d_head": d, "torch": torch.__version__, "machine": platform.machine()}
         args.json.write_text(json.dumps({"meta": meta, "results": rows}, indent=2))

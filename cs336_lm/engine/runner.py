@@ -105,7 +105,11 @@ class ModelRunner:
             if logits is not None:
                 return logits, []
         batch = PagedBatch.build(self.cache, inputs, self.triton_decode)
-        logits = self.model(batch.token_ids, kv_cache=batch)  # (returned rows, vocab_size)
+        try:
+            logits = self.model(batch.token_ids, kv_cache=batch)  # (returned rows, vocab_size)
+        except BaseException:
+            self.cache.mirror.forget()  # some layers may have appended to it, others not
+            raise
         if not scored:
             return logits, []
         rows = [(s, logits[s.first : s.first + len(s.positions)]) for s in scored]
@@ -146,6 +150,7 @@ class DecodeGraphs:
     def _fill(self, inputs: PagedInputs, size: int) -> None:
         """Copy the step's inputs into the fixed buffers; rows past the step's decode a dummy into the sink."""
         pad = size - len(inputs.decode_lens)
+        self.cache.mirror.forget()  # the replay writes the pool, not the lone sequence's mirror
         starting = [
             b for b, p in zip(inputs.write_blocks, inputs.positions, strict=True) if p % self.cache.block_size == 0
         ]

@@ -13,16 +13,24 @@ the attention module's own backend; the decoding tokens together through ``decod
 point that picks the Triton paged kernel (CUDA: it reads the blocks in place through the block tables) or the CPU
 reference.
 
-The CPU reference (``DecodePlan``) also reads the pool in place instead of gathering each sequence's keys into a
-padded copy (a gather of 64 sequences × 400 tokens cost ~8× the attention itself): every block in use is
-multiplied by the query of the sequence that owns it — one batched matmul over the used end of the pool, or over
-just the blocks in use when they are scattered over it (``COMPACT_BELOW``) — and the scores of each sequence's
-blocks, a small tensor, are put in order, masked and normalised by the kernel dispatch's softmax; the
-probabilities then weigh the value blocks in place and are summed per sequence. A block two decoding sequences
-share (a common prompt prefix) is read once more for each further sequence. A lone decoding sequence whose blocks
-are consecutive (the common case: free blocks go out lowest first) reads them as one slice of the pool, with none
-of that bookkeeping. Under ``attention: sdpa`` the decoding tokens' keys are gathered and go through torch's fused
-kernel, the baseline the reference is measured against.
+A forward whose only new token is one lone decoding sequence's (batch-1 decoding, the most common step there is)
+needs none of that: the pool also keeps that sequence's keys and values contiguous, (kv_heads, tokens, d_head) per
+layer (``LoneMirror``), and the token attends over them through ``attention.attend`` — the math and the memory
+layout of a contiguous cache. A pool laid out by blocks spreads a head's keys over every block, so reading them
+in place costs a batched product per block and head: 2–2.7× the attention over contiguous keys at the lengths a
+lone decode spends its time at (``scripts/bench_paged_decode.py``). The mirror is appended to while the same
+sequence keeps decoding alone, and rebuilt from the pool, once, when a lone sequence starts (or resumes) decoding;
+any other forward leaves it stale. The keys and values are still written to the pool, which stays the truth.
+
+The CPU reference for several decoding sequences (``DecodePlan``) also reads the pool in place instead of
+gathering each sequence's keys into a padded copy (a gather of 64 sequences × 400 tokens cost ~8× the attention
+itself): every block in use is multiplied by the query of the sequence that owns it — one batched matmul over the
+used end of the pool, or over just the blocks in use when they are scattered over it (``COMPACT_BELOW``) — and the
+scores of each sequence's blocks, a small tensor, are put in order, masked and normalised by the kernel dispatch's
+softmax; the probabilities then weigh the value blocks in place and are summed per sequence. A block two decoding
+sequences share (a common prompt prefix) is read once more for each further sequence. Under ``attention: sdpa`` the
+decoding tokens' keys are gathered and go through torch's fused kernel, the baseline the reference is measured
+against.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ class PagedKVCache:
         self.values = [torch.empty(shape, device=device, dtype=dtype) for _ in range(num_layers)]
         self.zeroed = 0  # blocks 0 … zeroed − 1 have been zeroed (see ensure_zeroed)
         self.device = self.keys[0].device
+        self.mirror = LoneMirror(num_layers, num_kv_heads, d_head, device=self.device, dtype=self.keys[0].dtype)
 
     def ensure_zeroed(self, upto: int) -> None:
         """Zero blocks ``zeroed … upto − 1`` of every pool, once.
@@ -83,8 +92,42 @@ class PagedKVCache:
 
     @property
     def bytes(self) -> int:
-        """Memory the pools take, keys and values of every layer."""
+        """Memory the pools take, keys and values of every layer (the lone sequence's mirror not included)."""
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+
+class LoneMirror:
+    """The keys and values of one sequence decoding alone, contiguous: (kv_heads, capacity, d_head) per layer.
+
+    Valid for ``table`` (the sequence's blocks) up to ``length`` tokens, and only as long as every forward since it
+    was written decoded that sequence alone (``PagedBatch.build`` keeps that rule: any other forward calls
+    ``forget``). The buffers grow by doubling; a grown mirror is rebuilt from the pool.
+    """
+
+    def __init__(self, num_layers: int, num_kv_heads: int, d_head: int, *, device: torch.device, dtype: torch.dtype):
+        self.num_layers, self.num_kv_heads, self.d_head = num_layers, num_kv_heads, d_head
+        self.device, self.dtype = device, dtype
+        self.keys: list[Tensor] = []
+        self.values: list[Tensor] = []
+        self.table: list[int] = []
+        self.length = 0
+
+    def forget(self) -> None:
+        """Mark the mirror stale: the next lone decode rebuilds it from the pool."""
+        self.length = 0
+
+    def extend(self, table: list[int], length: int, block_size: int) -> int:
+        """Make the mirror hold the ``length`` tokens of the sequence in ``table`` after this forward writes the
+        last of them; returns how many of them it already holds (``length − 1``, or 0: rebuild from the pool)."""
+        held = length - 1 if self.length == length - 1 and self.table == table[: len(self.table)] else 0
+        capacity = self.keys[0].shape[1] if self.keys else 0
+        if length > capacity:
+            shape = (self.num_kv_heads, max(length, 2 * capacity, 4 * block_size), self.d_head)
+            self.keys = [torch.empty(shape, device=self.device, dtype=self.dtype) for _ in range(self.num_layers)]
+            self.values = [torch.empty(shape, device=self.device, dtype=self.dtype) for _ in range(self.num_layers)]
+            held = 0
+        self.table, self.length = table[: math.ceil(length / block_size)], length
+        return held
 
 
 @dataclass
@@ -136,8 +179,6 @@ class DecodePlan:
     """
 
     width: int  # W
-    run: slice | None = None  # one sequence whose blocks are consecutive: they are read as a slice of the pool …
-    length: int = 0  # … and its tokens; such a plan needs none of the index tensors below
     used: int = 0  # blocks 0 … used − 1 of the pool (or of ``blocks``) hold every block the decoding sequences read
     owner: Tensor = _NONE  # (used,) each block's owning sequence; D for blocks none holds, whose row is dropped
     pairs: Tensor = _NONE  # (D·W,) row of each (sequence, table entry) in [owned blocks' scores; extra pairs' scores]
@@ -152,9 +193,6 @@ class DecodePlan:
     @classmethod
     def build(cls, tables: list[list[int]], lens: list[int], size: int, device: torch.device) -> DecodePlan:
         width = max(math.ceil(n / size) for n in lens)
-        first = tables[0][0]
-        if len(lens) == 1 and tables[0][:width] == list(range(first, first + width)):  # a lone sequence, in one piece
-            return cls(width=width, run=slice(first, first + width), length=lens[0])
         owner: dict[int, int] = {}
         pairs, owned_rows, owned_blocks, extra_rows, extra_blocks, extra_seqs = [], [], [], [], [], []
         for b, (table, n) in enumerate(zip(tables, lens, strict=True)):
@@ -211,6 +249,7 @@ class PagedBatch:
         self.write_blocks = _NONE  # (new,) the block each new token's K/V goes to …
         self.write_offsets = _NONE  # … and its offset in that block
         self.write_slot: tuple[int, int] | None = None  # the (block, offset) of a forward's one new token
+        self.mirrored: tuple[int, list[int]] | None = None  # a lone decode: (tokens the mirror held, blocks)
         self.num_decode = 0
         self.plan: DecodePlan | None = None  # the CPU decode attention's indices
         self.block_tables: Tensor | None = None  # (decoding, max_blocks) int32, for the Triton kernel
@@ -237,8 +276,14 @@ class PagedBatch:
             batch.write_offsets = batch.positions[0] % size
         batch.last_rows = torch.tensor(inputs.last_rows, dtype=torch.long, device=device)
         batch.num_decode = len(inputs.decode_lens)
-        if batch.num_decode:
-            batch._plan_decode(inputs.decode_tables, inputs.decode_lens, triton_decode)
+        if batch.num_decode == 1 and not inputs.prefills and not triton_decode:  # one sequence decoding alone
+            table, length = inputs.decode_tables[0], inputs.decode_lens[0]
+            held = cache.mirror.extend(table, length, size)
+            batch.mirrored = (held, table[: math.ceil(length / size)])
+        else:
+            cache.mirror.forget()
+            if batch.num_decode:
+                batch._plan_decode(inputs.decode_tables, inputs.decode_lens, triton_decode)
         row = batch.num_decode
         for count, context, blocks in inputs.prefills:
             batch.segments.append(_Segment(row, count, context, torch.tensor(blocks, device=device)))
@@ -277,6 +322,8 @@ class PagedLayer:
             where = (batch.write_blocks, slice(None), batch.write_offsets)
             keys[where] = k[0].transpose(0, 1)  # (new, kv_heads, d_head) into (block, :, offset)
             values[where] = v[0].transpose(0, 1)
+        if batch.mirrored is not None:
+            return self._attend_mirrored(q, k, v, attention)
         if not batch.segments:  # decoding only: the row of n tokens is a batch of n one-token queries
             return decode_attention(q[0].transpose(0, 1), keys, values, batch, attention).transpose(0, 1)[None]
         parts = []
@@ -288,6 +335,21 @@ class PagedLayer:
             k_ctx, v_ctx = (_gather(pool, seg.blocks, seg.context) for pool in (keys, values))
             parts.append(attention.attend(queries, k_ctx, v_ctx, q_offset=seg.context - seg.count))
         return torch.cat(parts, dim=2)
+
+    def _attend_mirrored(self, q: Tensor, k: Tensor, v: Tensor, attention: Attention) -> Tensor:
+        """A lone decoding sequence's token over its keys held contiguous (``LoneMirror``): appended to the
+        mirror, or the mirror rebuilt from the pool (where the new token has just been written)."""
+        batch, cache = self.batch, self.batch.cache
+        mirror, length = cache.mirror, cache.mirror.length
+        held, blocks = batch.mirrored or (0, [])
+        keys, values = mirror.keys[self.index], mirror.values[self.index]
+        if held:
+            keys[:, held], values[:, held] = k[0, :, 0], v[0, :, 0]
+        else:
+            index = torch.tensor(blocks, dtype=torch.long, device=cache.device)
+            keys[:, :length] = _gather(cache.keys[self.index], index, length)[0]
+            values[:, :length] = _gather(cache.values[self.index], index, length)[0]
+        return attention.attend(q, keys[None, :, :length], values[None, :, :length], q_offset=length - 1)
 
 
 def decode_attention(q: Tensor, keys: Tensor, values: Tensor, batch: PagedBatch, attention: Attention) -> Tensor:
@@ -321,8 +383,6 @@ def _decode_in_place(q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, 
     decoding, heads, d_head = q.shape
     kv_heads, size = keys.shape[1], keys.shape[2]
     group = heads // kv_heads
-    if plan.run is not None:
-        return _decode_run(q.view(kv_heads, group, d_head), keys[plan.run], values[plan.run], plan, scale)
     qg = q.view(decoding, kv_heads, group, d_head)  # query heads grouped by the key/value head they read
     # row D owns the free blocks inside the extent: whatever they hold (even a NaN) lands there and is dropped
     qg = torch.cat([qg, qg.new_zeros(1, kv_heads, group, d_head)])
@@ -349,29 +409,9 @@ def _decode_in_place(q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, 
     return out[:decoding].reshape(decoding, heads, d_head)
 
 
-def _decode_run(q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, scale: float) -> Tensor:
-    """One sequence (``q`` (kv_heads, g, d_head)) over its blocks ``keys``/``values`` (W, kv_heads, size, d_head),
-    views of the pool: no owner or pair bookkeeping. The scores keep their block layout (W, kv_heads, g, size) and
-    the softmax runs over blocks and slots together — max, exp and sum over both dims, at least in float32 — with the
-    unwritten end of the last block at −inf, so nothing is reshaped, padded or copied (measured at 256 tokens of
-    the tinystories-17m shape: 120 µs a layer against 190 µs through a reshape to one row per head)."""
-    width, _, size, d_head = keys.shape
-    scores = q @ keys.transpose(-2, -1)  # (W, kv_heads, g, size)
-    scores = scores.to(torch.promote_types(scores.dtype, torch.float32)).mul_(scale)  # bf16/fp16 → float32
-    unwritten = width * size - plan.length
-    if unwritten:
-        scores[-1, ..., size - unwritten :] = -math.inf
-    probs = scores.sub_(scores.amax(dim=(0, 3), keepdim=True)).exp_()
-    probs = probs.div_(probs.sum(dim=(0, 3), keepdim=True)).to(values.dtype)
-    return (probs @ values).sum(0).view(1, -1, d_head)  # (1, heads, d_head)
-
-
 def _decode_gathered(q: Tensor, keys: Tensor, values: Tensor, plan: DecodePlan, attention: Attention) -> Tensor:
     """Decode attention through the module's own backend over each sequence's keys gathered into one padded
     tensor (the sink block pads short tables; ``plan.valid`` masks the padding)."""
-    if plan.run is not None:  # a lone sequence: its blocks, in order, are one slice of the pool
-        k_ctx, v_ctx = (pool[plan.run].transpose(0, 1).flatten(1, 2)[None, :, : plan.length] for pool in (keys, values))
-        return attention.attend(q[:, :, None], k_ctx, v_ctx, q_offset=plan.length - 1)[:, :, 0]
     decoding = q.shape[0]
     rows = torch.empty(decoding * plan.width, dtype=torch.long, device=q.device)
     rows[plan.owned_rows] = plan.owned_blocks if plan.blocks is None else plan.blocks[plan.owned_blocks]

@@ -1,6 +1,6 @@
-"""scripts/bench_paged_decode.py at a toy size: the paged decode attention of a lone sequence meets the plain
-softmax attention over the same keys for every block size (lengths that fill the last block and that do not), and
-the JSON holds a timing for each."""
+"""scripts/bench_paged_decode.py at a toy size: a lone sequence's decode attention through the paged cache — over its
+contiguous mirror and over the blocks in place — meets the plain softmax attention written out token by token, for
+lengths that fill the last block and that do not; and the JSON holds a timing for each way and block size."""
 
 import importlib.util
 import json
@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from cs336_lm.nn.paged import DecodePlan, _decode_run
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_paged_decode.py"
 
@@ -28,26 +26,28 @@ def test_bench_checks_and_times_every_block_size(tmp_path, one_torch_thread, cap
     assert load().main([*args, "--iters", "10", "--repeats", "1", "--json", str(out)]) == 0
     results = json.loads(out.read_text())["results"]
     assert [r["tokens"] for r in results] == [16, 37]
-    assert all(set(r["paged_us"]) == {"8", "16"} and r["contiguous_us"] > 0 for r in results)
-    assert "paged bs=8" in capsys.readouterr().out
+    assert all(set(r["mirrored_us"]) == set(r["in_place_us"]) == {"8", "16"} for r in results)
+    assert all(r["contiguous_us"] > 0 for r in results)
+    assert "mirrored bs=8" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("mirrored", [True, False])
 @pytest.mark.parametrize("length,size", [(1, 4), (7, 4), (8, 4), (33, 16)])
-def test_decode_run_meets_naive_attention(length, size):
+def test_a_lone_decode_meets_naive_attention(length, size, mirrored):
     """The oracle: softmax(q·Kᵀ/√d)·V written out over the tokens one by one."""
+    from cs336_lm.nn.attention import MultiHeadSelfAttention
+
+    bench = load()
     torch.manual_seed(length)
     heads, d = 3, 5
-    q, k, v = torch.randn(heads, 1, d), torch.randn(heads, length, d), torch.randn(heads, length, d)
-    width = math.ceil(length / size)
-    pools = [torch.full((width + 2, heads, size, d), float("nan")) for _ in range(2)]
-    for pool, tensor in zip(pools, (k, v), strict=True):
-        pool[1 : 1 + width] = 0  # the unwritten end of the last block is zeroed, as the engine's pool is
-        for t in range(length):
-            pool[1 + t // size, :, t % size] = tensor[:, t]
-    plan = DecodePlan(width=width, run=slice(1, 1 + width), length=length)
-    out = _decode_run(q, pools[0][plan.run], pools[1][plan.run], plan, 1 / math.sqrt(d))
+    attention = MultiHeadSelfAttention(heads * d, heads)
+    q, k, v = torch.randn(1, heads, 1, d), torch.randn(heads, length, d), torch.randn(heads, length, d)
+    with torch.inference_mode():
+        layer = bench.paged_layer(k, v, size, attention, mirrored=mirrored)
+        out = layer.attend(q, k[None, :, -1:], v[None, :, -1:], attention)
+    assert (layer.batch.mirrored is not None) == mirrored
     expected = torch.empty(heads, d)
     for h in range(heads):
-        scores = torch.tensor([float(q[h, 0] @ k[h, t]) / math.sqrt(d) for t in range(length)])
+        scores = torch.tensor([float(q[0, h, 0] @ k[h, t]) / math.sqrt(d) for t in range(length)])
         expected[h] = torch.softmax(scores, 0) @ v[h]
     torch.testing.assert_close(out.view(heads, d), expected, rtol=1e-5, atol=1e-6)

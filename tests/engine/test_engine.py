@@ -75,20 +75,33 @@ def test_decode_plan_reads_only_the_blocks_in_use_when_they_are_scattered():
     assert dense.blocks is None and dense.used == 5
 
 
-def test_a_lone_sequence_reads_its_consecutive_blocks_as_a_slice(monkeypatch):
+@pytest.mark.parametrize("attention", ["reference", "sdpa"])
+def test_a_lone_sequence_decodes_over_its_mirror_appended_or_rebuilt_from_the_pool(monkeypatch, attention):
+    """Two requests, one stopping early: the other decodes alone from then on, over ``LoneMirror``. The mirror is
+    rebuilt from the pool when the sequence starts decoding alone and when it outgrows its buffers, and appended to
+    on every other step; the logits stay the full forward's."""
     import cs336_lm.nn.paged as paged
 
-    runs = []
-    decode_run = paged._decode_run
-    monkeypatch.setattr(paged, "_decode_run", lambda *a: runs.append(a[3].run) or decode_run(*a))
-    model = make_model(dtype=torch.float32, num_kv_heads=2)
-    prompt = random_prompts(1, seed=5, longest=30)[0]
+    held = []
+    extend = paged.LoneMirror.extend
+    monkeypatch.setattr(
+        paged.LoneMirror, "extend", lambda self, *a: held.append((a[1], extend(self, *a))) or held[-1][1]
+    )
+    model = make_model(dtype=torch.float32, num_kv_heads=2, attention=attention)
+    prompts = random_prompts(2, seed=5, longest=30)
     engine = RecordingEngine(model, block_size=4, max_kv_tokens=400)
-    out = engine.generate([prompt], SamplingParams(max_new_tokens=14))[0]
-    with torch.inference_mode():
-        full = model(torch.tensor([prompt + out.tokens]))[0, len(prompt) - 1 : -1]
-    torch.testing.assert_close(torch.stack(engine.logits[0]), full, atol=2e-5, rtol=0)
-    assert len(runs) == 13 * model.num_layers and runs[0].start == 1  # every decode step, from the first block
+    params = [SamplingParams(max_new_tokens=3), SamplingParams(max_new_tokens=24)]
+    outs = engine.generate(prompts, params)
+    for rid, (prompt, out) in enumerate(zip(prompts, outs, strict=True)):
+        with torch.inference_mode():
+            full = model(torch.tensor([prompt + out.tokens]))[0, len(prompt) - 1 : -1]
+        torch.testing.assert_close(torch.stack(engine.logits[rid]), full, atol=2e-5, rtol=0)
+    lengths = [length for length, _ in held]
+    assert lengths == list(range(lengths[0], len(prompts[1]) + 24))  # every lone step of the long request
+    assert lengths[0] > len(prompts[1]) + 1  # it decoded beside the short one first
+    rebuilt = [length for length, h in held if h == 0]
+    assert rebuilt[0] == lengths[0] and all(h == length - 1 for length, h in held if length not in rebuilt)
+    assert 2 <= len(rebuilt) <= 3  # the first lone step, then each time the buffers double
 
 
 def test_greedy_and_seeded_requests_equal_generate_alone_whatever_shares_the_batch(model):
@@ -227,7 +240,7 @@ def test_nan_in_fresh_pool_memory_never_reaches_the_logits(attention):
 
 
 @pytest.mark.parametrize("attention", ["reference", "sdpa"])
-@pytest.mark.parametrize("requests", [1, 3])  # one alone reads its blocks as a slice; several, through the plan
+@pytest.mark.parametrize("requests", [1, 3])  # one alone: the mirror, rebuilt from the pool; several: the plan
 def test_what_a_finished_request_left_in_its_blocks_never_reaches_the_next(attention, requests):
     # a block is read whole; when it is handed on, the slots its new holder has not written yet still hold the
     # old holder's keys and values, which could be NaN (a diverged model, an fp16 overflow): they must weigh 0

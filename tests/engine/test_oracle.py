@@ -2,11 +2,11 @@
 
 Every path the engine can take to a token is driven here by hypothesis — each attention backend, grouped-query
 attention or not, block sizes from 1 to 16, a lone sequence or a crowd, requests arriving while others decode,
-blocks consecutive or scattered over the pool (the decode attention reads them in place, as a slice, as a
-compacted copy, or gathered for ``sdpa``), blocks that earlier requests wrote and gave back, a pool so small that
-sequences are preempted and recomputed, prompts sharing a prefix, ``n`` samples of one prompt, models with the
-recipe switches of ``ModelArgs`` (post-norm or none, NoPE, the non-gated FFNs, QK-norm, a tied head, capped
-logits) — and each request
+blocks consecutive or scattered over the pool (the decode attention reads them in place, as a compacted copy,
+gathered for ``sdpa``, or from a lone sequence's contiguous mirror), blocks that earlier requests wrote and gave
+back, a pool so small that sequences are preempted and recomputed, prompts sharing a prefix, ``n`` samples of one
+prompt, models with the recipe switches of ``ModelArgs`` (post-norm or none, NoPE, the non-gated FFNs, QK-norm, a
+tied head, capped logits) — and each request
 must produce exactly the tokens the oracle produces for its prompt alone, and the logits it sampled from must be
 those of the full forward over the prompt and the tokens before. Greedy and seeded requests alike: a seeded
 request draws the same tokens alone and in any crowd. On a GPU the same test runs the Triton paged kernel and the
