@@ -157,21 +157,21 @@ def _check_same_shape(ours: Any, hf: Any) -> None:
 
 
 def _our_stages(model: Any) -> dict[str, nn.Module]:
-    stages = {"embeddings": model.token_embeddings}
-    for i, layer in enumerate(model.layers):
-        stages[f"layer {i} attention"] = layer.attn
-        stages[f"layer {i} output"] = layer
-    stages["final norm"] = model.ln_final
-    return stages
+    return _stages(model.token_embeddings, model.layers, "attn", model.ln_final)
 
 
 def _hf_stages(hf: Any) -> dict[str, nn.Module]:
-    inner = hf.model
-    stages = {"embeddings": inner.embed_tokens}
-    for i, layer in enumerate(inner.layers):
-        stages[f"layer {i} attention"] = layer.self_attn
+    return _stages(hf.model.embed_tokens, hf.model.layers, "self_attn", hf.model.norm)
+
+
+def _stages(embeddings: nn.Module, layers: Any, attention: str, final_norm: nn.Module) -> dict[str, nn.Module]:
+    """The modules whose outputs are compared, by stage name: each layer's attention (its attribute ``attention``)
+    and whole output between the embeddings and the final norm."""
+    stages = {"embeddings": embeddings}
+    for i, layer in enumerate(layers):
+        stages[f"layer {i} attention"] = getattr(layer, attention)
         stages[f"layer {i} output"] = layer
-    stages["final norm"] = inner.norm
+    stages["final norm"] = final_norm
     return stages
 
 

@@ -9,15 +9,14 @@ of the prediction as an error bar. A verify run, when given, is a black cross on
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cs336_lm.fileio import atomic_write, check_writable, output_directory
-from cs336_lm.training.plot import _import_matplotlib
+from cs336_lm.fileio import check_writable
+from cs336_lm.training.plot import _import_matplotlib, save_png
 
 if TYPE_CHECKING:
     from cs336_lm.scaling.report import StudyFit
@@ -88,9 +87,4 @@ def make_figure(result: StudyFit, verified: tuple[float, float] | None = None):
 def plot_fit(result: StudyFit, out: Path, verified: tuple[float, float] | None = None) -> Path:
     """Draw ``result`` into the PNG ``out`` (atomically); return its path."""
     check_writable(out)
-    fig = make_figure(result, verified)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    with output_directory(out.parent), atomic_write(out, "wb") as f:
-        f.write(buf.getvalue())
-    return out
+    return save_png(make_figure(result, verified), out)

@@ -20,42 +20,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from cs336_lm.errors import ServeError
 from cs336_lm.generation.logprobs import MAX_TOP_LOGPROBS, TokenLogprob
 from cs336_lm.serve.logprobs import token_text
-from cs336_lm.serve.protocol import FINISH_REASONS, CompletionRequest, StreamOptions
+from cs336_lm.serve.protocol import FINISH_REASONS, CompletionRequest, SamplingFields, response_body
 
 ROLES = ("system", "user", "assistant")
 MESSAGE_FIELDS = ("role", "content", "name")
 
 
-class ChatRequest(BaseModel):
+class ChatRequest(SamplingFields):
     """The body of ``POST /v1/chat/completions``; ``None`` anywhere means the default."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=True)  # as CompletionRequest
-
-    model: str | None = None
     messages: list[Any]
     """The conversation so far, oldest first (checked by ``conversation``)."""
-    max_tokens: int | None = None
     max_completion_tokens: int | None = None
     """Most tokens to generate per choice (OpenAI's newer name for ``max_tokens``; it wins when both are given)."""
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    n: int | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    repetition_penalty: float | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    user: str | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
-
     logprobs: bool | None = None
     """Each returned token's log-probability under the model (before temperature, top-k, top-p and the penalty)."""
     top_logprobs: int | None = None
@@ -75,24 +55,8 @@ class ChatRequest(BaseModel):
 def completion_request(body: ChatRequest, prompt: list[int], context_length: int) -> CompletionRequest:
     """The completions request that generates ``body``'s replies to the rendered ``prompt`` (its checks are ours)."""
     limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-    return CompletionRequest(
-        model=body.model,
-        prompt=prompt,
-        max_tokens=context_length if limit is None else limit,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        top_k=body.top_k,
-        n=body.n,
-        stop=body.stop,
-        seed=body.seed,
-        repetition_penalty=body.repetition_penalty,
-        stream=body.stream,
-        stream_options=body.stream_options,
-        user=body.user,
-        presence_penalty=body.presence_penalty,
-        frequency_penalty=body.frequency_penalty,
-        logit_bias=body.logit_bias,
-    )
+    shared = {name: getattr(body, name) for name in SamplingFields.model_fields}
+    return CompletionRequest(**{**shared, "max_tokens": context_length if limit is None else limit}, prompt=prompt)
 
 
 def conversation(messages: list[Any]) -> list[dict[str, str]]:
@@ -201,13 +165,5 @@ def chat_body(
     chunk: bool = False,
 ) -> dict[str, Any]:
     """A ``chat.completion`` (whole) or ``chat.completion.chunk`` (streamed; ``usage`` only in the last)."""
-    body: dict[str, Any] = {
-        "id": completion_id,
-        "object": "chat.completion.chunk" if chunk else "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": choices,
-    }
-    if usage is not None:
-        body["usage"] = usage
-    return body
+    kind = "chat.completion.chunk" if chunk else "chat.completion"
+    return response_body(kind, completion_id, created, model, choices, usage)

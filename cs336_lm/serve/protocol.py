@@ -53,15 +53,15 @@ class StreamOptions(_Strict):
     """``usage`` so far in every chunk (vLLM's extension; the page uses it for tokens/s)."""
 
 
-class CompletionRequest(_Strict):
-    """The body of ``POST /v1/completions``; ``None`` anywhere means the default."""
+class SamplingFields(_Strict):
+    """The fields both request bodies share: the model and how to sample from it."""
 
     model: str | None = None
     """The served model's name (``GET /v1/models``); omitted: the served model."""
-    prompt: Prompt
     max_tokens: int | None = None
-    """Most tokens to generate per choice (default 16, as OpenAI); generation also ends at the context's end. 0
-    (with ``echo``) generates nothing: the answer is the prompt, scored when ``logprobs`` is set."""
+    """Most tokens to generate per choice; generation also ends at the context's end. Completions: default 16, as
+    OpenAI, and 0 (with ``echo``) generates nothing: the answer is the prompt, scored when ``logprobs`` is set.
+    Chat: default unlimited (the context's end)."""
     temperature: float | None = None
     """Softmax temperature (default 1); 0 is greedy, else from 1e-6 to 1e6."""
     top_p: float | None = None
@@ -80,15 +80,21 @@ class CompletionRequest(_Strict):
     stream_options: StreamOptions | None = None
     user: str | None = None
     """An end-user id (OpenAI); accepted and ignored."""
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+
+
+class CompletionRequest(SamplingFields):
+    """The body of ``POST /v1/completions``; ``None`` anywhere means the default."""
+
+    prompt: Prompt
     echo: bool = False
     """The prompt comes back in front of the text (a prompt of token ids as their text)."""
     logprobs: int | None = None
     """0 to 5: each token's log-probability under the model (before temperature, top-k, top-p and the penalty) and
     the ``logprobs`` most likely alternatives; the prompt's tokens too with ``echo`` (the first one's null)."""
     suffix: str | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
     best_of: int | None = None
 
     def stop_strings(self) -> tuple[str, ...]:
@@ -194,13 +200,14 @@ def chunk_body(
     completion_id: str, created: int, model: str, choices: list[dict[str, Any]], usage: dict[str, int] | None = None
 ) -> dict[str, Any]:
     """One streamed ``text_completion`` chunk (``choices`` from ``choice``; empty in the closing usage chunk)."""
-    body: dict[str, Any] = {
-        "id": completion_id,
-        "object": "text_completion",
-        "created": created,
-        "model": model,
-        "choices": choices,
-    }
+    return response_body("text_completion", completion_id, created, model, choices, usage)
+
+
+def response_body(
+    kind: str, completion_id: str, created: int, model: str, choices: list[dict[str, Any]], usage: dict[str, int] | None
+) -> dict[str, Any]:
+    """A response or streamed chunk of object type ``kind``; ``usage`` left out when None."""
+    body: dict[str, Any] = {"id": completion_id, "object": kind, "created": created, "model": model, "choices": choices}
     if usage is not None:
         body["usage"] = usage
     return body

@@ -64,21 +64,15 @@ def curves_from_records(records: list[dict], name: str) -> Curves:
         if not _is_number(r.get("step")) or not math.isfinite(r["step"]):
             continue
         step = int(r["step"])
-        if _is_number(r.get("loss")):
-            c.train_steps.append(step)
-            c.train_tokens.append(r.get("tokens") if _is_number(r.get("tokens")) else None)
-            c.train_loss.append(float(r["loss"]))
+        tokens = r.get("tokens") if _is_number(r.get("tokens")) else None
+        for series, key in (("train", "loss"), ("val", "val_loss"), ("eval", "eval_loss")):
+            if _is_number(r.get(key)):
+                getattr(c, f"{series}_steps").append(step)
+                getattr(c, f"{series}_tokens").append(tokens)
+                getattr(c, f"{series}_loss").append(float(r[key]))
         if _is_number(r.get("lr")):
             c.lr_steps.append(step)
             c.lr.append(float(r["lr"]))
-        if _is_number(r.get("val_loss")):
-            c.val_steps.append(step)
-            c.val_tokens.append(r.get("tokens") if _is_number(r.get("tokens")) else None)
-            c.val_loss.append(float(r["val_loss"]))
-        if _is_number(r.get("eval_loss")):
-            c.eval_steps.append(step)
-            c.eval_tokens.append(r.get("tokens") if _is_number(r.get("tokens")) else None)
-            c.eval_loss.append(float(r["eval_loss"]))
     return c
 
 
@@ -165,7 +159,12 @@ def plot_runs(run_dirs: list[str | os.PathLike], out: str | os.PathLike, title: 
     out = Path(out)
     check_writable(out)
     runs = [load_curves(d) for d in run_dirs]
-    fig = make_figure(runs, title)
+    return save_png(make_figure(runs, title), out)
+
+
+def save_png(fig: Any, out: Path) -> Path:
+    """Write the matplotlib figure ``fig`` to the PNG ``out`` atomically, its directory created as needed (and
+    removed again if writing fails); return ``out``."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     with output_directory(out.parent), atomic_write(out, "wb") as f:
