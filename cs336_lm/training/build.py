@@ -100,10 +100,13 @@ def training_flops_per_token(cfg: Config) -> float:
 def lr_at(step: int, cfg: Config) -> float:
     """The schedule of ``cfg.optim`` at 0-based ``step``, at the peak ``optim.lr``: ``cosine`` ends its decay at
     ``optim.cosine_cycle_iters`` (unset: ``train.max_steps``); ``wsd`` decays over the last ``optim.decay_frac`` of
-    ``train.max_steps`` (rounded to whole steps, never into the warmup)."""
+    ``train.max_steps`` (rounded to whole steps, never into the warmup); ``linear`` is ``wsd`` decaying linearly
+    from the end of warmup (no stable phase)."""
     o, max_steps = cfg.optim, cfg.train.max_steps
-    if o.schedule == "wsd":
+    if o.schedule in ("wsd", "linear"):
         end = max(max_steps, o.warmup_iters)
+        if o.schedule == "linear":
+            return wsd_lr(step, o.lr, o.min_lr, o.warmup_iters, o.warmup_iters, end, "linear")
         start = max(end - math.floor(o.decay_frac * max_steps + 0.5), o.warmup_iters)
         return wsd_lr(step, o.lr, o.min_lr, o.warmup_iters, start, end, o.decay_shape)
     cycle = o.cosine_cycle_iters if o.cosine_cycle_iters is not None else max(max_steps, o.warmup_iters)

@@ -98,7 +98,7 @@ def test_overrides_parse_types_and_nested_sections(tmp_path):
         (["train.out_dir=runs/caf\udce9"], "is not UTF-8 text"),  # argv bytes that are not UTF-8
         (["optim.name=sgd"], r"^optim.name must be one of adamw, muon; got 'sgd'$"),
         (["optim.name=muom"], "optim.name.*did you mean 'muon'"),
-        (["optim.schedule=linear"], r"^optim.schedule must be one of cosine, wsd; got 'linear'$"),
+        (["optim.schedule=trapezoid"], r"^optim.schedule must be one of cosine, linear, wsd; got 'trapezoid'$"),
         (["optim.decay_shape=sqrt"], "optim.decay_shape must be one of linear, 1-sqrt"),
         (["optim.decay_frac=1.5"], r"optim.decay_frac must be in \[0, 1\], got 1.5"),
         (
@@ -127,7 +127,7 @@ def test_optimizer_defaults_mean_what_every_config_meant(tmp_path):
     o = load_config(full(tmp_path)).optim
     assert (o.name, o.schedule) == ("adamw", "cosine")
     assert (o.muon_lr, o.embed_lr, o.head_lr, o.gain_lr) == (0.01, None, None, None)
-    assert (o.momentum, o.nesterov, o.ns_steps, o.decay_frac, o.decay_shape) == (0.95, True, 5, 0.2, "linear")
+    assert (o.momentum, o.nesterov, o.ns_steps, o.decay_frac, o.decay_shape) == (0.9, True, 5, 0.2, "linear")
     cfg = load_config(
         full(tmp_path), ["optim.name=MUON", "optim.schedule=WSD", "train.parallel=ddp", "optim.muon_lr=null"]
     )

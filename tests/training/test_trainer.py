@@ -281,6 +281,15 @@ def test_wsd_schedule_decays_over_the_last_fraction_of_the_run(tiny_config, tmp_
     assert trainer.lr_at(76, cfg) == pytest.approx(min_lr + 0.8 * (lr - min_lr))  # 1 − √(1/25)
 
 
+def test_linear_schedule_is_a_straight_line_from_the_end_of_warmup(tiny_config, tmp_path):
+    """``linear`` (Muon's ``auto``) written out by hand: 0 → lr over the warmup, then lr → min_lr by max_steps."""
+    cfg = tiny_config(tmp_path / "run", {"train.max_steps": 100, "optim.warmup_iters": 20, "optim.schedule": "linear"})
+    lr, min_lr = cfg.optim.lr, cfg.optim.min_lr
+    for step in (0, 7, 20, 21, 40, 60, 99, 100, 130):
+        expected = step / 20 * lr if step < 20 else lr - min(1, (step - 20) / 80) * (lr - min_lr)
+        assert trainer.lr_at(step, cfg) == pytest.approx(expected, rel=1e-12, abs=1e-15), step
+
+
 def test_wandb_run_id_is_stored_and_reused_on_resume(tmp_path, tiny_config, monkeypatch):
     """With a stand-in wandb module: records are mirrored, the run id goes into checkpoints and back to init."""
     import sys
