@@ -61,9 +61,9 @@ def paged_layer(k: torch.Tensor, v: torch.Tensor, size: int, attention: MultiHea
     batch.write_slot, batch.num_decode = (width, (length - 1) % size), 1
     if mirrored:
         cache.mirror.extend(table, length, size)  # sized and rebuilt from the pool by the first call
-        batch.mirrored = (0, table)
+        batch.mirrored = 0
         batch.layer(0).attend(*(t[None, :, -1:] for t in (k, k, v)), attention)
-        batch.mirrored = (length - 1, table)  # from then on every call appends, as a decode step does
+        batch.mirrored = length - 1  # from then on every call appends, as a decode step does
     else:
         batch.plan = DecodePlan.build([table], [length], size, cache.device)
     return batch.layer(0)

@@ -249,7 +249,7 @@ class PagedBatch:
         self.write_blocks = _NONE  # (new,) the block each new token's K/V goes to …
         self.write_offsets = _NONE  # … and its offset in that block
         self.write_slot: tuple[int, int] | None = None  # the (block, offset) of a forward's one new token
-        self.mirrored: tuple[int, list[int]] | None = None  # a lone decode: (tokens the mirror held, blocks)
+        self.mirrored: int | None = None  # a lone decode: how many of its tokens the mirror held (0: rebuild it)
         self.num_decode = 0
         self.plan: DecodePlan | None = None  # the CPU decode attention's indices
         self.block_tables: Tensor | None = None  # (decoding, max_blocks) int32, for the Triton kernel
@@ -277,9 +277,7 @@ class PagedBatch:
         batch.last_rows = torch.tensor(inputs.last_rows, dtype=torch.long, device=device)
         batch.num_decode = len(inputs.decode_lens)
         if batch.num_decode == 1 and not inputs.prefills and not triton_decode:  # one sequence decoding alone
-            table, length = inputs.decode_tables[0], inputs.decode_lens[0]
-            held = cache.mirror.extend(table, length, size)
-            batch.mirrored = (held, table[: math.ceil(length / size)])
+            batch.mirrored = cache.mirror.extend(inputs.decode_tables[0], inputs.decode_lens[0], size)
         else:
             cache.mirror.forget()
             if batch.num_decode:
@@ -341,12 +339,11 @@ class PagedLayer:
         mirror, or the mirror rebuilt from the pool (where the new token has just been written)."""
         batch, cache = self.batch, self.batch.cache
         mirror, length = cache.mirror, cache.mirror.length
-        held, blocks = batch.mirrored or (0, [])
         keys, values = mirror.keys[self.index], mirror.values[self.index]
-        if held:
-            keys[:, held], values[:, held] = k[0, :, 0], v[0, :, 0]
+        if batch.mirrored:
+            keys[:, batch.mirrored], values[:, batch.mirrored] = k[0, :, 0], v[0, :, 0]
         else:
-            index = torch.tensor(blocks, dtype=torch.long, device=cache.device)
+            index = torch.tensor(mirror.table, dtype=torch.long, device=cache.device)
             keys[:, :length] = _gather(cache.keys[self.index], index, length)[0]
             values[:, :length] = _gather(cache.values[self.index], index, length)[0]
         return attention.attend(q, keys[None, :, :length], values[None, :, :length], q_offset=length - 1)
