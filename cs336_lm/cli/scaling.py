@@ -88,13 +88,16 @@ def _plan(args: argparse.Namespace) -> int:
     step_tokens = tokens_per_step(t.batch_size, t.grad_accum_steps, cfg.model.context_length)
     runs = plan_study(cfg.model.args, parse_budgets(args.budgets), args.sizes, step_tokens, **options)
     if args.dry_run:
+        from tqdm import tqdm
+
         from cs336_lm.cli import cpu_threads
         from cs336_lm.scaling.measure import tokens_per_second
 
+        shapes = {tuple(r.shape.items()): r.shape for r in runs}  # budgets share shapes: each is measured once
         with cpu_threads(args.threads) as threads:
-            print(f"measuring training throughput of {len(runs)} shapes ({threads.count} thread(s))", file=sys.stderr)
-            speed = {r.name: tokens_per_second(cfg.model.args.replace(**r.shape), t.batch_size) for r in runs}
-        print(table(runs, speed))
+            bar = tqdm(shapes.items(), desc=f"training throughput ({threads.count} thread(s))", unit="shape")
+            measured = {key: tokens_per_second(cfg.model.args.replace(**shape), t.batch_size) for key, shape in bar}
+        print(table(runs, {r.name: measured[tuple(r.shape.items())] for r in runs}))
         return 0
     from cs336_lm.scaling.study import new_study
     from cs336_lm.scaling.sweep import describe_next_step, sweep_available, sweep_plan

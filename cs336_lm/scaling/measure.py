@@ -18,7 +18,7 @@ from cs336_lm.nn import functional as F
 from cs336_lm.optim import AdamW
 
 
-def tokens_per_second(args: ModelArgs, batch_size: int, steps: int = 3, warmup: int = 1, seed: int = 0) -> float:
+def tokens_per_second(args: ModelArgs, batch_size: int, steps: int = 3, warmup: int = 2, seed: int = 0) -> float:
     """Training tokens per second of ``args`` at ``batch_size`` sequences of its full context (module docstring)."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)

@@ -75,6 +75,26 @@ def test_fit_recovers_the_minima_of_a_known_law(tmp_path, tiny_inputs, capsys):
     assert record["prediction"]["loss"] == pytest.approx(5 * 1e10**-0.05, rel=1e-6)
 
 
+def test_dry_run_prints_a_measured_time_per_run_and_writes_nothing(tmp_path, tiny_inputs, capsys, monkeypatch):
+    import cs336_lm.scaling.measure as measure
+
+    measured = []  # the shapes timed: each once, though budgets share them
+    real = measure.tokens_per_second
+
+    def counting(args, batch_size, **kwargs):
+        measured.append((args.d_model, args.num_layers))
+        return real(args, batch_size, steps=1, warmup=1)
+
+    monkeypatch.setattr(measure, "tokens_per_second", counting)
+    assert plan(tmp_path, tiny_inputs, "--dry-run") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert not (tmp_path / "study").exists()
+    assert out[0].split()[-2:] == ["tok/s", "time"] and out[-1].startswith("6 runs, estimated ")
+    rows = out[1:-1]
+    assert len(rows) == 6 and all(row.split()[-1][-1] in "snh" for row in rows)  # "42s", "1.5min", "1.2h"
+    assert len(measured) == len(set(measured)) == 5  # c1e+09 and c3e+09 both train the 22k shape
+
+
 def test_a_budget_too_small_for_any_shape(tmp_path, tiny_inputs, capsys):
     status = main(["plan", "--config", str(DEBUG_CONFIG), *tiny_inputs, "--budgets", "1e6", "--out", str(tmp_path)])
     assert status == 2 and "too small for any shape" in one_error(capsys)
