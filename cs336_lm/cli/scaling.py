@@ -13,6 +13,7 @@
 """
 
 import argparse
+import math
 import sys
 
 from cs336_lm.cli import HelpFormatter, add_threads_option, run_main
@@ -82,8 +83,8 @@ def _plan(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     options = {"tokens_per_param": args.tokens_per_param, "span": args.span, "min_steps": args.min_steps}
     for name, value in options.items():
-        if not value > 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a finite number > 0, got {value}")
     t = cfg.train
     step_tokens = tokens_per_step(t.batch_size, t.grad_accum_steps, cfg.model.context_length)
     runs = plan_study(cfg.model.args, parse_budgets(args.budgets), args.sizes, step_tokens, **options)

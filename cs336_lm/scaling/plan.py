@@ -14,13 +14,14 @@ Sizes per budget: the centre is the size that 6·N·D = C with D = ``tokens_per_
 it, then turned into shapes by ``cs336_lm.scaling.shapes.shape_for_params``. A window reaching below the smallest
 shape moves up until its lowest target is that shape (small budgets would otherwise plan the smallest shape several
 times); when the larger targets would train fewer than ``min_steps`` steps, the window moves down until every size
-fits. Shapes that two targets share are planned once. A budget where fewer than three distinct shapes fit cannot
-locate a minimum: ``ConfigError``.
+fits. Shapes that two targets share are planned once (with a warning that says why the budget has fewer sizes than
+asked). A budget where fewer than three distinct shapes fit cannot locate a minimum: ``ConfigError``.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 from cs336_lm.errors import ConfigError
@@ -113,6 +114,7 @@ def plan_budget(
         )
     # the window's lowest target starts no lower than the smallest shape, then moves down while a size is too big
     centre = max(math.sqrt(budget / (6 * tokens_per_param)), smallest.params * math.sqrt(span))
+    squeezed = False  # the window moved down for --min-steps
     while True:
         targets = [centre * span ** (i / (sizes - 1) - 0.5) for i in range(sizes)]
         runs: dict[str, PlannedRun] = {}
@@ -122,12 +124,23 @@ def plan_budget(
         if all(r.steps >= min_steps for r in runs.values()):
             break
         centre /= 1.1
+        squeezed = True
     planned = sorted(runs.values(), key=lambda r: r.params)
     if len(planned) < MIN_SIZES:
         raise ConfigError(
             f"budget {budget:.3g} FLOPs leaves only {len(planned)} distinct shape(s) with at least {min_steps} steps; "
             f"raise the budget or --span"
         )
+    if len(planned) < sizes:
+        largest = ladder(base)[-1]
+        why = (
+            f"the sizes reach the rule's largest shape ({describe(largest)}, N = {non_embedding_params(largest):,}), "
+            "so this budget's optimum may lie above them"
+            if planned[-1].params == non_embedding_params(largest)
+            else f"targets {targets[0]:.3g} to {targets[-1]:.3g} fell on the same shapes; "
+            + ("the largest sizes are held down by --min-steps" if squeezed else "a wider --span separates them")
+        )
+        warnings.warn(f"budget {budget:.3g}: {len(planned)} distinct sizes of the {sizes} asked: {why}", stacklevel=2)
     return planned
 
 

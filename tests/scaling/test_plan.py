@@ -78,3 +78,13 @@ def test_budgets_must_be_positive_and_distinct():
         plan_study(DEMO, [-1.0], 5, 2048)
     with pytest.raises(ConfigError, match="at least 3"):
         plan_study(DEMO, [1e13], 2, 2048)
+
+
+def test_fewer_sizes_than_asked_are_planned_with_a_warning_saying_why():
+    narrow = r"4 distinct sizes of the 5 asked: targets .* fell on the same shapes; a wider --span"
+    with pytest.warns(UserWarning, match=narrow):
+        runs = plan_budget(DEMO, 4e12, 5, 2048, span=3)
+    assert len(runs) == len({r.params for r in runs}) == 4
+    with pytest.warns(UserWarning, match=r"reach the rule's largest shape \(d2048 L128"):  # a budget past every shape
+        runs = plan_budget(DEMO, 1e22, 5, 2048)
+    assert runs[-1].shape["d_model"] == 2048 and runs[-1].shape["num_layers"] == 128
