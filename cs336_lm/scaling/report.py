@@ -9,6 +9,7 @@ config (``cs336_lm.scaling.study.read_results``).
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,8 +99,8 @@ def fit(root: str | Path, predict_at: float | None = None, resamples: int = 1000
         raise ConfigError(f"--bootstrap must be at least 10, got {resamples}")
     if not 0 < confidence < 1:
         raise ConfigError(f"--confidence must be in (0, 1), got {confidence}")
-    if predict_at is not None and not predict_at > 0:
-        raise ConfigError(f"--predict must be a positive budget in FLOPs, got {predict_at}")
+    if predict_at is not None and not (math.isfinite(predict_at) and predict_at > 0):
+        raise ConfigError(f"--predict must be a finite, positive budget in FLOPs, got {predict_at}")
     study = load_study(root)
     runs = finished_runs(study)
     laws = fit_laws(runs)

@@ -64,6 +64,20 @@ class Study:
             return trial_dir(self, run)
         return self.root / RUNS / run.name
 
+    def base_config(self) -> Config:
+        """The base config as its file and the study's overrides give it now. A ``ConfigError`` when that is not
+        the config the study was planned with (the file was edited since), or the file is not found (it is read
+        relative to the directory the study was planned from, as the data paths are)."""
+        if not Path(self.config_path).is_file():
+            raise ConfigError(f"the study's config {self.config_path} is not found from {Path.cwd()}; "
+                              "run lm-scaling from the directory the study was planned in")  # fmt: skip
+        cfg = load_config(self.config_path, self.overrides)
+        planned, now = _comparable(self.base), _comparable(to_dict(cfg))
+        if planned != now:
+            raise ConfigError(f"{self.config_path} is no longer the config {self.root} was planned with "
+                              f"({_first_difference(planned, now)}); restore it, or plan a new study")  # fmt: skip
+        return cfg
+
     def run_overrides(self, run: PlannedRun) -> list[str]:
         """The overrides that make ``run`` from the base config file (module docstring)."""
         return [*self.overrides, *run.overrides(), f"train.out_dir={self.run_dir(run)}", *RUN_SETTINGS]

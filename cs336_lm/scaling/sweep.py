@@ -59,6 +59,7 @@ def describe_next_step(study: Study) -> str:
 
 def run_study(study: Study, workers: int | None = None, storage: str | None = None) -> list[str]:
     """Train (or resume) every run that has not finished; the names of those still unfinished afterwards."""
+    study.base_config()  # the config file still gives the planned config
     if study.layout == "sweep":
         from cs336_lm.sweep import run_sweep
 

@@ -5,14 +5,15 @@ The fitted N_opt(C) becomes a shape by the plan's rule (``shape_for_params``; th
 differs from N_opt by up to the rule's tolerance, where the IsoFLOP curve is flat), its steps spend C exactly as the
 plan's runs do, and it trains into ``DIR/verify/NAME`` with the study's base config (resuming if it was started
 before; a run that already finished is not trained again, its final loss is read back, so ``verify`` run twice
-reports twice). The record ``DIR/verify.json`` holds the prediction with its interval, the measured final
-validation loss, their relative difference and whether the loss fell inside the interval; the figure is redrawn
-with the run marked.
+reports twice); the base config file must still give the config the study was planned with. The record
+``DIR/verify.json`` holds the prediction with its interval, the measured final validation loss, their relative
+difference and whether the loss fell inside the interval; the figure is redrawn with the run marked.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from cs336_lm.fileio import atomic_write
 from cs336_lm.scaling.plan import plan_run, tokens_per_step
 from cs336_lm.scaling.report import PLOT_FILE, fit
 from cs336_lm.scaling.shapes import describe, shape_for_params
-from cs336_lm.scaling.study import RUN_SETTINGS
+from cs336_lm.scaling.study import RUN_SETTINGS, load_study
 from cs336_lm.training.metrics import read_metrics
 
 VERIFY_DIR = "verify"
@@ -35,14 +36,15 @@ def verify(root: str | Path, budget: float, resamples: int = 1000, confidence: f
     from cs336_lm.training import train
 
     root = Path(root)
+    largest = max(load_study(root).budgets)
+    if not (math.isfinite(budget) and budget > largest):
+        raise ConfigError(f"--budget {budget:.3g} must be a finite budget above every fitted one (the largest is "
+                          f"{largest:.3g}): verify checks an extrapolation")  # fmt: skip
     result = fit(root, budget, resamples, confidence, seed)
     study = result.study
-    if not budget > max(study.budgets):
-        raise ConfigError(f"--budget {budget:.3g} must be above every fitted budget (the largest is "
-                          f"{max(study.budgets):.3g}): verify checks an extrapolation")  # fmt: skip
     prediction = result.prediction()
     assert prediction is not None
-    base_cfg = load_config(study.config_path, study.overrides)
+    base_cfg = study.base_config()
     base = base_cfg.model.args
     t = base_cfg.train
     shape = shape_for_params(prediction["n_opt"], base)

@@ -150,7 +150,29 @@ def test_fit_and_verify_refuse_what_is_not_a_study_or_not_an_extrapolation(tmp_p
     write_fake_runs(tmp_path / "study")
     capsys.readouterr()
     assert main(["verify", str(tmp_path / "study"), "--budget", "2e9", "--bootstrap", "20"]) == 2
-    assert "must be above every fitted budget" in one_error(capsys)
+    assert "must be a finite budget above every fitted one" in one_error(capsys)
+
+
+def test_run_and_verify_refuse_a_config_file_edited_since_the_plan(tmp_path, tiny_inputs, capsys, monkeypatch):
+    config = tmp_path / "base.yaml"
+    config.write_text(DEBUG_CONFIG.read_text())
+    assert main(["plan", "--config", str(config), *tiny_inputs, "--budgets", BUDGETS, "--sizes", "4",
+                 "--min-steps", "20", "--out", str(tmp_path / "study")]) == 0  # fmt: skip
+    write_fake_runs(tmp_path / "study")
+    edited = yaml.safe_load(config.read_text())
+    edited["optim"]["weight_decay"] = 0.5
+    config.write_text(yaml.safe_dump(edited))
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "study")]) == 2
+    assert "is no longer the config" in one_error(capsys)
+    assert main(["verify", str(tmp_path / "study"), "--budget", "1e10", "--bootstrap", "20"]) == 2
+    assert "(optim.weight_decay: 0.1 vs 0.5)" in one_error(capsys)
+    assert not (tmp_path / "study" / "verify").exists()
+    config.unlink()  # or read from another directory than the plan's
+    assert main(["verify", str(tmp_path / "study"), "--budget", "1e10", "--bootstrap", "20"]) == 2
+    assert "is not found from" in one_error(capsys)
+    assert main(["verify", str(tmp_path / "study"), "--budget", "inf", "--bootstrap", "20"]) == 2
+    assert "must be a finite budget" in one_error(capsys)
 
 
 def test_the_runs_are_an_lm_sweep_study_of_explicit_points(tmp_path, tiny_inputs):
