@@ -406,15 +406,11 @@ def _validate_optimizer(cfg: Config) -> None:
         raise ConfigError(f"optim.ns_steps must be at least 1, got {o.ns_steps}")
     if not 0 <= o.decay_frac <= 1:
         raise ConfigError(f"optim.decay_frac must be in [0, 1], got {o.decay_frac}")
-    if o.schedule == "wsd" and o.cosine_cycle_iters is not None:
+    if o.schedule != "cosine" and o.cosine_cycle_iters is not None:
+        decays = {"wsd": "over the last optim.decay_frac of train.max_steps", "linear": "until train.max_steps"}
         raise ConfigError(
-            "optim.cosine_cycle_iters is for optim.schedule=cosine; wsd decays over the last optim.decay_frac of "
-            "train.max_steps: unset one of them"
-        )
-    if o.schedule == "linear" and o.cosine_cycle_iters is not None:
-        raise ConfigError(
-            "optim.cosine_cycle_iters is for optim.schedule=cosine; linear decays until train.max_steps: unset one "
-            "of them"
+            f"optim.cosine_cycle_iters is for optim.schedule=cosine; {o.schedule} decays {decays[o.schedule]}: "
+            "unset one of them"
         )
     if o.name == "muon" and cfg.train.parallel == "fsdp":
         raise ConfigError(

@@ -105,9 +105,10 @@ def lr_at(step: int, cfg: Config) -> float:
     o, max_steps = cfg.optim, cfg.train.max_steps
     if o.schedule in ("wsd", "linear"):
         end = max(max_steps, o.warmup_iters)
-        if o.schedule == "linear":
-            return wsd_lr(step, o.lr, o.min_lr, o.warmup_iters, o.warmup_iters, end, "linear")
-        start = max(end - math.floor(o.decay_frac * max_steps + 0.5), o.warmup_iters)
-        return wsd_lr(step, o.lr, o.min_lr, o.warmup_iters, start, end, o.decay_shape)
+        if o.schedule == "linear":  # the decay starts where the warmup ends, in a straight line
+            start, shape = o.warmup_iters, "linear"
+        else:
+            start, shape = max(end - math.floor(o.decay_frac * max_steps + 0.5), o.warmup_iters), o.decay_shape
+        return wsd_lr(step, o.lr, o.min_lr, o.warmup_iters, start, end, shape)
     cycle = o.cosine_cycle_iters if o.cosine_cycle_iters is not None else max(max_steps, o.warmup_iters)
     return cosine_lr(step, o.lr, o.min_lr, o.warmup_iters, cycle)

@@ -105,6 +105,10 @@ def test_overrides_parse_types_and_nested_sections(tmp_path):
             ["optim.schedule=wsd", "optim.cosine_cycle_iters=500"],
             "optim.cosine_cycle_iters is for optim.schedule=cosine",
         ),
+        (
+            ["optim.schedule=linear", "optim.cosine_cycle_iters=500"],
+            "optim.cosine_cycle_iters is for optim.schedule=cosine; linear decays until train.max_steps",
+        ),
         (["optim.momentum=1"], r"optim.momentum must be in \[0, 1\)"),
         (["optim.ns_steps=0"], "optim.ns_steps must be at least 1"),
         (["optim.muon_lr=-0.02"], "optim.muon_lr must be a finite number >= 0"),
