@@ -19,9 +19,16 @@ from .conftest import DEBUG_CONFIG, write_fake_runs
 BUDGETS = "1e9,3e9"
 
 
-def plan(tmp_path, overrides, *extra):
-    return main(["plan", "--config", str(DEBUG_CONFIG), *overrides, "--budgets", BUDGETS, "--sizes", "3",
+def plan(tmp_path, overrides, *extra, config=DEBUG_CONFIG):
+    return main(["plan", "--config", str(config), *overrides, "--budgets", BUDGETS, "--sizes", "3",
                  "--min-steps", "20", "--out", str(tmp_path / "study"), *extra])  # fmt: skip
+
+
+def edit_yaml(path, section: str, key: str, value) -> None:
+    """Set ``section.key`` in the YAML file at ``path``."""
+    config = yaml.safe_load(path.read_text())
+    config[section][key] = value
+    path.write_text(yaml.safe_dump(config))
 
 
 def one_error(capsys) -> str:
@@ -131,10 +138,7 @@ def test_runs_of_another_config_in_one_directory_are_refused(tmp_path, tiny_inpu
     assert plan(tmp_path, tiny_inputs) == 0
     write_fake_runs(tmp_path / "study")
     study = load_study(tmp_path / "study")
-    saved = study.run_dir(study.runs[2]) / "config.yaml"
-    config = yaml.safe_load(saved.read_text())
-    config["optim"]["lr"] = 0.5
-    saved.write_text(yaml.safe_dump(config))
+    edit_yaml(study.run_dir(study.runs[2]) / "config.yaml", "optim", "lr", 0.5)
     capsys.readouterr()
     assert main(["fit", str(tmp_path / "study")]) == 2
     assert "another config than the study's (optim.lr: 0.01 vs 0.5)" in one_error(capsys)
@@ -153,15 +157,12 @@ def test_fit_and_verify_refuse_what_is_not_a_study_or_not_an_extrapolation(tmp_p
     assert "must be a finite budget above every fitted one" in one_error(capsys)
 
 
-def test_run_and_verify_refuse_a_config_file_edited_since_the_plan(tmp_path, tiny_inputs, capsys, monkeypatch):
+def test_run_and_verify_refuse_a_config_file_edited_since_the_plan(tmp_path, tiny_inputs, capsys):
     config = tmp_path / "base.yaml"
     config.write_text(DEBUG_CONFIG.read_text())
-    assert main(["plan", "--config", str(config), *tiny_inputs, "--budgets", BUDGETS, "--sizes", "4",
-                 "--min-steps", "20", "--out", str(tmp_path / "study")]) == 0  # fmt: skip
+    assert plan(tmp_path, tiny_inputs, "--sizes", "4", config=config) == 0
     write_fake_runs(tmp_path / "study")
-    edited = yaml.safe_load(config.read_text())
-    edited["optim"]["weight_decay"] = 0.5
-    config.write_text(yaml.safe_dump(edited))
+    edit_yaml(config, "optim", "weight_decay", 0.5)
     capsys.readouterr()
     assert main(["run", str(tmp_path / "study")]) == 2
     assert "is no longer the config" in one_error(capsys)
